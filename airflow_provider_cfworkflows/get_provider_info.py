@@ -1,0 +1,70 @@
+"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_cfworkflows import __version__
+
+INTEGRATION = "Cloudflare Workflows"
+_PACKAGE = "airflow_provider_cfworkflows"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider: its hooks, operators, sensors, triggers, links and connection form."""
+    return {
+        "package-name": "airflow-provider-cfworkflows",
+        "name": INTEGRATION,
+        "description": "Start Cloudflare Workflows instances, wait for steps, fetch step output, send events.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": INTEGRATION,
+                "external-doc-url": "https://developers.cloudflare.com/workflows/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.hooks.workflows"]}],
+        "operators": [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.operators.workflows"]}],
+        "sensors": [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.sensors.workflows"]}],
+        "triggers": [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.triggers.workflows"]}],
+        "extra-links": [f"{_PACKAGE}.links.workflows.CloudflareWorkflowInstanceLink"],
+        "connection-types": [
+            {
+                "hook-class-name": f"{_PACKAGE}.hooks.workflows.CloudflareWorkflowsHook",
+                "connection-type": "cloudflare_workflows",
+                "hook-name": "Cloudflare Workflows",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {"login": "Account ID", "password": "API Token", "host": "API base URL"},
+                    "placeholders": {
+                        "login": "32-character account id from the Cloudflare dashboard",
+                        "password": "API token with Workers Scripts Write (or Read for sensors only)",
+                        "host": "https://api.cloudflare.com/client/v4 (default)",
+                    },
+                },
+                "conn-fields": {
+                    "email": {
+                        "label": "Email (legacy global API key auth)",
+                        "description": "Only with a global API key instead of an API token.",
+                        "schema": {"type": ["string", "null"], "format": "email"},
+                    },
+                    "api_key": {
+                        "label": "Global API key (legacy)",
+                        "description": "Used only when no API token is set; needs the email too.",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "description": "Seconds to wait for a connection or for data. Default 60.",
+                        "schema": {"type": ["number", "null"], "minimum": 1},
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "description": "Retries of idempotent calls after 429, 5xx or network errors. Default 5.",
+                        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
+                    },
+                },
+            }
+        ],
+    }

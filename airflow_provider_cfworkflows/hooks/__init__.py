@@ -1,0 +1,1 @@
+"""Hooks for Cloudflare Workflows."""

@@ -1,0 +1,100 @@
+"""Typed results of Cloudflare Workflows API calls."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_cfworkflows.statuses import InstanceStatus
+
+JSON_CONTENT_TYPE = "application/json"
+OCTET_STREAM_CONTENT_TYPE = "application/octet-stream"
+# Shown instead of the output of a step declared sensitive (in instance details and in /step).
+REDACTED_OUTPUT = "[REDACTED]"
+# Appended to outputs cut to 1024 characters in instance details (unmerged workers-sdk PR #14822,
+# matching production); the /step endpoint returns the full value.
+TRUNCATED_OUTPUT_MARKER = "[truncated output]"
+
+
+@dataclass(frozen=True)
+class RemoteError:
+    """An error reported by the Workflow itself (``{name, message}``)."""
+
+    name: str
+    message: str
+
+    @classmethod
+    def from_api(cls, value: Any) -> RemoteError | None:
+        """Parse the API's ``error`` field (an object or null)."""
+        if not isinstance(value, Mapping):
+            return None
+        return cls(name=str(value.get("name") or "Error"), message=str(value.get("message") or ""))
+
+    def to_dict(self) -> dict[str, str]:
+        """Plain JSON form (for XCom and trigger events)."""
+        return {"name": self.name, "message": self.message}
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}" if self.message else self.name
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """
+    Result of ``GET .../instances/{id}/step``.
+
+    :param status: step status (``running``, ``waiting``, ``complete``, ``errored``; kept as sent).
+    :param error: the failed attempt's error, or None.
+    :param output: the full output: any JSON value, ``bytes`` for a stream output read whole, or None
+        (not complete yet, or a stream that has not been read).
+    :param content_type: ``application/json`` or ``application/octet-stream``.
+    :param event_type: for ``waitForEvent`` steps, the event type the step waits on.
+    """
+
+    status: str
+    error: RemoteError | None
+    output: Any
+    content_type: str = JSON_CONTENT_TYPE
+    event_type: str | None = None
+
+    @property
+    def is_retrying(self) -> bool:
+        """Running with an error: an attempt failed and the step will be tried again."""
+        return self.status == InstanceStatus.RUNNING and self.error is not None
+
+    @property
+    def is_stream(self) -> bool:
+        """Whether the output is raw bytes (the step returned a ``ReadableStream``)."""
+        return self.content_type == OCTET_STREAM_CONTENT_TYPE
+
+    @property
+    def is_redacted(self) -> bool:
+        """Whether the step is marked sensitive, so its real output is not available."""
+        return self.output == REDACTED_OUTPUT
+
+
+@dataclass
+class StepOutputStream:
+    """
+    An open ``/step`` response whose body is read chunk by chunk.
+
+    :param step: status, error and content type; ``output`` holds the parsed value for a JSON response
+        and None for a byte stream.
+    :param content_length: the ``Content-Length`` header, if sent.
+    :param chunks: iterator over the raw body of a byte stream (empty for JSON responses). It raises
+        :class:`~airflow_provider_cfworkflows.exceptions.CloudflareWorkflowsConnectionError` when the
+        connection drops or fewer bytes than ``content_length`` arrive.
+    """
+
+    step: StepOutput
+    content_length: int | None
+    chunks: Iterator[bytes] = field(default_factory=lambda: iter(()))
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The parts of a successful Cloudflare response envelope the hook uses."""
+
+    result: Any
+    result_info: Mapping[str, Any]

@@ -1,0 +1,521 @@
+"""Cloudflare Workflows REST API without I/O: build requests, parse responses, decide on retries.
+
+The sync (``requests``) and async (``httpx``) transports in the hook only move bytes; everything
+about the API lives here, so both behave the same and the tests can check each shape directly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from airflow_provider_cfworkflows.exceptions import (
+    CloudflareErrorDetail,
+    CloudflareWorkflowsAuthError,
+    CloudflareWorkflowsConfigurationError,
+    CloudflareWorkflowsConflictError,
+    CloudflareWorkflowsConnectionError,
+    CloudflareWorkflowsError,
+    CloudflareWorkflowsNotFoundError,
+    CloudflareWorkflowsRateLimitError,
+    CloudflareWorkflowsResponseError,
+    CloudflareWorkflowsServerError,
+)
+from airflow_provider_cfworkflows.models import (
+    JSON_CONTENT_TYPE,
+    OCTET_STREAM_CONTENT_TYPE,
+    Envelope,
+    RemoteError,
+    StepOutput,
+)
+from airflow_provider_cfworkflows.statuses import StatusAction, StepType
+from airflow_provider_cfworkflows.validation import (
+    MAX_BATCH_SIZE,
+    encode_json,
+    validate_attempt,
+    validate_event_payload,
+    validate_event_type,
+    validate_instance_id,
+    validate_instance_status,
+    validate_new_instance_id,
+    validate_per_page,
+    validate_status_action,
+    validate_step_name,
+    validate_step_type,
+    validate_workflow_name,
+)
+
+# "Already exists" for a create with our own instance_id. Cloudflare does not document the REST answer;
+# a third-party emulator uses code 10405 (unverified). We also accept a 409 whose message says so.
+ALREADY_EXISTS_ERROR_CODES = frozenset({10405})
+ALREADY_EXISTS_MESSAGE_FRAGMENT = "already_exists"
+
+# Waits between retries: exponential from BACKOFF_BASE_SECONDS, capped, with jitter (as the SDKs do).
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 30.0
+# A Retry-After above this is capped: Cloudflare may block for 5 minutes, longer than a retry should
+# hold a worker slot; the task's own retries take over after the last attempt.
+RETRY_AFTER_MAX_SECONDS = 120.0
+RETRYABLE_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """
+    One API call, ready for a transport.
+
+    :param method: HTTP method.
+    :param path: path below the base URL, every segment percent-encoded.
+    :param query: query parameters, in order.
+    :param body: JSON body bytes, or None.
+    :param idempotent: whether repeating the call is safe (only those are retried).
+    """
+
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    idempotent: bool = True
+
+    def url(self, base_url: str) -> str:
+        """Absolute URL (query values percent-encoded, spaces as ``%20``)."""
+        query = f"?{urlencode(self.query, quote_via=quote)}" if self.query else ""
+        return f"{base_url}{self.path}{query}"
+
+    def headers(self) -> dict[str, str]:
+        """Headers that depend on the request (auth headers come from the connection)."""
+        return {"Content-Type": JSON_CONTENT_TYPE} if self.body is not None else {}
+
+    def describe(self) -> str:
+        """``METHOD path`` for logs and errors."""
+        return f"{self.method} {self.path}"
+
+
+def encode_segment(value: str) -> str:
+    """Percent-encode one path segment, including ``/``, ``*`` and spaces (cron instance ids have them)."""
+    return quote(value, safe="")
+
+
+def _workflows_path(account_id: str, *segments: str) -> str:
+    return "/".join(["", "accounts", encode_segment(account_id), "workflows", *map(encode_segment, segments)])
+
+
+def _instance_path(account_id: str, workflow_name: str, instance_id: str, *rest: str) -> str:
+    return _workflows_path(
+        account_id,
+        validate_workflow_name(workflow_name),
+        "instances",
+        validate_instance_id(instance_id),
+        *rest,
+    )
+
+
+def _query(**values: Any) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, datetime):
+            value = value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        pairs.append((key, str(value)))
+    return tuple(pairs)
+
+
+# --- request builders --------------------------------------------------------------------------
+
+
+def list_workflows_request(
+    account_id: str, *, page: int = 1, per_page: int = 50, search: str | None = None
+) -> ApiRequest:
+    """``GET /accounts/{account_id}/workflows``."""
+    return ApiRequest(
+        "GET",
+        _workflows_path(account_id),
+        _query(page=page, per_page=validate_per_page(per_page), search=search),
+    )
+
+
+def get_workflow_request(account_id: str, workflow_name: str) -> ApiRequest:
+    """``GET /accounts/{account_id}/workflows/{workflow_name}``."""
+    return ApiRequest("GET", _workflows_path(account_id, validate_workflow_name(workflow_name)))
+
+
+def list_instances_request(
+    account_id: str,
+    workflow_name: str,
+    *,
+    cursor: str | None = None,
+    direction: str | None = None,
+    status: str | None = None,
+    date_start: datetime | str | None = None,
+    date_end: datetime | str | None = None,
+    per_page: int = 50,
+) -> ApiRequest:
+    """``GET .../{workflow_name}/instances`` (cursor pagination)."""
+    if direction is not None and direction not in ("asc", "desc"):
+        raise CloudflareWorkflowsConfigurationError(f"direction must be 'asc' or 'desc', got {direction!r}.")
+    return ApiRequest(
+        "GET",
+        _workflows_path(account_id, validate_workflow_name(workflow_name), "instances"),
+        _query(
+            per_page=validate_per_page(per_page),
+            cursor=cursor or None,
+            direction=direction,
+            status=validate_instance_status(status).value if status is not None else None,
+            date_start=date_start,
+            date_end=date_end,
+        ),
+    )
+
+
+def get_instance_request(
+    account_id: str, workflow_name: str, instance_id: str, *, simple: bool = False, order: str | None = None
+) -> ApiRequest:
+    """``GET .../instances/{instance_id}`` (``simple=true`` omits the steps)."""
+    if order is not None and order not in ("asc", "desc"):
+        raise CloudflareWorkflowsConfigurationError(f"order must be 'asc' or 'desc', got {order!r}.")
+    return ApiRequest(
+        "GET", _instance_path(account_id, workflow_name, instance_id), _query(simple=simple, order=order)
+    )
+
+
+def _new_instance_item(
+    instance_id: str | None, params: Any, instance_retention: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if instance_id is not None:
+        item["instance_id"] = validate_new_instance_id(instance_id)
+    if params is not None:
+        # Sent as a JSON object, as wrangler does; the newest spec types it as a JSON string
+        # (see the API reference, "params type drift"). Inferred: verify against the live API.
+        encode_json(params, "instance_params")
+        item["params"] = params
+    if instance_retention is not None:
+        item["instance_retention"] = dict(instance_retention)
+    return item
+
+
+def create_instance_request(
+    account_id: str,
+    workflow_name: str,
+    *,
+    instance_id: str | None = None,
+    params: Any = None,
+    instance_retention: Mapping[str, Any] | None = None,
+) -> ApiRequest:
+    """``POST .../instances``; idempotent (so retried) only with an explicit ``instance_id``."""
+    item = _new_instance_item(instance_id, params, instance_retention)
+    return ApiRequest(
+        "POST",
+        _workflows_path(account_id, validate_workflow_name(workflow_name), "instances"),
+        body=encode_json(item, "create-instance body"),
+        idempotent=instance_id is not None,
+    )
+
+
+def create_instances_batch_request(
+    account_id: str, workflow_name: str, instances: Sequence[Mapping[str, Any]]
+) -> ApiRequest:
+    """``POST .../instances/batch`` with 1-100 items of ``{instance_id?, params?, instance_retention?}``."""
+    if not 1 <= len(instances) <= MAX_BATCH_SIZE:
+        raise CloudflareWorkflowsConfigurationError(
+            f"A batch holds 1 to {MAX_BATCH_SIZE} instances, got {len(instances)}; split larger lists."
+        )
+    items = [
+        _new_instance_item(item.get("instance_id"), item.get("params"), item.get("instance_retention"))
+        for item in instances
+    ]
+    return ApiRequest(
+        "POST",
+        _workflows_path(account_id, validate_workflow_name(workflow_name), "instances", "batch"),
+        body=encode_json(items, "batch body"),
+        # Existing ids are skipped by the batch call, so a batch of explicit ids is safe to repeat.
+        idempotent=all("instance_id" in item for item in items),
+    )
+
+
+def change_instance_status_request(
+    account_id: str,
+    workflow_name: str,
+    instance_id: str,
+    action: str,
+    *,
+    rollback: bool | None = None,
+    restart_from: Mapping[str, Any] | None = None,
+) -> ApiRequest:
+    """``PATCH .../instances/{instance_id}/status`` with ``{"status": action, ...}``."""
+    status_action = validate_status_action(action)
+    body: dict[str, Any] = {"status": status_action.value}
+    if rollback is not None:
+        if status_action is not StatusAction.TERMINATE:
+            raise CloudflareWorkflowsConfigurationError("rollback applies only to action='terminate'.")
+        body["rollback"] = bool(rollback)
+    if restart_from is not None:
+        if status_action is not StatusAction.RESTART:
+            raise CloudflareWorkflowsConfigurationError("restart_from applies only to action='restart'.")
+        body["from"] = dict(restart_from)
+    return ApiRequest(
+        "PATCH",
+        _instance_path(account_id, workflow_name, instance_id, "status"),
+        body=encode_json(body, "status body"),
+        idempotent=status_action is not StatusAction.RESTART,
+    )
+
+
+def send_event_request(
+    account_id: str, workflow_name: str, instance_id: str, event_type: str, payload: Any = None
+) -> ApiRequest:
+    """``POST .../instances/{instance_id}/events/{event_type}``; the body is the payload. Never retried."""
+    return ApiRequest(
+        "POST",
+        _instance_path(account_id, workflow_name, instance_id, "events", validate_event_type(event_type)),
+        body=validate_event_payload(payload),
+        idempotent=False,
+    )
+
+
+def list_versions_request(
+    account_id: str, workflow_name: str, *, page: int = 1, per_page: int = 50
+) -> ApiRequest:
+    """``GET .../{workflow_name}/versions``."""
+    return ApiRequest(
+        "GET",
+        _workflows_path(account_id, validate_workflow_name(workflow_name), "versions"),
+        _query(page=page, per_page=validate_per_page(per_page)),
+    )
+
+
+def step_output_request(
+    account_id: str,
+    workflow_name: str,
+    instance_id: str,
+    step_name: str,
+    step_type: str = StepType.STEP,
+    attempt: int | None = None,
+) -> ApiRequest:
+    """``GET .../instances/{instance_id}/step?name=&type=[&attempt=]``."""
+    kind = validate_step_type(step_type)
+    attempt = validate_attempt(attempt)
+    if attempt is not None and kind is StepType.WAIT_FOR_EVENT:
+        raise CloudflareWorkflowsConfigurationError("attempt is not supported with step_type='waitForEvent'.")
+    return ApiRequest(
+        "GET",
+        _instance_path(account_id, workflow_name, instance_id, "step"),
+        _query(name=validate_step_name(step_name), type=kind.value, attempt=attempt),
+    )
+
+
+# --- response parsing --------------------------------------------------------------------------
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup over any mapping."""
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def content_type_of(headers: Mapping[str, str]) -> str:
+    """The media type of a response, without parameters (``application/json``)."""
+    return (header(headers, "content-type") or "").split(";")[0].strip().lower()
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def _error_details(payload: Any) -> tuple[CloudflareErrorDetail, ...]:
+    if not isinstance(payload, Mapping):
+        return ()
+    details = []
+    for item in payload.get("errors") or ():
+        if isinstance(item, Mapping):
+            code = item.get("code")
+            details.append(
+                CloudflareErrorDetail(code if isinstance(code, int) else None, str(item.get("message", "")))
+            )
+        elif isinstance(item, str):  # 4xx envelopes have been seen with plain-string items
+            details.append(CloudflareErrorDetail(None, item))
+    return tuple(details)
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+_STATUS_ERRORS: dict[int, tuple[type[CloudflareWorkflowsError], str]] = {
+    401: (CloudflareWorkflowsAuthError, "Cloudflare rejected the credentials"),
+    403: (
+        CloudflareWorkflowsAuthError,
+        "Cloudflare refused access (check the token's permissions and account)",
+    ),
+    404: (CloudflareWorkflowsNotFoundError, "Not found"),
+    409: (CloudflareWorkflowsConflictError, "Conflict with the instance's current state"),
+    429: (CloudflareWorkflowsRateLimitError, "Rate limited by Cloudflare"),
+}
+
+
+def error_for_response(
+    request: ApiRequest, status_code: int, headers: Mapping[str, str], body: bytes
+) -> CloudflareWorkflowsError:
+    """The typed error for a non-2xx response."""
+    payload = _decode_json(body)
+    context: dict[str, Any] = {
+        "http_status": status_code,
+        "errors": _error_details(payload),
+        "cf_ray": header(headers, "cf-ray"),
+        "method": request.method,
+        "path": request.path,
+    }
+    if status_code == 429:
+        return CloudflareWorkflowsRateLimitError(
+            "Rate limited by Cloudflare",
+            retry_after=parse_retry_after(header(headers, "retry-after")),
+            **context,
+        )
+    if status_code in _STATUS_ERRORS:
+        error_class, message = _STATUS_ERRORS[status_code]
+        return error_class(message, **context)
+    if status_code == 408 or status_code >= 500:
+        return CloudflareWorkflowsServerError("Cloudflare server error", **context)
+    return CloudflareWorkflowsError("Cloudflare API request failed", **context)
+
+
+def parse_envelope(
+    request: ApiRequest, status_code: int, headers: Mapping[str, str], body: bytes
+) -> Envelope:
+    """
+    Check a JSON response and return its ``result``.
+
+    Raises the typed error for HTTP errors, for ``success: false`` even with HTTP 200 (seen in
+    production), and for a body that is not Cloudflare's JSON envelope.
+    """
+    if not 200 <= status_code < 300:
+        raise error_for_response(request, status_code, headers, body)
+    context: dict[str, Any] = {
+        "http_status": status_code,
+        "cf_ray": header(headers, "cf-ray"),
+        "method": request.method,
+        "path": request.path,
+    }
+    payload = _decode_json(body)
+    if not isinstance(payload, Mapping):
+        snippet = body[:120].decode("utf-8", "replace")
+        raise CloudflareWorkflowsResponseError(
+            f"Cloudflare answered with a body that is not a JSON envelope (starts with {snippet!r})",
+            **context,
+        )
+    if payload.get("success") is not True:
+        raise CloudflareWorkflowsServerError(
+            "Cloudflare answered success=false", errors=_error_details(payload), **context
+        )
+    result_info = payload.get("result_info")
+    return Envelope(
+        result=payload.get("result"), result_info=result_info if isinstance(result_info, Mapping) else {}
+    )
+
+
+def parse_step_output(result: Any) -> StepOutput:
+    """The ``result`` of a JSON ``/step`` response."""
+    if not isinstance(result, Mapping) or not isinstance(result.get("status"), str):
+        raise CloudflareWorkflowsResponseError(f"Unexpected /step result (no status): {str(result)[:200]!r}")
+    event_type = result.get("event_type")
+    return StepOutput(
+        status=result["status"],
+        error=RemoteError.from_api(result.get("error")),
+        output=result.get("output"),
+        content_type=JSON_CONTENT_TYPE,
+        event_type=event_type if isinstance(event_type, str) else None,
+    )
+
+
+def stream_step_status() -> StepOutput:
+    """The status-shaped view of an ``application/octet-stream`` ``/step`` response: always complete."""
+    return StepOutput(status="complete", error=None, output=None, content_type=OCTET_STREAM_CONTENT_TYPE)
+
+
+def parse_content_length(headers: Mapping[str, str]) -> int | None:
+    """``Content-Length`` as an int, or None."""
+    value = header(headers, "content-length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def is_already_exists(error: CloudflareWorkflowsError) -> bool:
+    """Whether a create failed only because the instance id is taken (see ``ALREADY_EXISTS_*``)."""
+    if any(code in ALREADY_EXISTS_ERROR_CODES for code in error.error_codes):
+        return True
+    return error.http_status == 409 and any(
+        ALREADY_EXISTS_MESSAGE_FRAGMENT in detail.message.replace(" ", "_").lower() for detail in error.errors
+    )
+
+
+def next_cursor(result_info: Mapping[str, Any]) -> str | None:
+    """The cursor of the next page; None (or empty) ends the listing (as wrangler does)."""
+    cursor = result_info.get("cursor")
+    return cursor if isinstance(cursor, str) and cursor else None
+
+
+def has_next_page(result_info: Mapping[str, Any], page: int, received: int, per_page: int) -> bool:
+    """Page-numbered listings: whether another page exists after ``page``."""
+    total_pages = result_info.get("total_pages")
+    if isinstance(total_pages, int):
+        return page < total_pages
+    return received >= per_page
+
+
+# --- retries -----------------------------------------------------------------------------------
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether an error may go away by itself: 408, 429, 5xx, ``success: false``, bad body, network."""
+    if isinstance(error, CloudflareWorkflowsRateLimitError | CloudflareWorkflowsConnectionError):
+        return True
+    if isinstance(error, CloudflareWorkflowsServerError | CloudflareWorkflowsResponseError):
+        return (
+            error.http_status is None
+            or error.http_status < 300
+            or error.http_status in RETRYABLE_STATUS_CODES
+        )
+    return False
+
+
+def retry_delay(attempt_number: int, error: BaseException | None, *, jitter: float | None = None) -> float:
+    """
+    Seconds to wait before retry ``attempt_number`` (1 = first retry).
+
+    Honours ``Retry-After`` (capped at ``RETRY_AFTER_MAX_SECONDS``); otherwise exponential backoff
+    ``0.5 * 2^(n-1)`` capped at ``BACKOFF_MAX_SECONDS``, minus up to 25 % jitter.
+    """
+    if isinstance(error, CloudflareWorkflowsRateLimitError) and error.retry_after is not None:
+        return min(error.retry_after, RETRY_AFTER_MAX_SECONDS)
+    base = min(BACKOFF_BASE_SECONDS * 2 ** max(attempt_number - 1, 0), BACKOFF_MAX_SECONDS)
+    fraction = random.random() if jitter is None else jitter
+    return base * (1 - 0.25 * fraction)

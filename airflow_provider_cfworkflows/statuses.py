@@ -1,0 +1,62 @@
+"""Status values of Cloudflare Workflows instances and steps, and which of them are terminal.
+
+Source: the REST enum in Cloudflare's API reference and SDKs (9 values, ``rollingBack`` added in
+June 2026). Which statuses are terminal is our reading of the product docs (inferred, not stated by
+Cloudflare): ``complete``, ``errored`` and ``terminated``. Anything we do not recognise (a status added
+after this release, or the legacy ``unknown``) is treated as "not yet", never as an error.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class InstanceStatus(StrEnum):
+    """Status of a Workflow instance (also reused by the ``/step`` endpoint)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    ERRORED = "errored"
+    TERMINATED = "terminated"
+    COMPLETE = "complete"
+    WAITING_FOR_PAUSE = "waitingForPause"
+    WAITING = "waiting"
+    ROLLING_BACK = "rollingBack"
+
+
+TERMINAL_INSTANCE_STATUSES = frozenset(
+    {InstanceStatus.COMPLETE, InstanceStatus.ERRORED, InstanceStatus.TERMINATED}
+)
+
+# The /step endpoint documents only these four for a step; the schema reuses the instance enum.
+STEP_STATUSES = frozenset(
+    {InstanceStatus.RUNNING, InstanceStatus.WAITING, InstanceStatus.COMPLETE, InstanceStatus.ERRORED}
+)
+TERMINAL_STEP_STATUSES = frozenset({InstanceStatus.COMPLETE, InstanceStatus.ERRORED})
+
+
+class StepType(StrEnum):
+    """The ``type`` query parameter of the ``/step`` endpoint."""
+
+    STEP = "step"
+    WAIT_FOR_EVENT = "waitForEvent"
+
+
+class StatusAction(StrEnum):
+    """Actions of ``PATCH .../instances/{id}/status``."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    TERMINATE = "terminate"
+    RESTART = "restart"
+
+
+def is_known_status(value: str) -> bool:
+    """Whether ``value`` is one of the documented instance statuses."""
+    return value in InstanceStatus._value2member_map_
+
+
+def is_terminal_instance_status(value: str) -> bool:
+    """Whether an instance in status ``value`` will never change again by itself."""
+    return value in TERMINAL_INSTANCE_STATUSES
