@@ -48,6 +48,29 @@ LEGACY_EMAIL = "dev@example.com"
 LEGACY_API_KEY = "emulator-global-key"
 
 
+# Every credential the tests use. No test output (captured stdout/stderr/log records, or the text of
+# a failure) may contain one: the hook below fails the test that printed it.
+SECRETS = (API_TOKEN, LEGACY_API_KEY, "unit-test-token-4c1d", "legacy-key-77", "wrong-token-0xdead")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    texts = [content for _name, content in report.sections]
+    if report.longrepr is not None:
+        texts.append(str(report.longrepr))
+    leaked = leaked_secrets(texts)
+    if leaked:
+        report.outcome = "failed"
+        report.longrepr = f"{len(leaked)} credential(s) appeared in the output of {item.nodeid}"
+
+
+def leaked_secrets(texts: list[str]) -> list[str]:
+    """The test credentials that occur in any of ``texts``."""
+    return sorted({secret for secret in SECRETS for text in texts if secret in text})
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh), then run every check: ruff, mypy and the whole pytest suite.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+# Two workers on a 2-core machine; each gets its own Airflow home, SQLite DB and emulator.
+# pytest exits 5 when it collects no test: set -e turns that into a failure too.
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"

@@ -1,0 +1,429 @@
+"""CloudflareWorkflowsHook against a mocked wire: exact request shapes, parsing, retries, errors."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import requests
+
+from airflow_provider_cfworkflows import protocol
+from airflow_provider_cfworkflows.exceptions import (
+    CloudflareWorkflowsAuthError,
+    CloudflareWorkflowsConfigurationError,
+    CloudflareWorkflowsConnectionError,
+    CloudflareWorkflowsNotFoundError,
+    CloudflareWorkflowsRateLimitError,
+    CloudflareWorkflowsResponseError,
+    CloudflareWorkflowsServerError,
+)
+from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+
+ACCOUNT = "0123456789abcdef0123456789abcdef"
+TOKEN = "unit-test-token-4c1d"
+BASE = "https://api.cloudflare.test/client/v4"
+WF = f"{BASE}/accounts/{ACCOUNT}/workflows"
+
+
+def ok(result=None, **extra):
+    return {"success": True, "errors": [], "messages": [], "result": result, **extra}
+
+
+@pytest.fixture
+def delays(monkeypatch):
+    """Record retry waits instead of sleeping them."""
+    recorded: list[float] = []
+
+    real_delay = protocol.retry_delay
+
+    def fake_delay(attempt, error, jitter=None):
+        recorded.append(real_delay(attempt, error, jitter=0.0))
+        return 0.0
+
+    monkeypatch.setattr(protocol, "retry_delay", fake_delay)
+    return recorded
+
+
+@pytest.fixture
+def hook(monkeypatch, delays):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLOUDFLARE_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "cloudflare_workflows",
+                "login": ACCOUNT,
+                "password": TOKEN,
+                "host": BASE,
+                "extra": {"max_retries": 3},
+            }
+        ),
+    )
+    return CloudflareWorkflowsHook()
+
+
+def only_request(requests_mock):
+    assert requests_mock.call_count == 1
+    return requests_mock.request_history[0]
+
+
+def test_get_instance_request_shape(hook, requests_mock):
+    requests_mock.get(f"{WF}/my%20wf/instances/%2A%2F5%20%2A-17", json=ok({"status": "running"}))
+
+    result = hook.get_instance("my wf", "*/5 *-17", simple=True, order="desc")
+
+    sent = only_request(requests_mock)
+    assert result == {"status": "running"}
+    assert sent.method == "GET"
+    assert sent.path == f"/client/v4/accounts/{ACCOUNT}/workflows/my%20wf/instances/%2a%2f5%20%2a-17"
+    assert sent.query == "simple=true&order=desc"
+    assert sent.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert sent.headers["User-Agent"].startswith("airflow-provider-cfworkflows/")
+    assert sent.body is None
+
+
+def test_create_instance_request_shape(hook, requests_mock):
+    requests_mock.post(f"{WF}/wf/instances", json=ok({"id": "run-1", "status": "queued"}))
+
+    result = hook.create_instance(
+        "wf",
+        instance_id="run-1",
+        params={"date": "2026-01-01"},
+        instance_retention={"success_retention": "1 day"},
+    )
+
+    sent = only_request(requests_mock)
+    assert result["id"] == "run-1"
+    assert sent.headers["Content-Type"] == "application/json"
+    assert sent.json() == {
+        "instance_id": "run-1",
+        "params": {"date": "2026-01-01"},
+        "instance_retention": {"success_retention": "1 day"},
+    }
+
+
+def test_batch_status_event_and_versions(hook, requests_mock):
+    requests_mock.post(f"{WF}/wf/instances/batch", json=ok([{"id": "a"}, {"id": "b"}]))
+    requests_mock.patch(f"{WF}/wf/instances/a/status", json=ok({"status": "terminated", "timestamp": "t"}))
+    requests_mock.post(f"{WF}/wf/instances/a/events/approval", json=ok({}))
+    requests_mock.get(f"{WF}/wf/versions", json=ok([{"id": "v1"}], result_info={"page": 1, "total_pages": 1}))
+    requests_mock.get(f"{WF}/wf", json=ok({"name": "wf"}))
+
+    assert [
+        i["id"] for i in hook.create_instances_batch("wf", [{"instance_id": "a"}, {"instance_id": "b"}])
+    ] == ["a", "b"]
+    assert hook.change_instance_status("wf", "a", "terminate", rollback=False)["status"] == "terminated"
+    assert hook.send_event("wf", "a", "approval", {"approved": True}) == {}
+    assert [v["id"] for v in hook.list_versions("wf")] == ["v1"]
+    assert hook.get_workflow("wf") == {"name": "wf"}
+
+    batch, status, event, versions, workflow = requests_mock.request_history
+    assert batch.json() == [{"instance_id": "a"}, {"instance_id": "b"}]
+    assert (status.method, status.json()) == ("PATCH", {"status": "terminate", "rollback": False})
+    assert (event.method, event.json()) == ("POST", {"approved": True})
+    assert versions.query == "page=1&per_page=100"
+    assert workflow.path.endswith("/workflows/wf")
+
+
+def test_list_instances_follows_the_cursor(hook, requests_mock):
+    requests_mock.get(
+        f"{WF}/wf/instances",
+        [
+            {"json": ok([{"id": "1"}, {"id": "2"}], result_info={"cursor": "c2"})},
+            {"json": ok([{"id": "3"}], result_info={"cursor": ""})},
+        ],
+    )
+
+    ids = [item["id"] for item in hook.list_instances("wf", status="complete", direction="asc", per_page=2)]
+
+    assert ids == ["1", "2", "3"]
+    first, second = requests_mock.request_history
+    assert first.qs == {"per_page": ["2"], "direction": ["asc"], "status": ["complete"]}
+    assert second.qs == {"per_page": ["2"], "cursor": ["c2"], "direction": ["asc"], "status": ["complete"]}
+
+
+def test_list_workflows_pages(hook, requests_mock):
+    requests_mock.get(
+        WF,
+        [
+            {"json": ok([{"name": "a"}], result_info={"page": 1, "total_pages": 2})},
+            {"json": ok([{"name": "b"}], result_info={"page": 2, "total_pages": 2})},
+        ],
+    )
+    assert [w["name"] for w in hook.list_workflows(search="a")] == ["a", "b"]
+    assert [r.qs["page"] for r in requests_mock.request_history] == [["1"], ["2"]]
+
+
+def test_account_id_argument_overrides_login(hook, requests_mock):
+    other = "fedcba9876543210fedcba9876543210"
+    requests_mock.get(f"{BASE}/accounts/{other}/workflows/wf", json=ok({"name": "wf"}))
+    assert hook.get_workflow("wf", account_id=other) == {"name": "wf"}
+
+
+def test_missing_account_id_is_a_clear_error(monkeypatch, delays):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CF_NO_ACCOUNT",
+        json.dumps({"conn_type": "cloudflare_workflows", "password": TOKEN, "host": BASE}),
+    )
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match="No Cloudflare account id"):
+        CloudflareWorkflowsHook("cf_no_account").get_workflow("wf")
+
+
+def test_legacy_auth_headers(monkeypatch, requests_mock, delays):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CF_LEGACY",
+        json.dumps(
+            {
+                "conn_type": "cloudflare_workflows",
+                "login": ACCOUNT,
+                "host": BASE,
+                "extra": {"email": "a@b.c", "api_key": "legacy-key-77"},
+            }
+        ),
+    )
+    requests_mock.get(f"{WF}/wf", json=ok({}))
+    CloudflareWorkflowsHook("cf_legacy").get_workflow("wf")
+    sent = only_request(requests_mock)
+    assert sent.headers["X-Auth-Email"] == "a@b.c"
+    assert sent.headers["X-Auth-Key"] == "legacy-key-77"
+    assert "Authorization" not in sent.headers
+
+
+def test_rate_limit_is_retried_honouring_retry_after(hook, requests_mock, delays, capsys):
+    requests_mock.get(
+        f"{WF}/wf",
+        [
+            {
+                "status_code": 429,
+                "headers": {"Retry-After": "7"},
+                "json": {"success": False, "errors": [{"code": 971, "message": "slow down"}]},
+            },
+            {
+                "status_code": 503,
+                "json": {"success": False, "errors": [{"code": 10001, "message": "internal"}]},
+            },
+            {"json": ok({"name": "wf"})},
+        ],
+    )
+    assert hook.get_workflow("wf") == {"name": "wf"}
+    assert requests_mock.call_count == 3
+    assert delays == [7.0, 1.0]
+    retry_logs = [line for line in capsys.readouterr().out.splitlines() if "Retrying" in line]
+    assert len(retry_logs) == 2
+    assert "HTTP 429" in retry_logs[0]
+    assert "HTTP 503" in retry_logs[1]
+
+
+def test_retries_give_up_with_the_last_error(hook, requests_mock):
+    requests_mock.get(
+        f"{WF}/wf", status_code=502, json={"success": False, "errors": []}, headers={"cf-ray": "r-9"}
+    )
+    with pytest.raises(CloudflareWorkflowsServerError) as caught:
+        hook.get_workflow("wf")
+    assert requests_mock.call_count == 4  # 1 + max_retries=3
+    assert caught.value.cf_ray == "r-9"
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {
+            "json": ok(
+                {"x": 1},
+                success=False,
+                errors=[{"code": 10001, "message": "workflows.api.error.internal_server"}],
+            )
+        },
+        {"text": '{"success": true, "resu', "headers": {"Content-Type": "application/json"}},
+        {"exc": requests.exceptions.ConnectionError("reset by peer")},
+        {"exc": requests.exceptions.ReadTimeout("read timed out")},
+    ],
+    ids=["success-false", "malformed-json", "connection-error", "timeout"],
+)
+def test_transient_faults_on_gets_are_retried(hook, requests_mock, response):
+    requests_mock.get(f"{WF}/wf", [response, {"json": ok({"name": "wf"})}])
+    assert hook.get_workflow("wf") == {"name": "wf"}
+    assert requests_mock.call_count == 2
+
+
+def test_non_idempotent_calls_are_not_retried(hook, requests_mock):
+    requests_mock.post(f"{WF}/wf/instances", status_code=503, json={"success": False, "errors": []})
+    requests_mock.post(
+        f"{WF}/wf/instances/i/events/go",
+        status_code=429,
+        headers={"Retry-After": "1"},
+        json={"success": False},
+    )
+
+    with pytest.raises(CloudflareWorkflowsServerError):
+        hook.create_instance("wf", params={"a": 1})
+    with pytest.raises(CloudflareWorkflowsRateLimitError):
+        hook.send_event("wf", "i", "go", {})
+    assert requests_mock.call_count == 2
+
+
+def test_create_with_explicit_id_is_retried(hook, requests_mock):
+    requests_mock.post(
+        f"{WF}/wf/instances", [{"status_code": 500, "json": {"success": False}}, {"json": ok({"id": "x"})}]
+    )
+    assert hook.create_instance("wf", instance_id="x")["id"] == "x"
+    assert requests_mock.call_count == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [
+        (401, CloudflareWorkflowsAuthError),
+        (403, CloudflareWorkflowsAuthError),
+        (404, CloudflareWorkflowsNotFoundError),
+    ],
+)
+def test_client_errors_are_not_retried(hook, requests_mock, status, error_type):
+    requests_mock.get(
+        f"{WF}/wf",
+        status_code=status,
+        json={"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]},
+    )
+    with pytest.raises(error_type):
+        hook.get_workflow("wf")
+    assert requests_mock.call_count == 1
+
+
+def test_step_output_json(hook, requests_mock):
+    requests_mock.get(
+        f"{WF}/wf/instances/i/step",
+        json=ok({"status": "complete", "error": None, "output": {"rows": list(range(500))}}),
+    )
+    step = hook.get_step_output("wf", "i", "fetch data-1", attempt=2)
+
+    sent = only_request(requests_mock)
+    assert sent.query == "name=fetch%20data-1&type=step&attempt=2"
+    assert step.status == "complete"
+    assert step.output == {"rows": list(range(500))}
+    assert not step.is_stream
+
+
+def test_step_output_octet_stream_whole_and_streamed(hook, requests_mock):
+    payload = bytes(range(256)) * 4096
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(payload))}
+    requests_mock.get(f"{WF}/wf/instances/i/step", content=payload, headers=headers)
+
+    whole = hook.get_step_output("wf", "i", "blob-1")
+    assert (whole.status, whole.output, whole.is_stream) == ("complete", payload, True)
+
+    with hook.stream_step_output("wf", "i", "blob-1", chunk_size=65536) as stream:
+        chunks = list(stream.chunks)
+    assert stream.content_length == len(payload)
+    assert max(len(c) for c in chunks) <= 65536
+    assert b"".join(chunks) == payload
+
+
+def test_step_stream_shorter_than_content_length_is_an_error(hook, requests_mock):
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": "1000"}
+    requests_mock.get(f"{WF}/wf/instances/i/step", content=b"x" * 10, headers=headers)
+    with (
+        pytest.raises(CloudflareWorkflowsConnectionError),
+        hook.stream_step_output("wf", "i", "blob-1") as stream,
+    ):
+        b"".join(stream.chunks)
+
+
+def test_step_not_found(hook, requests_mock):
+    requests_mock.get(
+        f"{WF}/wf/instances/i/step",
+        status_code=404,
+        json={
+            "success": False,
+            "errors": [{"code": 10404, "message": "Step 'x-1' not found for instance 'i'"}],
+        },
+    )
+    with pytest.raises(CloudflareWorkflowsNotFoundError, match="Step 'x-1' not found"):
+        hook.get_step_output("wf", "i", "x-1")
+
+
+def test_test_connection(hook, requests_mock):
+    requests_mock.get(WF, json=ok([]))
+    assert hook.test_connection() == (True, f"Connected to Cloudflare Workflows for account {ACCOUNT}.")
+    assert only_request(requests_mock).qs == {"page": ["1"], "per_page": ["1"]}
+
+    requests_mock.get(
+        WF,
+        status_code=403,
+        json={"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]},
+    )
+    success, message = hook.test_connection()
+    assert not success
+    assert "HTTP 403" in message
+    assert "10000: Authentication error" in message
+    assert TOKEN not in message
+
+
+# --- async twins -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def async_hook(hook):
+    sent: list[httpx.Request] = []
+    responses: list[httpx.Response] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return responses.pop(0)
+
+    settings = await hook.aget_settings()
+    hook._async_client = httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=settings.headers())
+    yield hook, sent, responses
+    await hook.aclose()
+
+
+async def test_async_instance_and_step(async_hook):
+    hook, sent, responses = async_hook
+    responses.extend(
+        [
+            httpx.Response(429, headers={"Retry-After": "2"}, json={"success": False, "errors": []}),
+            httpx.Response(200, json=ok({"status": "waiting"})),
+            httpx.Response(
+                200,
+                json=ok({"status": "running", "error": {"name": "Error", "message": "boom"}, "output": None}),
+            ),
+            httpx.Response(200, headers={"Content-Type": "application/octet-stream"}, content=b"\x00" * 10),
+        ]
+    )
+
+    instance = await hook.aget_instance("wf", "a b", simple=True)
+    step = await hook.aget_step_output("wf", "a b", "load-1", "step")
+    stream = await hook.aget_step_output("wf", "a b", "blob-1")
+
+    assert instance == {"status": "waiting"}
+    assert step.is_retrying
+    assert (stream.status, stream.is_stream, stream.output) == ("complete", True, None)
+    assert [str(r.url) for r in sent[:2]] == [f"{WF}/wf/instances/a%20b?simple=true"] * 2
+    assert str(sent[2].url) == f"{WF}/wf/instances/a%20b/step?name=load-1&type=step"
+    assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in sent)
+
+
+async def test_async_transport_errors_are_typed(async_hook):
+    hook, _sent, responses = async_hook
+
+    def refuse(request):
+        raise httpx.ConnectError("refused", request=request)
+
+    hook._async_client._transport = httpx.MockTransport(refuse)
+    with pytest.raises(CloudflareWorkflowsConnectionError, match="ConnectError"):
+        await hook.aget_instance("wf", "i")
+
+
+async def test_async_not_found_is_not_retried(async_hook):
+    hook, sent, responses = async_hook
+    responses.append(
+        httpx.Response(404, json={"success": False, "errors": [{"code": 10400, "message": "nope"}]})
+    )
+    with pytest.raises(CloudflareWorkflowsNotFoundError):
+        await hook.aget_step_output("wf", "i", "s-1")
+    assert len(sent) == 1
+
+
+def test_malformed_non_json_body_error_names_the_start(hook, requests_mock):
+    requests_mock.get(f"{WF}/wf", text="<html>gateway</html>", headers={"Content-Type": "text/html"})
+    with pytest.raises(CloudflareWorkflowsResponseError, match="<html>gateway"):
+        hook.get_workflow("wf")
