@@ -403,7 +403,7 @@ async def test_async_instance_and_step(async_hook):
 
 
 async def test_async_transport_errors_are_typed(async_hook):
-    hook, _sent, responses = async_hook
+    hook, _sent, _responses = async_hook
 
     def refuse(request):
         raise httpx.ConnectError("refused", request=request)
