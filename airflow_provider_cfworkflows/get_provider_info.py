@@ -15,7 +15,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-cfworkflows",
         "name": INTEGRATION,
-        "description": "Start Cloudflare Workflows instances, wait for steps, fetch step output, send events.",
+        "description": "Start Cloudflare Workflows instances, wait for steps, read step output, send events.",
         "versions": [__version__],
         "integrations": [
             {
@@ -24,10 +24,10 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "hooks": [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.hooks.workflows"]}],
-        "operators": [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.operators.workflows"]}],
-        "sensors": [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.sensors.workflows"]}],
-        "triggers": [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.triggers.workflows"]}],
+        **{
+            kind: [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.{kind}.workflows"]}]
+            for kind in ("hooks", "operators", "sensors", "triggers")
+        },
         "extra-links": [f"{_PACKAGE}.links.workflows.CloudflareWorkflowInstanceLink"],
         "connection-types": [
             {
@@ -61,7 +61,7 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "max_retries": {
                         "label": "Max retries",
-                        "description": "Retries of idempotent calls after 429, 5xx or network errors. Default 5.",
+                        "description": "Retries of safe calls after 429, 5xx or network faults. Default 5.",
                         "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
                     },
                 },
