@@ -257,7 +257,9 @@ def test_persistent_faults_surface_the_typed_error(hook, cloudflare_conn, quick_
     with pytest.raises(CloudflareWorkflowsRateLimitError) as caught:
         hook.get_instance(quick_workflow, "p1")
     assert caught.value.retry_after == 1.0
-    assert len(no_wait) == 3  # max_retries of the test connection
+    gets = [r for r in cloudflare_conn.requests_log() if r["raw_path"].endswith("/instances/p1")]
+    assert len(gets) == 4  # the first try and max_retries=3 of the test connection
+    cloudflare_conn.clear_faults()
     cloudflare_conn.inject_fault(
         path="/instances/p1$", method="GET", count=10, kind="server_error", status=500
     )
