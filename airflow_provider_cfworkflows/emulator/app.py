@@ -166,6 +166,8 @@ def _step_entry(step: engine.StepRun) -> dict[str, Any]:
             ],
             "config": config,
         }
+    planned_end = step.end if step.end is not None else step.planned_end
+    base["end"] = iso(planned_end if planned_end is not None and planned_end != float("inf") else step.start)
     entry = {"type": step.entry_type, **base, "finished": step.success is not None, "error": step.error}
     if spec.kind == "waitForEvent":
         entry["event_type"] = spec.event_type
@@ -490,7 +492,7 @@ class WorkflowsApi:
         if len(raw_body) > MAX_EVENT_BYTES:
             raise ApiError(400, CODE_INVALID, f"Event payload is {len(raw_body)} bytes; the limit is 1 MiB.")
         instance.events.append(engine.Event(event_type, body, now))
-        return {}
+        return {"instanceId": instance.id, "timestamp": iso(now)}
 
 
 _ALL_STATUSES = frozenset(

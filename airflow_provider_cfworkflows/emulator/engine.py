@@ -78,6 +78,8 @@ class StepRun:
     error: Mapping[str, str] | None = None
     attempts: list[Attempt] = field(default_factory=list)
     retrying: bool = False
+    # When a sleep wakes up or a waitForEvent times out; production reports it as "end" before then.
+    planned_end: float | None = None
 
     @property
     def entry_type(self) -> str:
@@ -245,7 +247,7 @@ def _run_do(step: StepRun, moment: float, horizon: float, timeline: _Timeline) -
 
 
 def _run_sleep(step: StepRun, moment: float, horizon: float, timeline: _Timeline) -> bool:
-    end = timeline.after(moment, step.spec.duration)
+    end = step.planned_end = timeline.after(moment, step.spec.duration)
     if end > horizon:
         return False
     step.end, step.success = end, True
@@ -255,7 +257,7 @@ def _run_sleep(step: StepRun, moment: float, horizon: float, timeline: _Timeline
 def _run_wait(
     step: StepRun, moment: float, horizon: float, timeline: _Timeline, events: list[Event], consumed: set[int]
 ) -> bool:
-    deadline = timeline.after(moment, step.spec.timeout)
+    deadline = step.planned_end = timeline.after(moment, step.spec.timeout)
     for position, event in enumerate(events):
         if position in consumed or event.event_type != step.spec.event_type:
             continue
