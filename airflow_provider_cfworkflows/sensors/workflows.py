@@ -104,11 +104,19 @@ def check_step(
 
 
 def _validated_event(event: Any, required: Sequence[str]) -> dict[str, Any]:
-    """A trigger event crosses the triggerer/worker boundary through the metadata DB: check its shape."""
+    """
+    Check a trigger event's shape: it crosses the triggerer/worker boundary through the metadata DB.
+
+    Timeouts and errors only need their message; success and failure need ``required``.
+    """
     if not isinstance(event, dict):
         raise AirflowException(f"The trigger sent no usable event: {event!r}")
     if event.get("status") not in EVENT_STATUSES:
         raise AirflowException(f"The trigger sent an event with an unknown status: {event.get('status')!r}")
+    if event["status"] == EVENT_TIMEOUT:
+        raise AirflowSensorTimeout(f"Sensor timed out: {event.get('message')}")
+    if event["status"] == EVENT_ERROR:
+        raise AirflowException(event.get("message") or "The trigger failed.")
     missing = [key for key in required if key not in event]
     if missing:
         raise AirflowException(f"The trigger's event lacks {missing}: {event!r}")
@@ -196,14 +204,6 @@ class _CloudflareWorkflowsSensor(BaseSensorOperator):
             "account_id": self.account_id,
             "cloudflare_conn_id": self.cloudflare_conn_id,
         }
-
-    def _resume(self, event: Any, required: Sequence[str]) -> dict[str, Any]:
-        event = _validated_event(event, required)
-        if event["status"] == EVENT_TIMEOUT:
-            raise AirflowSensorTimeout(f"Sensor timed out after {self.timeout} s: {event.get('message')}")
-        if event["status"] == EVENT_ERROR:
-            raise AirflowException(event.get("message") or "The trigger failed.")
-        return event
 
 
 class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
@@ -330,7 +330,7 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after the trigger: validate its event, then succeed or fail like a poke would."""
-        event = self._resume(event, ("step_name", "remote_status", "error", "message"))
+        event = _validated_event(event, ("step_name", "remote_status", "error", "message"))
         if event["status"] == Verdict.FAILURE:
             self._fail(event["message"], event["step_name"], RemoteError.from_api(event["error"]))
         self.log.info("%s", event["message"])
@@ -431,7 +431,7 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after the trigger: validate its event; on success read the output on the worker."""
-        event = self._resume(event, ("remote_status", "error", "message"))
+        event = _validated_event(event, ("remote_status", "error", "message"))
         if event["status"] == Verdict.FAILURE:
             self._fail(event["message"])
         # The event carries no output (events stay small): read it here.
