@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import (
@@ -103,7 +103,7 @@ def check_step(
     )
 
 
-def _validated_event(event: Any, required: Sequence[str]) -> dict[str, Any]:
+def validated_event(event: Any, required: Sequence[str]) -> dict[str, Any]:
     """
     Check a trigger event's shape: it crosses the triggerer/worker boundary through the metadata DB.
 
@@ -121,6 +121,26 @@ def _validated_event(event: Any, required: Sequence[str]) -> dict[str, Any]:
     if missing:
         raise AirflowException(f"The trigger's event lacks {missing}: {event!r}")
     return event
+
+
+def fail_instance(
+    hook: CloudflareWorkflowsHook,
+    log: Any,
+    workflow_name: str,
+    instance_id: str,
+    account_id: str | None,
+    message: str,
+) -> NoReturn:
+    """Log an instance's failure readably (its error and failed steps), then fail without retries."""
+    log.error("%s", message)
+    try:
+        details = hook.get_instance(workflow_name, instance_id, account_id=account_id)
+    except CloudflareWorkflowsError as lookup_error:
+        log.warning("Could not read the instance's step log: %s", lookup_error)
+    else:
+        for line in instance_failure_lines(details):
+            log.error("  %s", line)
+    raise CloudflareWorkflowInstanceFailedError(message)
 
 
 class _CloudflareWorkflowsSensor(BaseSensorOperator):
@@ -330,7 +350,7 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after the trigger: validate its event, then succeed or fail like a poke would."""
-        event = _validated_event(event, ("step_name", "remote_status", "error", "message"))
+        event = validated_event(event, ("step_name", "remote_status", "error", "message"))
         if event["status"] == Verdict.FAILURE:
             self._fail(event["message"], event["step_name"], RemoteError.from_api(event["error"]))
         self.log.info("%s", event["message"])
@@ -383,15 +403,7 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
         )
 
     def _fail(self, message: str) -> None:
-        self.log.error("%s", message)
-        try:
-            details = self.hook.get_instance(self.workflow_name, self.instance_id, account_id=self.account_id)
-        except CloudflareWorkflowsError as lookup_error:
-            self.log.warning("Could not read the instance's step log: %s", lookup_error)
-        else:
-            for line in instance_failure_lines(details):
-                self.log.error("  %s", line)
-        raise CloudflareWorkflowInstanceFailedError(message)
+        fail_instance(self.hook, self.log, self.workflow_name, self.instance_id, self.account_id, message)
 
     def _summary(self, status: str | None, error: dict[str, str] | None, output: Any) -> dict[str, Any]:
         kept, omitted = small_output(output)
@@ -431,7 +443,7 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after the trigger: validate its event; on success read the output on the worker."""
-        event = _validated_event(event, ("remote_status", "error", "message"))
+        event = validated_event(event, ("remote_status", "error", "message"))
         if event["status"] == Verdict.FAILURE:
             self._fail(event["message"])
         # The event carries no output (events stay small): read it here.
