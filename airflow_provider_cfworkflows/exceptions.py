@@ -130,3 +130,10 @@ class CloudflareWorkflowStepNotReadyError(AirflowException):
 
 class CloudflareWorkflowOutputError(AirflowException):
     """A step output cannot be delivered as asked (redacted, too large for XCom, binary without a path)."""
+
+
+class CloudflareWorkflowOutputRejectedError(CloudflareWorkflowOutputError, AirflowFailException):
+    """
+    A step output that can never be delivered as configured: redacted (sensitive step), too large for
+    XCom, or binary without ``output_path``. The task fails without retrying: a retry gets the same output.
+    """

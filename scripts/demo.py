@@ -75,7 +75,9 @@ def _created_instance_id(env: dict[str, str]) -> str:
         run = session.query(DagRun).filter(DagRun.dag_id == DAG_ID).order_by(DagRun.id.desc()).first()
         if run is None:
             raise SystemExit("The demo DAG did not run.")
-        query = XComModel.get_many(run_id=run.run_id, dag_ids=DAG_ID, task_ids=CREATE_TASK_ID, key="return_value")
+        query = XComModel.get_many(
+            run_id=run.run_id, dag_ids=DAG_ID, task_ids=CREATE_TASK_ID, key="return_value"
+        )
         row = session.scalars(query).first()
         if row is None:
             raise SystemExit("The demo DAG's create task pushed no instance id.")

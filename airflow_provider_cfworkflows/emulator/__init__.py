@@ -1,6 +1,11 @@
 """A local emulator of the Cloudflare Workflows REST API (FastAPI + uvicorn).
 
-Run ``python -m airflow_provider_cfworkflows.emulator --scenario FILE --port 8787`` and point a
-``cloudflare_workflows`` connection at ``http://127.0.0.1:8787/client/v4``. See ``scenario`` for the
-scenario file format and ``app`` for the ``/__emulator/`` control API used by tests.
+Run ``python -m airflow_provider_cfworkflows.emulator [--scenario FILE] [--port 8787]`` and point a
+``cloudflare_workflows`` connection at ``http://127.0.0.1:8787/client/v4``; tests use
+:func:`~airflow_provider_cfworkflows.emulator.server.run_emulator_process`.
+
+Modules: ``scenario`` (the scenario file schema), ``engine`` (the deterministic simulation),
+``clock``, ``streams`` (deterministic stream bytes), ``faults``, ``errors`` (error codes), ``shapes``
+(result JSON), ``api`` (the emulated endpoints), ``control`` (the ``/__emulator/`` test API), ``app``
+(HTTP layer), ``server`` (run helpers).
 """

@@ -1,12 +1,33 @@
-"""Deterministic simulation of Workflow instances.
+"""Deterministic simulation of Workflow instances from the emulated clock.
 
-No threads: an instance is its definition plus what happened to it (creation, events, status
-actions, each with an emulated timestamp). Its state at any moment is computed from those by
-:func:`simulate`, so it is the same whoever asks and however often.
+No threads and no timers: an :class:`Instance` is its definition plus what was done to it (creation,
+events sent, status changes), each with an emulated timestamp. :func:`simulate` replays that history
+up to a moment and returns a :class:`Snapshot` of the instance at that moment, so the state is
+computed lazily on each request, is the same however often it is asked for, and time can be sped up
+or jumped without anything "missing a tick".
+
+Rules (production behaviour where documented, else *inferred* and noted):
+
+* ``queued`` for ``queue_delay`` seconds, then the steps run in order; ``complete`` after the last.
+* ``do``: each attempt lasts ``duration``; the first ``fail_attempts`` attempts fail. Between a
+  failed attempt and the retry the instance is ``waiting`` (docs: "waiting" covers retry delays);
+  during an attempt it is ``running``. Once ``retries.limit`` retries have failed, the step and the
+  instance are ``errored`` with the step's error.
+* ``sleep``: ``waiting`` for ``duration``.
+* ``waitForEvent``: ``waiting`` until an event of its type is available (events sent earlier are
+  buffered and consumed in order, one per step) or until ``timeout`` passes, which errors the step and
+  the instance.
+* ``pause`` freezes the instance (``paused``): running time stops, so the current attempt, sleep or
+  timeout resumes where it stopped on ``resume``; an event sent while paused is received on resume.
+* ``terminate``: ``terminated``; steps in flight stay unfinished.
+* ``restart``: the instance starts again (``queued``, then running) from the first step, or from the
+  ``from`` step, keeping the records of the steps before it and erasing everything later (including
+  events sent before the restart).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections.abc import Mapping
@@ -15,12 +36,29 @@ from typing import Any
 
 from .scenario import StepSpec, WorkflowSpec
 
-# Instance statuses (REST enum).
+# Instance statuses (the REST enum; waitingForPause and rollingBack are never produced).
 QUEUED, RUNNING, PAUSED, ERRORED = "queued", "running", "paused", "errored"
 TERMINATED, COMPLETE, WAITING = "terminated", "complete", "waiting"
+WAITING_FOR_PAUSE, ROLLING_BACK = "waitingForPause", "rollingBack"
+ALL_STATUSES = (
+    QUEUED,
+    RUNNING,
+    PAUSED,
+    ERRORED,
+    TERMINATED,
+    COMPLETE,
+    WAITING_FOR_PAUSE,
+    WAITING,
+    ROLLING_BACK,
+)
 TERMINAL = frozenset({COMPLETE, ERRORED, TERMINATED})
-# Kinds of step entries in the details response and the /step "type" parameter.
+# Step entry "type" in the details response (and the /step "type" parameter) for each scenario kind.
 STEP_ENTRY_TYPE = {"do": "step", "sleep": "sleep", "waitForEvent": "waitForEvent"}
+# The error of a waitForEvent that timed out (inferred: production's exact name/message are not known).
+EVENT_TIMEOUT_ERROR_NAME = "WorkflowTimeoutError"
+EVENT_TIMEOUT_MESSAGE = "Execution timed out after waiting for event '{event_type}' in step '{step}'"
+
+PAUSE, RESUME, TERMINATE, RESTART = "pause", "resume", "terminate", "restart"
 
 
 @dataclass(frozen=True)
@@ -34,23 +72,38 @@ class Event:
 
 @dataclass(frozen=True)
 class Action:
-    """A status change asked through the API (pause, resume, terminate, restart)."""
+    """
+    A status change accepted through the API.
+
+    :param kept_steps: for ``restart`` from a step: the records of the steps before it.
+    :param rollback: for ``terminate``: whether a rollback was asked for.
+    :param events_before: for ``restart``: how many events had been sent before it (they are erased,
+        even those sent at the same emulated moment).
+    """
 
     action: str
     at: float
-    restart_from: Mapping[str, Any] | None = None
+    kept_steps: tuple[StepRun, ...] = ()
+    rollback: bool = False
+    events_before: int = 0
 
 
 @dataclass
 class Instance:
-    """What the emulator remembers of an instance; everything else is derived."""
+    """What the emulator remembers of an instance; everything else is derived by :func:`simulate`."""
 
     id: str
     workflow: WorkflowSpec
     created_at: float
+    seq: int = 0
     params: Any = None
     trigger_source: str = "api"
     version_id: str = ""
+    workflow_id: str = ""
+    cron: str | None = None
+    scheduled_time: float | None = None
+    instance_retention: Any = None
+    location_hint: str | None = None
     events: list[Event] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
 
@@ -75,16 +128,21 @@ class StepRun:
     end: float | None = None
     success: bool | None = None  # None: still running / waiting
     output: Any = None
-    error: Mapping[str, str] | None = None
+    error: Mapping[str, str] | None = None  # the error of the last failed attempt (or the timeout)
     attempts: list[Attempt] = field(default_factory=list)
-    retrying: bool = False
-    # When a sleep wakes up or a waitForEvent times out; production reports it as "end" before then.
+    retrying: bool = False  # between a failed attempt and the next one
+    # When a sleep wakes up or a waitForEvent times out (inf while paused for good).
     planned_end: float | None = None
 
     @property
     def entry_type(self) -> str:
         """``step``, ``sleep`` or ``waitForEvent``."""
         return STEP_ENTRY_TYPE[self.spec.kind]
+
+    @property
+    def finished(self) -> bool:
+        """Whether the step ended (successfully or not)."""
+        return self.success is not None
 
 
 @dataclass
@@ -98,16 +156,18 @@ class Snapshot:
     steps: list[StepRun]
     output: Any = None
     error: Mapping[str, str] | None = None
+    rollback: bool = False  # terminated with rollback requested
+    modified: float = 0.0  # the last moment anything changed
 
 
 class _Timeline:
-    """Emulated time that stands still while the instance is paused."""
+    """Running time of one run: emulated time minus the paused intervals."""
 
     def __init__(self, pauses: list[tuple[float, float]]) -> None:
         self.pauses = pauses
 
     def after(self, start: float, duration: float) -> float:
-        """The moment ``duration`` seconds of running time after ``start``."""
+        """The moment ``duration`` seconds of running time after ``start`` (inf if paused for good)."""
         moment, left = start, duration
         for pause_start, pause_end in self.pauses:
             if pause_end <= moment:
@@ -126,7 +186,7 @@ class _Timeline:
 
 
 def counted_names(workflow: WorkflowSpec) -> list[str]:
-    """The logged name of each step, ``<name>-<n>``, counted per name and kind."""
+    """The logged name of each step, ``<name>-<n>``, counted per base name and kind."""
     counters: dict[tuple[str, str], int] = {}
     names = []
     for step in workflow.steps:
@@ -136,31 +196,48 @@ def counted_names(workflow: WorkflowSpec) -> list[str]:
     return names
 
 
-def _segment(instance: Instance, now: float) -> tuple[float, int, list[Action]]:
-    """Start of the current run (after the last restart), the step index it starts from, its actions."""
-    start, first_step = instance.created_at, 0
-    actions: list[Action] = []
-    names = counted_names(instance.workflow)
+def find_step_index(workflow: WorkflowSpec, name: str, count: int = 1, kind: str | None = None) -> int | None:
+    """Index of the ``count``-th step (1-based) with base ``name`` (and ``kind``, if given), or None."""
+    seen: dict[str, int] = {}
+    for index, step in enumerate(workflow.steps):
+        if step.name != name or (kind is not None and step.kind != kind):
+            continue
+        seen[step.kind] = seen.get(step.kind, 0) + 1
+        if seen[step.kind] == count:
+            return index
+    return None
+
+
+@dataclass
+class _Segment:
+    """The current run of an instance: since creation or the last restart."""
+
+    start: float
+    queued: float
+    kept: tuple[StepRun, ...]
+    actions: list[Action]
+    first_event: int = 0
+
+
+def _segment(instance: Instance, now: float) -> _Segment:
+    segment = _Segment(instance.created_at, instance.created_at, (), [])
     for action in instance.actions:
         if action.at > now:
             break
-        if action.action == "restart":
-            start, first_step, actions = action.at, 0, []
-            wanted = action.restart_from
-            if wanted:
-                target = f"{wanted.get('name')}-{int(wanted.get('count', 1))}"
-                first_step = next((i for i, name in enumerate(names) if name == target), 0)
+        if action.action == RESTART:
+            segment = _Segment(action.at, action.at, action.kept_steps, [], action.events_before)
         else:
-            actions.append(action)
-    return start, first_step, actions
+            segment.actions.append(action)
+    return segment
 
 
 def _pauses(actions: list[Action]) -> list[tuple[float, float]]:
-    pauses, paused_since = [], None
+    pauses: list[tuple[float, float]] = []
+    paused_since: float | None = None
     for action in actions:
-        if action.action == "pause" and paused_since is None:
+        if action.action == PAUSE and paused_since is None:
             paused_since = action.at
-        elif action.action == "resume" and paused_since is not None:
+        elif action.action == RESUME and paused_since is not None:
             pauses.append((paused_since, action.at))
             paused_since = None
     if paused_since is not None:
@@ -170,28 +247,31 @@ def _pauses(actions: list[Action]) -> list[tuple[float, float]]:
 
 def simulate(instance: Instance, now: float) -> Snapshot:
     """The instance's state at emulated time ``now``."""
-    start, first_step, actions = _segment(instance, now)
-    terminate_at = next((a.at for a in actions if a.action == "terminate"), math.inf)
-    timeline = _Timeline(_pauses(actions))
+    segment = _segment(instance, now)
+    terminate = next((a for a in segment.actions if a.action == TERMINATE), None)
+    terminate_at = terminate.at if terminate is not None else math.inf
+    timeline = _Timeline(_pauses(segment.actions))
     horizon = min(now, terminate_at)
     workflow = instance.workflow
-    run_start = timeline.after(start, workflow.queue_delay)
-    snapshot = Snapshot(status=QUEUED, queued=instance.created_at, start=None, end=None, steps=[])
+    snapshot = Snapshot(
+        status=QUEUED,
+        queued=segment.queued,
+        start=None,
+        end=None,
+        steps=[_copy_step(step) for step in segment.kept],
+        modified=max([segment.start] + [a.at for a in segment.actions]),
+    )
+    run_start = timeline.after(segment.start, workflow.queue_delay)
     if run_start > horizon:
-        return _finish(snapshot, now, terminate_at, timeline)
+        return _unfinished(snapshot, now, terminate, timeline)
     snapshot.start = run_start
-    events = [event for event in instance.events if event.at >= start]
+    events = [event for event in instance.events[segment.first_event :] if event.at >= segment.start]
     consumed: set[int] = set()
     moment = run_start
-    for index, (spec, name) in enumerate(zip(workflow.steps, counted_names(workflow), strict=True)):
-        if index < first_step:  # restarted from a later step: earlier ones replay instantly
-            snapshot.steps.append(
-                StepRun(
-                    spec, name, moment, moment, True, spec.output, attempts=[Attempt(moment, moment, True)]
-                )
-            )
-            continue
-        step = StepRun(spec, name, moment)
+    names = counted_names(workflow)
+    for index in range(len(segment.kept), len(workflow.steps)):
+        spec = workflow.steps[index]
+        step = StepRun(spec, names[index], moment)
         snapshot.steps.append(step)
         if spec.kind == "do":
             done = _run_do(step, moment, horizon, timeline)
@@ -199,22 +279,36 @@ def simulate(instance: Instance, now: float) -> Snapshot:
             done = _run_sleep(step, moment, horizon, timeline)
         else:
             done = _run_wait(step, moment, horizon, timeline, events, consumed)
+        snapshot.modified = max(snapshot.modified, _last_change(step))
         if not done:
-            snapshot.status = WAITING if (step.retrying or spec.kind != "do") else RUNNING
-            return _finish(snapshot, now, terminate_at, timeline)
+            snapshot.status = RUNNING if spec.kind == "do" and not step.retrying else WAITING
+            return _unfinished(snapshot, now, terminate, timeline)
         assert step.end is not None
         moment = step.end
         if step.success is False:
             snapshot.status, snapshot.end, snapshot.error = ERRORED, moment, step.error
             return snapshot
     snapshot.status, snapshot.end, snapshot.output = COMPLETE, moment, workflow.output
+    snapshot.modified = max(snapshot.modified, moment)
     return snapshot
 
 
-def _finish(snapshot: Snapshot, now: float, terminate_at: float, timeline: _Timeline) -> Snapshot:
-    """An unfinished instance: terminated, paused, or still going."""
-    if terminate_at <= now:
-        snapshot.status, snapshot.end = TERMINATED, terminate_at
+def _copy_step(step: StepRun) -> StepRun:
+    """A copy of a kept step record (outputs are shared: nothing mutates them)."""
+    return dataclasses.replace(step, attempts=[dataclasses.replace(a) for a in step.attempts])
+
+
+def _last_change(step: StepRun) -> float:
+    moments = [step.start, step.end or step.start]
+    for attempt in step.attempts:
+        moments += [attempt.start, attempt.end or attempt.start]
+    return max(moments)
+
+
+def _unfinished(snapshot: Snapshot, now: float, terminate: Action | None, timeline: _Timeline) -> Snapshot:
+    """An instance that has not finished by itself: terminated, paused, or still going."""
+    if terminate is not None and terminate.at <= now:
+        snapshot.status, snapshot.end, snapshot.rollback = TERMINATED, terminate.at, terminate.rollback
     elif timeline.paused_at(now):
         snapshot.status = PAUSED
     return snapshot
@@ -255,22 +349,29 @@ def _run_sleep(step: StepRun, moment: float, horizon: float, timeline: _Timeline
 
 
 def _run_wait(
-    step: StepRun, moment: float, horizon: float, timeline: _Timeline, events: list[Event], consumed: set[int]
+    step: StepRun,
+    moment: float,
+    horizon: float,
+    timeline: _Timeline,
+    events: list[Event],
+    consumed: set[int],
 ) -> bool:
     deadline = step.planned_end = timeline.after(moment, step.spec.timeout)
     for position, event in enumerate(events):
         if position in consumed or event.event_type != step.spec.event_type:
             continue
-        received = max(moment, event.at)  # an early event is buffered until the step asks for it
+        # An early event is buffered until the step asks for it; one sent while paused waits for resume.
+        received = timeline.after(max(moment, event.at), 0)
         if received <= min(horizon, deadline):
             consumed.add(position)
             step.end, step.success, step.output = received, True, event.payload
             return True
+        break  # the first unconsumed event of this type is the one the step gets
     if deadline <= horizon:
         step.end, step.success = deadline, False
         step.error = {
-            "name": "WorkflowTimeoutError",
-            "message": f"waitForEvent '{step.logged_name}' timed out",
+            "name": EVENT_TIMEOUT_ERROR_NAME,
+            "message": EVENT_TIMEOUT_MESSAGE.format(event_type=step.spec.event_type, step=step.logged_name),
         }
         return True
     return False

@@ -1,47 +1,124 @@
-"""Faults a test can inject for the next N matching requests."""
+"""Faults a test can inject for the next N matching API requests.
+
+A fault matches a request when its ``path`` regular expression is *searched* in the raw
+(percent-encoded) request path and its ``method`` (if any) equals the request's. Each matching
+request uses up one of the fault's ``count``; the first pending fault that matches wins. Faults apply
+only to authenticated requests of the emulated API, never to ``/__emulator/``.
+
+Kinds (what the client sees; whether the request still takes effect):
+
+``rate_limit``
+    HTTP 429, ``Retry-After: <retry_after>`` (seconds or an HTTP date; default ``"1"``), error
+    envelope. The request does not take effect.
+``server_error``
+    HTTP ``status`` (default 500), error envelope with ``10001 workflows.api.error.internal_server``.
+    The request does not take effect.
+``drop_connection``
+    The real answer's headers (with its full ``Content-Length``), then only ``after_bytes`` bytes of
+    the body (default: half), then the connection is closed. The request takes effect.
+``success_false``
+    HTTP 200 with ``success: false``, ``errors: [10001 internal_server]`` and the real ``result`` (as
+    seen in production). The request takes effect.
+``malformed_json``
+    HTTP 200, ``application/json``, a truncated (invalid) body. The request takes effect.
+``delay``
+    Wait ``seconds`` (default 1), then answer normally. The request takes effect.
+"""
 
 from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 KINDS = ("rate_limit", "server_error", "drop_connection", "success_false", "malformed_json", "delay")
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+MAX_DELAY_SECONDS = 600.0
 
 
 @dataclass
 class Fault:
     """
-    :param kind: one of ``KINDS``.
-    :param path: regular expression searched in the raw request path.
-    :param method: only this HTTP method, or any.
+    One injected fault.
+
+    :param kind: one of :data:`KINDS`.
+    :param path: regular expression searched in the raw request path (default: every path).
+    :param method: only requests with this HTTP method, or None for any.
     :param count: how many matching requests get the fault.
-    :param retry_after: ``Retry-After`` for ``rate_limit`` (seconds or an HTTP date).
+    :param retry_after: ``Retry-After`` value for ``rate_limit``.
     :param status: HTTP status for ``server_error``.
-    :param after_bytes: bytes of the body sent before ``drop_connection`` closes the connection.
-    :param seconds: wait before answering, for ``delay``.
+    :param after_bytes: body bytes sent before ``drop_connection`` closes (None: half the body).
+    :param seconds: how long ``delay`` waits.
     """
 
     kind: str
-    path: str = ".*"
+    path: str = ""
     method: str | None = None
     count: int = 1
     retry_after: str = "1"
     status: int = 500
     after_bytes: int | None = None
     seconds: float = 1.0
-    pattern: re.Pattern[str] = field(init=False, repr=False)
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {list(KINDS)}, got {self.kind!r}")
-        if self.count < 1:
-            raise ValueError("count must be >= 1")
-        self.pattern = re.compile(self.path)
+            raise ValueError(f"fault kind must be one of {list(KINDS)}, got {self.kind!r}")
+        if not isinstance(self.path, str):
+            raise ValueError(f"fault path must be a regular expression string, got {self.path!r}")
+        try:
+            self.pattern = re.compile(self.path)
+        except re.error as error:
+            raise ValueError(f"fault path {self.path!r} is not a valid regular expression: {error}") from None
+        if self.method is not None:
+            if not isinstance(self.method, str) or self.method.upper() not in METHODS:
+                raise ValueError(f"fault method must be one of {list(METHODS)} or null, got {self.method!r}")
+            self.method = self.method.upper()
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise ValueError(f"fault count must be a whole number >= 1, got {self.count!r}")
+        if isinstance(self.retry_after, int | float) and not isinstance(self.retry_after, bool):
+            self.retry_after = str(self.retry_after)
+        if not isinstance(self.retry_after, str) or not self.retry_after:
+            raise ValueError(f"fault retry_after must be seconds or an HTTP date, got {self.retry_after!r}")
+        if isinstance(self.status, bool) or not isinstance(self.status, int) or not 400 <= self.status <= 599:
+            raise ValueError(f"fault status must be an HTTP error status (400-599), got {self.status!r}")
+        if self.after_bytes is not None and (
+            isinstance(self.after_bytes, bool)
+            or not isinstance(self.after_bytes, int)
+            or self.after_bytes < 0
+        ):
+            raise ValueError(f"fault after_bytes must be a whole number >= 0, got {self.after_bytes!r}")
+        if (
+            isinstance(self.seconds, bool)
+            or not isinstance(self.seconds, int | float)
+            or not 0 <= self.seconds <= MAX_DELAY_SECONDS
+        ):
+            raise ValueError(f"fault seconds must be from 0 to {MAX_DELAY_SECONDS:g}, got {self.seconds!r}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Fault:
+        """Build a fault from the control API's JSON body; ValueError names the bad field."""
+        if not isinstance(data, Mapping):
+            raise ValueError("a fault must be a JSON object with at least 'kind'")
+        allowed = {f.name for f in fields(cls) if f.init}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ValueError(f"unknown fault field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        if "kind" not in data:
+            raise ValueError(f"a fault needs 'kind', one of {list(KINDS)}")
+        if data.get("path") is None:
+            data = {**data, "path": ""}
+        return cls(**data)
+
+    def matches(self, method: str, raw_path: str) -> bool:
+        """Whether a request gets this fault."""
+        return (self.method is None or self.method == method) and self.pattern.search(raw_path) is not None
 
     def as_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in vars(self).items() if key != "pattern"}
+        """The fault as JSON (what ``GET /__emulator/faults`` lists)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
 
 class FaultBook:
@@ -52,15 +129,15 @@ class FaultBook:
         self._faults: list[Fault] = []
 
     def add(self, fault: Fault) -> None:
+        """Queue ``fault`` after the ones already pending."""
         with self._lock:
             self._faults.append(fault)
 
     def take(self, method: str, raw_path: str) -> Fault | None:
+        """The fault for this request, if any (using up one of its count)."""
         with self._lock:
             for fault in self._faults:
-                if (fault.method is None or fault.method.upper() == method) and fault.pattern.search(
-                    raw_path
-                ):
+                if fault.matches(method, raw_path):
                     fault.count -= 1
                     if fault.count == 0:
                         self._faults.remove(fault)
@@ -68,9 +145,11 @@ class FaultBook:
         return None
 
     def pending(self) -> list[dict[str, Any]]:
+        """Faults not used up yet, in order, with their remaining counts."""
         with self._lock:
             return [fault.as_dict() for fault in self._faults]
 
     def clear(self) -> None:
+        """Drop every pending fault."""
         with self._lock:
             self._faults.clear()

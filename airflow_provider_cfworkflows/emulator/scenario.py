@@ -1,47 +1,57 @@
-"""Scenario files: the accounts, credentials and Workflows the emulator serves.
+"""Scenario files: the account, credentials and Workflows the emulator serves.
 
-YAML (``.yaml``/``.yml``) or JSON (``.json``)::
+A scenario is YAML (``.yaml`` / ``.yml``) or JSON (``.json``), chosen by the file's extension.
+Every field is optional except each workflow's and step's ``name``; unknown fields are errors, and
+every error message names the offending field (e.g. ``workflows[0].steps[2].retries.backoff``).
 
-    account_id: 0123456789abcdef0123456789abcdef   # the only account the credentials may use
-    api_token: emulator-token                      # accepted as "Authorization: Bearer <token>"
-    email: dev@example.com                         # legacy X-Auth-Email + X-Auth-Key
-    api_key: emulator-global-key
-    time_scale: 1.0                                # emulated seconds per real second
-    workflows:
-      - name: demo-pipeline
-        class_name: DemoPipeline                   # optional
-        script_name: demo                          # optional
-        queue_delay: 0                             # seconds an instance stays "queued"
-        output: {"ok": true}                       # what run() returns (any JSON), default null
-        steps:                                     # run in order
-          - name: prepare                          # type "do" (step.do) is the default
-            duration: 2                            # seconds per attempt
-            output: {"rows": [1, 2, 3]}            # JSON output ...
-          - name: export
-            stream: {size: 5242880, seed: 7}       # ... or a ReadableStream of `size` bytes
-          - name: token
-            sensitive: true                        # output shown as "[REDACTED]"
-            output: "s3cr3t"
-          - name: flaky
-            fail_attempts: 2                       # the first 2 attempts fail with `error`
-            error: {name: Error, message: "upstream 503"}
-            retries: {limit: 5, delay: 1, backoff: constant}   # constant | linear | exponential
-          - name: approval
-            type: waitForEvent
-            event_type: approval
-            timeout: 300                           # seconds; the step errors when it passes
-          - name: nap
-            type: sleep
-            duration: 10
+Top level::
 
-Repeated step names get counter suffixes per name and kind, as in production: two ``do`` steps named
-``fetch`` are logged ``fetch-1`` and ``fetch-2``; a ``do`` and a ``waitForEvent`` both named
+    account_id: 0123456789abcdef0123456789abcdef  # 32 lowercase hex; the only account served
+    api_token: emulator-token                     # accepted as "Authorization: Bearer <api_token>"
+    email: dev@example.com                        # legacy auth: X-Auth-Email ...
+    api_key: emulator-global-key                  # ... plus X-Auth-Key
+    time_scale: 1.0                               # emulated seconds per real second (>= 0; 0 = frozen)
+    workflows: [...]                              # see below
+
+A workflow::
+
+    name: demo-pipeline           # 1-64 characters, unique in the scenario
+    class_name: DemoPipeline      # default "EmulatedWorkflow"
+    script_name: demo-worker      # default "emulated-worker"
+    queue_delay: 0                # seconds an instance stays "queued" before it runs (default 0)
+    output: {ok: true}            # what run() returns: the instance output (any JSON, default null)
+    steps: [...]                  # run in order (default: none)
+
+A step (``type`` is ``do`` by default; each field applies only to the types listed)::
+
+    name: fetch data              # all: base name, <= 256 characters, no control characters
+    type: do                      # all: do | sleep | waitForEvent
+    duration: 2                   # do: seconds per attempt; sleep: how long it sleeps (default 0)
+    output: {rows: [1, 2]}        # do: the step's JSON output (at most 1 MiB as JSON; default null) ...
+    stream: {size: 5242880, seed: 7}  # do: ... or a ReadableStream output of `size` deterministic bytes
+    sensitive: true               # do: the output is shown as "[REDACTED]" everywhere
+    fail_attempts: 2              # do: the first k attempts fail with `error` (default 0)
+    error: {name: Error, message: "upstream 503"}   # do: the error of failed attempts
+    retries: {limit: 5, delay: 10, backoff: exponential}   # do: production defaults shown; delay in s
+    event_type: approval          # waitForEvent (required): ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$, <= 100
+    timeout: 300                  # waitForEvent: seconds before it times out (default 24 h)
+
+Semantics (see ``engine``): a ``do`` step makes up to ``retries.limit + 1`` attempts; if
+``fail_attempts`` is larger than ``retries.limit`` the step, and the instance, end ``errored``. The
+wait before retry *n* (1-based) is ``delay`` (constant), ``delay * n`` (linear) or
+``delay * 2 ** (n - 1)`` (exponential). A ``waitForEvent`` step completes with the payload of the
+first event of its ``event_type`` sent to the instance (also one sent earlier), or errors when
+``timeout`` passes first.
+
+Repeated step names get counter suffixes per name *and per kind*, as in production: two ``do`` steps
+named ``fetch`` are logged ``fetch-1`` and ``fetch-2``; a ``do`` and a ``waitForEvent`` both named
 ``approve`` are both ``approve-1``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,14 +64,31 @@ DEFAULT_ACCOUNT_ID = "0123456789abcdef0123456789abcdef"
 DEFAULT_API_TOKEN = "emulator-token"
 DEFAULT_EMAIL = "dev@example.com"
 DEFAULT_API_KEY = "emulator-global-key"
+DEFAULT_CLASS_NAME = "EmulatedWorkflow"
+DEFAULT_SCRIPT_NAME = "emulated-worker"
 BUNDLED_DEMO = Path(__file__).parent / "scenarios" / "demo.yaml"
 
 STEP_KINDS = ("do", "sleep", "waitForEvent")
 BACKOFFS = ("constant", "linear", "exponential")
 # Production defaults (docs: sleeping-and-retrying): 5 retries, 10 s delay, exponential backoff.
-DEFAULT_RETRIES = {"limit": 5, "delay": 10.0, "backoff": "exponential"}
-DEFAULT_EVENT_TIMEOUT = 24 * 3600.0
-_EVENT_TYPE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}$")
+DEFAULT_RETRY_LIMIT = 5
+DEFAULT_RETRY_DELAY = 10.0
+DEFAULT_BACKOFF = "exponential"
+DEFAULT_EVENT_TIMEOUT = 24 * 3600.0  # docs: waitForEvent defaults to 24 hours
+MAX_WAIT_SECONDS = 365 * 24 * 3600.0  # docs: sleep and waitForEvent timeouts up to 365 days
+MAX_RETRY_LIMIT = 10_000  # docs: retries per step
+MAX_OUTPUT_BYTES = 1024 * 1024  # docs: a non-stream step.do result is at most 1 MiB
+MAX_STEP_NAME = 256
+MAX_WORKFLOW_NAME = 64
+EVENT_TYPE_PATTERN = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}$")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+_COMMON_STEP_FIELDS = frozenset({"name", "type"})
+_STEP_FIELDS = {
+    "do": frozenset({"duration", "output", "stream", "sensitive", "fail_attempts", "error", "retries"}),
+    "sleep": frozenset({"duration"}),
+    "waitForEvent": frozenset({"event_type", "timeout"}),
+}
 
 
 class ScenarioError(ValueError):
@@ -70,32 +97,33 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """``step.do`` retry config."""
+    """``step.do`` retry config: up to ``limit`` retries after the first attempt."""
 
-    limit: int
-    delay: float
-    backoff: str
+    limit: int = DEFAULT_RETRY_LIMIT
+    delay: float = DEFAULT_RETRY_DELAY
+    backoff: str = DEFAULT_BACKOFF
 
     def delay_before(self, retry_number: int) -> float:
-        """Seconds between attempt ``retry_number`` (1-based) failing and the next attempt."""
+        """Seconds between the failure of attempt ``retry_number`` (1-based) and the next attempt."""
+        # Inferred from the docs' names; the exact production formula is not documented.
         if self.backoff == "linear":
             return self.delay * retry_number
         if self.backoff == "exponential":
-            return self.delay * 2 ** (retry_number - 1)
+            return self.delay * 2.0 ** (retry_number - 1)
         return self.delay
 
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """A ``ReadableStream`` output: ``size`` deterministic bytes derived from ``seed``."""
+    """A ``ReadableStream`` output: ``size`` deterministic bytes derived from ``seed`` (see ``streams``)."""
 
     size: int
-    seed: int
+    seed: int = 0
 
 
 @dataclass(frozen=True)
 class StepSpec:
-    """One step of a Workflow."""
+    """One step of a Workflow (``kind`` is the scenario's ``type``)."""
 
     name: str
     kind: str = "do"
@@ -105,7 +133,7 @@ class StepSpec:
     sensitive: bool = False
     fail_attempts: int = 0
     error: Mapping[str, str] = field(default_factory=lambda: {"name": "Error", "message": "step failed"})
-    retries: RetryPolicy = RetryPolicy(**DEFAULT_RETRIES)  # type: ignore[arg-type]
+    retries: RetryPolicy = field(default_factory=RetryPolicy)
     event_type: str | None = None
     timeout: float = DEFAULT_EVENT_TIMEOUT
 
@@ -115,9 +143,9 @@ class WorkflowSpec:
     """A Workflow: its steps, in order."""
 
     name: str
-    steps: tuple[StepSpec, ...]
-    class_name: str = "EmulatedWorkflow"
-    script_name: str = "emulated-worker"
+    steps: tuple[StepSpec, ...] = ()
+    class_name: str = DEFAULT_CLASS_NAME
+    script_name: str = DEFAULT_SCRIPT_NAME
     queue_delay: float = 0.0
     output: Any = None
 
@@ -134,138 +162,197 @@ class Scenario:
     time_scale: float = 1.0
 
 
-def _number(value: Any, where: str, *, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise ScenarioError(f"{where} must be a number >= {minimum:g}, got {value!r}")
+# --- field checks ------------------------------------------------------------------------------
+
+
+def _number(value: Any, where: str, *, minimum: float = 0.0, maximum: float = math.inf) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or not minimum <= value <= maximum
+    ):
+        limits = f">= {minimum:g}" if maximum == math.inf else f"from {minimum:g} to {maximum:g}"
+        raise ScenarioError(f"{where} must be a number {limits}, got {value!r}")
     return float(value)
 
 
-def _integer(value: Any, where: str, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ScenarioError(f"{where} must be a whole number >= {minimum}, got {value!r}")
+def _integer(value: Any, where: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        limits = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ScenarioError(f"{where} must be a whole number {limits}, got {value!r}")
     return value
 
 
-def _text(value: Any, where: str) -> str:
+def _text(value: Any, where: str, *, max_length: int | None = None) -> str:
     if not isinstance(value, str) or not value:
         raise ScenarioError(f"{where} must be a non-empty string, got {value!r}")
+    if max_length is not None and len(value) > max_length:
+        raise ScenarioError(f"{where} must be at most {max_length} characters, got {len(value)}")
     return value
 
 
-def _check_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = set(data) - allowed
+def _mapping(value: Any, where: str, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ScenarioError(f"{where} must be a mapping ({what}), got {value!r}")
+    return value
+
+
+def _check_keys(data: Mapping[str, Any], allowed: frozenset[str] | set[str], where: str) -> None:
+    unknown = set(data) - set(allowed)
     if unknown:
         raise ScenarioError(f"{where} has unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
 
 
+def _json_value(value: Any, where: str, *, max_bytes: int | None = None) -> Any:
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as error:
+        raise ScenarioError(
+            f"{where} must be plain JSON (quote dates and other YAML-typed values): {error}"
+        ) from None
+    if max_bytes is not None and len(text.encode()) > max_bytes:
+        raise ScenarioError(
+            f"{where} is {len(text.encode())} bytes as JSON; a step.do output may be at most 1 MiB "
+            "(use 'stream' for bigger outputs)"
+        )
+    return value
+
+
+# --- parsers -----------------------------------------------------------------------------------
+
+
 def parse_step(data: Any, where: str) -> StepSpec:
-    """Validate one step definition."""
-    if not isinstance(data, Mapping):
-        raise ScenarioError(f"{where} must be a mapping, got {data!r}")
-    _check_keys(
-        data,
-        {
-            "name",
-            "type",
-            "duration",
-            "output",
-            "stream",
-            "sensitive",
-            "fail_attempts",
-            "error",
-            "retries",
-            "event_type",
-            "timeout",
-        },
-        where,
-    )
-    name = _text(data.get("name"), f"{where}.name")
+    """Validate one step definition; ``where`` names it in error messages."""
+    data = _mapping(data, where, "a step")
     kind = data.get("type", "do")
     if kind not in STEP_KINDS:
         raise ScenarioError(f"{where}.type must be one of {list(STEP_KINDS)}, got {kind!r}")
+    allowed = _COMMON_STEP_FIELDS | _STEP_FIELDS[kind]
+    for key in data:
+        if key not in allowed and any(key in fields for fields in _STEP_FIELDS.values()):
+            kinds = [name for name, fields in _STEP_FIELDS.items() if key in fields]
+            raise ScenarioError(f"{where}.{key} applies only to {' / '.join(kinds)} steps, not {kind!r}")
+    _check_keys(data, allowed, where)
+    name = _text(data.get("name"), f"{where}.name", max_length=MAX_STEP_NAME)
+    if _CONTROL_CHARACTERS.search(name):
+        raise ScenarioError(f"{where}.name must not contain control characters, got {name!r}")
+    max_duration = MAX_WAIT_SECONDS if kind == "sleep" else math.inf
+    duration = _number(data.get("duration", 0), f"{where}.duration", maximum=max_duration)
+    if kind == "waitForEvent":
+        event_type = _text(data.get("event_type"), f"{where}.event_type")
+        if not EVENT_TYPE_PATTERN.match(event_type):
+            raise ScenarioError(
+                f"{where}.event_type must match ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$ (at most 100 characters), "
+                f"got {event_type!r}"
+            )
+        timeout = _number(
+            data.get("timeout", DEFAULT_EVENT_TIMEOUT),
+            f"{where}.timeout",
+            minimum=0.001,
+            maximum=MAX_WAIT_SECONDS,
+        )
+        return StepSpec(name=name, kind=kind, event_type=event_type, timeout=timeout)
+    if kind == "sleep":
+        return StepSpec(name=name, kind=kind, duration=duration)
+    return _parse_do(data, name, duration, where)
+
+
+def _parse_do(data: Mapping[str, Any], name: str, duration: float, where: str) -> StepSpec:
     stream = None
     if "stream" in data:
-        raw = data["stream"]
-        if kind != "do" or not isinstance(raw, Mapping):
-            raise ScenarioError(f"{where}.stream must be {{size, seed}} on a 'do' step")
-        stream = StreamSpec(
-            _integer(raw.get("size"), f"{where}.stream.size"),
-            _integer(raw.get("seed", 0), f"{where}.stream.seed"),
-        )
         if "output" in data:
             raise ScenarioError(f"{where} has both 'output' and 'stream'; pick one")
-    retries = dict(DEFAULT_RETRIES)
-    if "retries" in data:
-        if not isinstance(data["retries"], Mapping):
-            raise ScenarioError(f"{where}.retries must be a mapping of limit, delay, backoff")
-        _check_keys(data["retries"], {"limit", "delay", "backoff"}, f"{where}.retries")
-        retries.update(data["retries"])
-    if retries["backoff"] not in BACKOFFS:
-        raise ScenarioError(
-            f"{where}.retries.backoff must be one of {list(BACKOFFS)}, got {retries['backoff']!r}"
+        raw = _mapping(data["stream"], f"{where}.stream", "{size, seed}")
+        _check_keys(raw, {"size", "seed"}, f"{where}.stream")
+        stream = StreamSpec(
+            size=_integer(raw.get("size"), f"{where}.stream.size"),
+            seed=_integer(raw.get("seed", 0), f"{where}.stream.seed", minimum=-(2**63), maximum=2**63 - 1),
         )
-    error = data.get("error", {"name": "Error", "message": f"{name} failed"})
-    if not isinstance(error, Mapping) or not isinstance(error.get("message", ""), str):
-        raise ScenarioError(f"{where}.error must be {{name, message}}")
-    event_type = data.get("event_type")
-    if kind == "waitForEvent":
-        event_type = _text(event_type, f"{where}.event_type")
-        if not _EVENT_TYPE.match(event_type):
-            raise ScenarioError(f"{where}.event_type {event_type!r} must match ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
+    output = _json_value(data.get("output"), f"{where}.output", max_bytes=MAX_OUTPUT_BYTES)
+    retries_data = _mapping(data.get("retries", {}), f"{where}.retries", "limit, delay, backoff")
+    _check_keys(retries_data, {"limit", "delay", "backoff"}, f"{where}.retries")
+    backoff = retries_data.get("backoff", DEFAULT_BACKOFF)
+    if backoff not in BACKOFFS:
+        raise ScenarioError(f"{where}.retries.backoff must be one of {list(BACKOFFS)}, got {backoff!r}")
+    retries = RetryPolicy(
+        limit=_integer(
+            retries_data.get("limit", DEFAULT_RETRY_LIMIT), f"{where}.retries.limit", maximum=MAX_RETRY_LIMIT
+        ),
+        delay=_number(retries_data.get("delay", DEFAULT_RETRY_DELAY), f"{where}.retries.delay"),
+        backoff=str(backoff),
+    )
+    error_data = _mapping(
+        data.get("error", {"name": "Error", "message": f"{name} failed"}), f"{where}.error", "{name, message}"
+    )
+    _check_keys(error_data, {"name", "message"}, f"{where}.error")
+    error = {
+        "name": _text(error_data.get("name", "Error"), f"{where}.error.name"),
+        "message": error_data.get("message", f"{name} failed"),
+    }
+    if not isinstance(error["message"], str):
+        raise ScenarioError(f"{where}.error.message must be a string, got {error['message']!r}")
+    sensitive = data.get("sensitive", False)
+    if not isinstance(sensitive, bool):
+        raise ScenarioError(f"{where}.sensitive must be true or false, got {sensitive!r}")
     return StepSpec(
         name=name,
-        kind=kind,
-        duration=_number(data.get("duration", 0), f"{where}.duration"),
-        output=data.get("output"),
+        kind="do",
+        duration=duration,
+        output=output,
         stream=stream,
-        sensitive=bool(data.get("sensitive", False)),
+        sensitive=sensitive,
         fail_attempts=_integer(data.get("fail_attempts", 0), f"{where}.fail_attempts"),
-        error={"name": str(error.get("name", "Error")), "message": str(error.get("message", ""))},
-        retries=RetryPolicy(
-            limit=_integer(retries["limit"], f"{where}.retries.limit"),
-            delay=_number(retries["delay"], f"{where}.retries.delay"),
-            backoff=str(retries["backoff"]),
-        ),
-        event_type=event_type,
-        timeout=_number(data.get("timeout", DEFAULT_EVENT_TIMEOUT), f"{where}.timeout", minimum=0.001),
+        error=error,
+        retries=retries,
     )
 
 
 def parse_workflow(data: Any, where: str = "workflow") -> WorkflowSpec:
-    """Validate one workflow definition."""
-    if not isinstance(data, Mapping):
-        raise ScenarioError(f"{where} must be a mapping, got {data!r}")
+    """Validate one workflow definition; ``where`` names it in error messages."""
+    data = _mapping(data, where, "a workflow")
     _check_keys(data, {"name", "class_name", "script_name", "queue_delay", "output", "steps"}, where)
-    name = _text(data.get("name"), f"{where}.name")
-    if len(name) > 64:
-        raise ScenarioError(f"{where}.name must be at most 64 characters")
+    name = _text(data.get("name"), f"{where}.name", max_length=MAX_WORKFLOW_NAME)
     steps = data.get("steps", [])
+    if steps is None:
+        steps = []
     if not isinstance(steps, list):
-        raise ScenarioError(f"{where}.steps must be a list")
+        raise ScenarioError(f"{where}.steps must be a list, got {steps!r}")
     return WorkflowSpec(
         name=name,
         steps=tuple(parse_step(step, f"{where}.steps[{i}]") for i, step in enumerate(steps)),
-        class_name=str(data.get("class_name", "EmulatedWorkflow")),
-        script_name=str(data.get("script_name", "emulated-worker")),
+        class_name=_text(data.get("class_name", DEFAULT_CLASS_NAME), f"{where}.class_name", max_length=255),
+        script_name=_text(
+            data.get("script_name", DEFAULT_SCRIPT_NAME), f"{where}.script_name", max_length=255
+        ),
         queue_delay=_number(data.get("queue_delay", 0), f"{where}.queue_delay"),
-        output=data.get("output"),
+        output=_json_value(data.get("output"), f"{where}.output"),
     )
 
 
 def parse_scenario(data: Any) -> Scenario:
-    """Validate a whole scenario document."""
-    if not isinstance(data, Mapping):
-        raise ScenarioError("a scenario must be a mapping with a 'workflows' list")
+    """Validate a whole scenario document (already parsed from YAML or JSON)."""
+    if data is None:
+        data = {}
+    data = _mapping(data, "scenario", "with a 'workflows' list")
     _check_keys(data, {"account_id", "api_token", "email", "api_key", "time_scale", "workflows"}, "scenario")
     workflows = data.get("workflows", [])
+    if workflows is None:
+        workflows = []
     if not isinstance(workflows, list):
-        raise ScenarioError("scenario.workflows must be a list")
+        raise ScenarioError(f"scenario.workflows must be a list, got {workflows!r}")
     parsed = tuple(parse_workflow(item, f"workflows[{i}]") for i, item in enumerate(workflows))
     names = [workflow.name for workflow in parsed]
-    if len(set(names)) != len(names):
-        raise ScenarioError(f"workflow names must be unique, got {names}")
-    account_id = str(data.get("account_id", DEFAULT_ACCOUNT_ID))
-    if not re.fullmatch(r"[0-9a-f]{32}", account_id):
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ScenarioError(f"workflows[].name must be unique; repeated: {duplicates}")
+    account_id = data.get("account_id", DEFAULT_ACCOUNT_ID)
+    if not isinstance(account_id, str) or not re.fullmatch(r"[0-9a-f]{32}", account_id):
         raise ScenarioError(f"scenario.account_id must be 32 lowercase hex characters, got {account_id!r}")
     return Scenario(
         workflows=parsed,
@@ -273,20 +360,19 @@ def parse_scenario(data: Any) -> Scenario:
         api_token=_text(data.get("api_token", DEFAULT_API_TOKEN), "scenario.api_token"),
         email=_text(data.get("email", DEFAULT_EMAIL), "scenario.email"),
         api_key=_text(data.get("api_key", DEFAULT_API_KEY), "scenario.api_key"),
-        time_scale=_number(data.get("time_scale", 1.0), "scenario.time_scale", minimum=0.0),
+        time_scale=_number(data.get("time_scale", 1.0), "scenario.time_scale", maximum=1e9),
     )
 
 
 def load_scenario(path: Path | None) -> Scenario:
-    """Read a scenario file (YAML or JSON by extension); None means the bundled demo."""
-    path = path or BUNDLED_DEMO
+    """Read a scenario file (YAML or JSON, by extension); ``None`` means the bundled demo."""
+    path = Path(path) if path is not None else BUNDLED_DEMO
     text = path.read_text(encoding="utf-8")
+    is_json = path.suffix.lower() == ".json"
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if is_json else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as error:
-        raise ScenarioError(
-            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}"
-        ) from None
+        raise ScenarioError(f"{path}: not valid {'JSON' if is_json else 'YAML'}: {error}") from None
     try:
         return parse_scenario(data)
     except ScenarioError as error:

@@ -1,35 +1,68 @@
-"""Deterministic byte outputs for ``ReadableStream`` steps, served with constant memory."""
+"""Deterministic byte outputs for ``ReadableStream`` steps, served fast and with constant memory.
+
+A stream of ``size`` bytes and ``seed`` is a sequence of 1 MiB blocks (the last one cut to size).
+Every block is the same pseudo-random 1 MiB *base block* of the seed (SHA-256 in counter mode,
+computed once per seed and cached) except its first 32 bytes, which are a SHA-256 of the seed and the
+block's index. So producing a block costs one hash and one copy, not per-byte Python work, and yet a
+client that repeats, drops or reorders whole blocks gets a different digest.
+
+Tests can reproduce any stream with :func:`iter_stream_bytes`; the emulator's control API serves
+:func:`stream_digest` without holding the bytes in memory.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from functools import lru_cache
 
 BLOCK_SIZE = 1024 * 1024
+_HEADER_SIZE = 32
 
 
-def stream_block(seed: int) -> bytes:
-    """The 1 MiB block a stream of ``seed`` repeats: SHA-256 in counter mode, so every seed differs."""
-    prefix = seed.to_bytes(8, "big", signed=False)
+@lru_cache(maxsize=8)
+def _base_block(seed: int) -> bytes:
+    prefix = b"cfwf-emulator-stream:" + seed.to_bytes(8, "big", signed=True)
     return b"".join(
-        hashlib.sha256(prefix + counter.to_bytes(8, "big")).digest() for counter in range(BLOCK_SIZE // 32)
+        hashlib.sha256(prefix + counter.to_bytes(8, "big")).digest()
+        for counter in range(BLOCK_SIZE // _HEADER_SIZE)
     )
 
 
+def stream_block(seed: int, index: int) -> bytes:
+    """Block ``index`` (0-based) of every stream of ``seed``: exactly :data:`BLOCK_SIZE` bytes."""
+    header = hashlib.sha256(
+        b"cfwf-emulator-block:" + seed.to_bytes(8, "big", signed=True) + index.to_bytes(8, "big")
+    ).digest()
+    return header + _base_block(seed)[_HEADER_SIZE:]
+
+
 def iter_stream_bytes(size: int, seed: int, chunk_size: int = BLOCK_SIZE) -> Iterator[bytes]:
-    """Yield the ``size`` bytes of a stream output, ``chunk_size`` (at most 1 MiB) at a time."""
-    block = stream_block(seed)
+    """
+    Yield the ``size`` bytes of the stream of ``seed``, in chunks of at most ``chunk_size`` bytes.
+
+    Chunks never span two blocks, so ``chunk_size`` above 1 MiB is treated as 1 MiB, and a chunk size
+    that does not divide 1 MiB gives a shorter chunk at each block's end.
+    """
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
     chunk_size = max(1, min(chunk_size, BLOCK_SIZE))
-    sent = 0
+    index, sent = 0, 0
     while sent < size:
-        offset = sent % BLOCK_SIZE
-        length = min(chunk_size, BLOCK_SIZE - offset, size - sent)
-        yield block[offset : offset + length]
+        block = stream_block(seed, index)
+        length = min(BLOCK_SIZE, size - sent)
+        if chunk_size == BLOCK_SIZE:
+            yield block if length == BLOCK_SIZE else block[:length]
+        else:
+            view = memoryview(block)
+            for offset in range(0, length, chunk_size):
+                yield bytes(view[offset : min(offset + chunk_size, length)])
         sent += length
+        index += 1
 
 
 def stream_digest(size: int, seed: int) -> str:
-    """SHA-256 of a whole stream output, computed chunk by chunk."""
+    """SHA-256 (hex) of a whole stream, computed block by block."""
     digest = hashlib.sha256()
     for chunk in iter_stream_bytes(size, seed):
         digest.update(chunk)

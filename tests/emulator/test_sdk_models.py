@@ -1,12 +1,21 @@
-"""The emulator's answers validate against the official `cloudflare` SDK (5.9.0) response models.
+"""Every endpoint's ``result`` validates against the official ``cloudflare`` SDK (5.9.0) response models.
 
-Pydantic validation enforces the models' required fields, types, enums and datetime formats. Where a
-model is narrower than the API reference, the reference wins and the exception is named in the test.
+The SDK's models are lenient by default (``extra="allow"`` and pydantic's lax mode, which e.g. takes a
+number as a datetime or ``"true"`` as a bool), so results are validated in **strict** mode from their
+JSON text: a missing required field, a wrong JSON type, an unknown enum value or a non-ISO timestamp
+fails. ``test_strict_validation_catches_what_lax_validation_lets_through`` proves that.
+
+Named exception, where a model is narrower than the API reference (the reference wins):
+
+* ``InstanceGetResponse.output`` is typed as a required ``str | float``. The reference (§4) and
+  production return ``null`` until the instance completes and then whatever ``run()`` returned, any
+  JSON value. The emulator follows the reference; :func:`instance_details` checks that separately and
+  validates the rest of the result with ``output`` set to a string.
 """
 
 from __future__ import annotations
 
-import uuid
+import json
 from typing import Any
 
 import httpx
@@ -25,123 +34,183 @@ from cloudflare.types.workflows import (
 from cloudflare.types.workflows.instances import EventCreateResponse, StatusEditResponse
 from pydantic import BaseModel, ValidationError
 
+from tests.emulator._helpers import result
+
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def api(fresh_emulator):
-    client = httpx.Client(
-        base_url=f"{fresh_emulator.api_base}/accounts/{fresh_emulator.account_id}/workflows",
-        headers={"Authorization": f"Bearer {fresh_emulator.api_token}"},
-    )
-    yield client
-    client.close()
+CRON_ID = "*/5 * * * *-1786599900000"
+STATUSES_SEEN: set[str] = set()
 
 
-def result(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["success"] is True
-    assert body["errors"] == []
-    assert body["messages"] == []
-    return body["result"]
+def strict(model: type[BaseModel], data: Any) -> BaseModel:
+    """Validate ``data`` as the JSON the API sent, in strict mode."""
+    return model.model_validate_json(json.dumps(data), strict=True)
 
 
-def validate(model: type[BaseModel], data: Any) -> BaseModel:
-    return model.model_validate(data)
+def instance_details(client: httpx.Client, path: str, **params: str) -> dict[str, Any]:
+    """The details result, validated as InstanceGetResponse (with the one named exception)."""
+    details = result(client.get(path, params=params))
+    output = details["output"]
+    if details["status"] == "complete":
+        assert "output" in details  # any JSON value returned by run()
+    else:
+        assert output is None  # null until the instance completes
+    if not isinstance(output, str | int | float) or isinstance(output, bool):
+        details_for_model = {**details, "output": json.dumps(output)}
+    else:
+        details_for_model = details
+    strict(InstanceGetResponse, details_for_model)
+    STATUSES_SEEN.add(details["status"])
+    return details
 
 
-def test_models_really_enforce_required_fields():
-    """Guard: if the SDK's models stopped validating, the tests below would prove nothing."""
+def test_strict_validation_catches_what_lax_validation_lets_through():
+    """Guard: without strict mode, the tests below would prove much less."""
+    good = {
+        "id": "i",
+        "created_on": "2026-08-01T10:00:00.000Z",
+        "modified_on": "2026-08-01T10:00:00.000Z",
+        "status": "queued",
+        "version_id": "v",
+        "workflow_id": "w",
+    }
+    strict(InstanceListResponse, good)
+    number_as_datetime = {**good, "created_on": 1785578400}
+    InstanceListResponse.model_validate(number_as_datetime)  # lax: accepted
+    for bad in (
+        number_as_datetime,
+        {key: value for key, value in good.items() if key != "version_id"},
+        {**good, "id": 5},
+        {**good, "status": "done"},
+        {**good, "created_on": "yesterday"},
+    ):
+        with pytest.raises(ValidationError):
+            strict(InstanceListResponse, bad)
+    step = {"status": "complete", "error": None, "output": 1}
+    strict(InstanceStepResponse, step)
     with pytest.raises(ValidationError):
-        validate(InstanceCreateResponse, {"id": "x", "status": "queued"})
+        strict(InstanceStepResponse, {**step, "event_type": 1})
     with pytest.raises(ValidationError):
-        validate(InstanceStepResponse, {"status": "finished"})
+        strict(InstanceStepResponse, {"error": None})
+    with pytest.raises(ValidationError):
+        strict(StatusEditResponse, {"status": "paused", "timestamp": 1785578400})
+    with pytest.raises(ValidationError):
+        strict(InstanceCreateResponse, {"id": "x", "status": "queued", "version_id": "v"})
+    # The named exception really is one: the model rejects a null / object instance output.
+    details = {
+        "status": "running",
+        "params": {},
+        "trigger": {"source": "api"},
+        "versionId": "v",
+        "queued": "2026-08-01T10:00:00.000Z",
+        "step_count": 0,
+        "steps": [],
+    }
+    strict(InstanceGetResponse, {**details, "output": "x"})
+    for output in (None, {"rows": 3}):
+        with pytest.raises(ValidationError, match="output"):
+            strict(InstanceGetResponse, {**details, "output": output})
 
 
-def test_every_endpoint_matches_the_sdk_models(fresh_emulator, api):
-    name = f"sdk-{uuid.uuid4().hex[:6]}"
-    fresh_emulator.put_workflow(
-        {
-            "name": name,
-            "steps": [
-                {"name": "prepare", "duration": 1, "output": {"rows": list(range(400))}},
-                {"name": "flaky", "duration": 1, "fail_attempts": 1, "retries": {"limit": 2, "delay": 1}},
-                {"name": "secret", "duration": 1, "sensitive": True, "output": "s"},
-                {"name": "nap", "type": "sleep", "duration": 1},
-                {"name": "approval", "type": "waitForEvent", "event_type": "approval", "timeout": 60},
-            ],
-            "output": {"done": True},
-        }
+def test_every_endpoint_matches_the_sdk_models(emu, client, make_workflow):
+    name = make_workflow(
+        [
+            {"name": "prepare", "duration": 1, "output": {"rows": list(range(400))}},
+            {
+                "name": "flaky",
+                "duration": 1,
+                "fail_attempts": 1,
+                "retries": {"limit": 2, "delay": 1, "backoff": "linear"},
+                "output": [1, 2],
+            },
+            {"name": "secret", "duration": 1, "sensitive": True, "output": "s"},
+            {"name": "blob", "duration": 1, "stream": {"size": 1000, "seed": 1}},
+            {"name": "nap", "type": "sleep", "duration": 1},
+            {"name": "approval", "type": "waitForEvent", "event_type": "approval", "timeout": 60},
+        ],
+        output={"done": True},
+    )
+    failing = make_workflow(
+        [{"name": "boom", "duration": 1, "fail_attempts": 9, "retries": {"limit": 0, "delay": 0}}],
+        queue_delay=5,
     )
 
-    for item in result(api.get("", params={"per_page": 100})):
-        validate(WorkflowListResponse, item)
-    validate(WorkflowGetResponse, result(api.get(f"/{name}")))
-    versions = result(api.get(f"/{name}/versions"))
+    for item in result(client.get("", params={"per_page": 100})):
+        strict(WorkflowListResponse, item)
+    strict(WorkflowGetResponse, result(client.get(f"/{name}")))
+    versions = result(client.get(f"/{name}/versions"))
     for item in versions:
-        validate(VersionListResponse, item)
-    validate(VersionGetResponse, result(api.get(f"/{name}/versions/{versions[0]['id']}")))
+        strict(VersionListResponse, item)
+    strict(VersionGetResponse, result(client.get(f"/{name}/versions/{versions[0]['id']}")))
 
-    validate(InstanceCreateResponse, result(api.post(f"/{name}/instances", json={"instance_id": "one"})))
-    for item in result(api.post(f"/{name}/instances/batch", json=[{"instance_id": "two"}, {}])):
-        validate(InstanceBulkResponse, item)
-    for item in result(api.get(f"/{name}/instances")):
-        validate(InstanceListResponse, item)
+    strict(InstanceCreateResponse, result(client.post(f"/{name}/instances", json={"instance_id": "one"})))
+    strict(InstanceCreateResponse, result(client.post(f"/{name}/instances", json={"params": '{"a": 1}'})))
+    for item in result(client.post(f"/{name}/instances/batch", json=[{"instance_id": "two"}, {}])):
+        strict(InstanceBulkResponse, item)
+    emu.create_cron_instance(name, CRON_ID)
+    cron_path = f"/{name}/instances/{CRON_ID.replace('/', '%2F').replace(' ', '%20').replace('*', '%2A')}"
+    assert "schedule" in instance_details(client, cron_path)
+    for item in result(client.post(f"/{failing}/instances/batch", json=[{"instance_id": "f"}])):
+        strict(InstanceBulkResponse, item)
+    instance_details(client, f"/{failing}/instances/f")  # queued
 
-    # Walk the instance through every step kind, checking the details on the way.
-    for _ in range(6):
-        details = result(api.get(f"/{name}/instances/one"))
-        assert details["output"] is None  # see test_instance_output_follows_the_reference
-        validate(InstanceGetResponse, {**details, "output": ""})
-        fresh_emulator.advance(1.5)
-    validate(EventCreateResponse, result(api.post(f"/{name}/instances/one/events/approval", json={"ok": 1})))
-    fresh_emulator.advance(1)
-    details = result(api.get(f"/{name}/instances/one"))
-    assert details["status"] == "complete"
-    assert {step["type"] for step in details["steps"]} == {"step", "sleep", "waitForEvent"}
-    validate(InstanceGetResponse, {**details, "output": ""})
-
-    for step_name, kind in [
-        ("prepare-1", "step"),
-        ("flaky-1", "step"),
-        ("secret-1", "step"),
-        ("approval-1", "waitForEvent"),
-    ]:
-        validate(
-            InstanceStepResponse,
-            result(api.get(f"/{name}/instances/one/step", params={"name": step_name, "type": kind})),
+    def step(step_name: str, kind: str = "step", **extra: object) -> dict[str, Any]:
+        answer = result(
+            client.get(f"/{name}/instances/one/step", params={"name": step_name, "type": kind, **extra})
         )
-    validate(
-        InstanceStepResponse,
-        result(
-            api.get(f"/{name}/instances/one/step", params={"name": "flaky-1", "type": "step", "attempt": 1})
-        ),
-    )
+        strict(InstanceStepResponse, answer)
+        return answer
 
-    validate(
-        StatusEditResponse, result(api.patch(f"/{name}/instances/two/status", json={"status": "terminate"}))
-    )
-    terminated = result(api.get(f"/{name}/instances/two"))
-    assert terminated["steps"][-1] == {"type": "termination", "trigger": {"source": "api"}}
-    validate(InstanceGetResponse, {**terminated, "output": ""})
+    # Walk "one" through every step kind and state, validating the details and /step on the way.
+    seen_step_states = set()
+    for _ in range(12):
+        details = instance_details(client, f"/{name}/instances/one")
+        instance_details(client, f"/{name}/instances/one", simple="true")
+        instance_details(client, f"/{name}/instances/one", order="desc")
+        for entry in details["steps"]:
+            if entry["type"] == "step" and entry["name"] != "blob-1":
+                seen_step_states.add(step(entry["name"])["status"])
+            elif entry["type"] == "waitForEvent":
+                seen_step_states.add(step(entry["name"], "waitForEvent")["status"])
+        emu.advance(0.75)
+    assert details["status"] == "waiting"
+    strict(EventCreateResponse, result(client.post(f"/{name}/instances/one/events/approval", json={"ok": 1})))
+    done = instance_details(client, f"/{name}/instances/one")
+    assert done["status"] == "complete"
+    assert done["output"] == {"done": True}
+    assert {entry["type"] for entry in done["steps"]} == {"step", "sleep", "waitForEvent"}
+    for entry in done["steps"]:
+        if entry["type"] == "step" and entry["name"] != "blob-1":
+            seen_step_states.add(step(entry["name"])["status"])
+    step("flaky-1", attempt=1)
+    step("approval-1", "waitForEvent")
+    assert seen_step_states == {"running", "complete", "waiting"}
 
+    for item in result(client.get(f"/{name}/instances", params={"per_page": 2})):
+        strict(InstanceListResponse, item)
 
-def test_instance_output_follows_the_reference(fresh_emulator, api):
-    """
-    Named exception: `InstanceGetResponse.output` is typed as a required `str | float`, but the API
-    reference (and production) returns null until the instance completes and then any JSON value
-    returned by `run()`. The emulator follows the reference, so this model rejects it.
-    """
-    name = f"out-{uuid.uuid4().hex[:6]}"
-    fresh_emulator.put_workflow(
-        {"name": name, "steps": [{"name": "s", "duration": 1}], "output": {"rows": 3}}
+    # Status changes: every action's result, and the instances they leave behind.
+    for action in ("pause", "resume", "pause", "terminate", "restart"):
+        strict(
+            StatusEditResponse, result(client.patch(f"/{name}/instances/two/status", json={"status": action}))
+        )
+        instance_details(client, f"/{name}/instances/two")
+    strict(
+        StatusEditResponse,
+        result(client.patch(f"/{name}/instances/two/status", json={"status": "terminate", "rollback": True})),
     )
-    result(api.post(f"/{name}/instances", json={"instance_id": "o"}))
-    assert result(api.get(f"/{name}/instances/o"))["output"] is None
-    fresh_emulator.advance(2)
-    done = result(api.get(f"/{name}/instances/o"))
-    assert done["output"] == {"rows": 3}
-    with pytest.raises(ValidationError, match="output"):
-        validate(InstanceGetResponse, done)
-    validate(InstanceGetResponse, {**done, "output": ""})
+    assert instance_details(client, f"/{name}/instances/two")["rollback"] is not None
+    restart_from = {"status": "restart", "from": {"name": "prepare", "count": 1, "type": "do"}}
+    strict(StatusEditResponse, result(client.patch(f"/{name}/instances/one/status", json=restart_from)))
+    emu.advance(10)
+    errored = instance_details(client, f"/{failing}/instances/f")
+    assert errored["status"] == "errored"
+    errored_step = result(
+        client.get(f"/{failing}/instances/f/step", params={"name": "boom-1", "type": "step"})
+    )
+    strict(InstanceStepResponse, errored_step)
+    assert errored_step["status"] == "errored"
+    for item in result(client.get(f"/{name}/instances", params={"per_page": 100})):
+        strict(InstanceListResponse, item)
+    strict(WorkflowGetResponse, result(client.get(f"/{name}")))
+    assert {"queued", "running", "waiting", "paused", "complete", "errored", "terminated"} <= STATUSES_SEEN

@@ -1,0 +1,208 @@
+"""The JSON shapes of the emulated API's results (reference §3-§4, §6)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import engine
+from .clock import iso
+from .state import WorkflowRecord
+
+# Instance details show previews of step outputs: the first 1024 characters of the JSON-stringified
+# value (strings as they are) plus this marker (PR #14822, describing production; §6.3).
+PREVIEW_LIMIT = 1024
+TRUNCATED_MARKER = "[truncated output]"
+REDACTED = "[REDACTED]"
+STREAM_PREVIEW = "[ReadableStream (binary): {size} bytes]"
+# Shown as each do step's config.timeout (the production default per attempt).
+STEP_TIMEOUT_CONFIG = "10 minutes"
+# Inferred: with simple=true the `steps` array is sent empty (the SDK model requires the field).
+SIMPLE_SENDS_EMPTY_STEPS = True
+# Inferred: step_count counts the step entries, not the "termination" entry.
+STEP_COUNT_INCLUDES_TERMINATION = False
+# Inferred: which trigger source a termination entry names when the API terminated the instance.
+TERMINATION_TRIGGER_SOURCE = "api"
+# Inferred: a terminate with rollback=true reports this (the emulator has no rollback handlers).
+ROLLBACK_RESULT = {"outcome": "complete", "error": None}
+
+
+def _js_length(text: str) -> int:
+    """``text.length`` in JavaScript (UTF-16 code units)."""
+    return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+
+
+def _js_slice(text: str, limit: int) -> str:
+    """``text.slice(0, limit)`` in JavaScript (a cut surrogate pair is dropped)."""
+    if text.isascii():
+        return text[:limit]
+    return text.encode("utf-16-le")[: 2 * limit].decode("utf-16-le", errors="ignore")
+
+
+def json_stringify(value: Any) -> str:
+    """``JSON.stringify(value)``: compact, non-ASCII kept as is."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def preview(value: Any) -> str | None:
+    """The truncated preview of an output value, as instance details show it."""
+    if value is None:
+        return None  # inferred: a step that returned nothing shows null
+    text = value if isinstance(value, str) else json_stringify(value)
+    if len(text) <= PREVIEW_LIMIT // 2 or _js_length(text) <= PREVIEW_LIMIT:
+        return text
+    return _js_slice(text, PREVIEW_LIMIT) + TRUNCATED_MARKER
+
+
+def _step_preview(step: engine.StepRun) -> str | None:
+    if step.success is not True:
+        return None
+    if step.spec.sensitive:
+        return REDACTED
+    if step.spec.stream is not None:
+        return STREAM_PREVIEW.format(size=step.spec.stream.size)
+    return preview(step.output)
+
+
+def _error(error: Any) -> dict[str, str] | None:
+    return None if error is None else {"name": str(error["name"]), "message": str(error["message"])}
+
+
+def step_entry(step: engine.StepRun) -> dict[str, Any]:
+    """One entry of the details' ``steps`` array."""
+    spec = step.spec
+    if spec.kind == "do":
+        config: dict[str, Any] = {
+            "retries": {
+                "limit": spec.retries.limit,
+                "delay": round(spec.retries.delay * 1000),  # milliseconds, like production
+                "backoff": spec.retries.backoff,
+            },
+            "timeout": STEP_TIMEOUT_CONFIG,
+        }
+        if spec.sensitive:
+            config["sensitive"] = "output"
+        return {
+            "type": "step",
+            "name": step.logged_name,
+            "start": iso(step.start),
+            "end": iso(step.end),
+            "success": step.success,
+            "output": _step_preview(step),
+            "attempts": [
+                {
+                    "start": iso(attempt.start),
+                    "end": iso(attempt.end),
+                    "success": attempt.success,
+                    "error": _error(attempt.error),
+                }
+                for attempt in step.attempts
+            ],
+            "config": config,
+        }
+    # sleep / waitForEvent: `end` is required; before the step ends it is the planned wake-up or
+    # timeout moment (the start if paused for good).
+    end = step.end
+    if end is None:
+        end = step.planned_end if step.planned_end not in (None, float("inf")) else step.start
+    entry: dict[str, Any] = {
+        "type": step.entry_type,
+        "name": step.logged_name,
+        "start": iso(step.start),
+        "end": iso(end),
+        "finished": step.finished,
+        "error": _error(step.error),
+    }
+    if spec.kind == "waitForEvent":
+        entry["event_type"] = spec.event_type
+        if step.success is True:
+            entry["output"] = _step_preview(step)
+    return entry
+
+
+def instance_details(
+    instance: engine.Instance, snapshot: engine.Snapshot, *, simple: bool, order: str
+) -> dict[str, Any]:
+    """``GET .../instances/{id}``: status, metadata and (unless ``simple``) the step log."""
+    steps = [step_entry(step) for step in snapshot.steps]
+    step_count = len(steps)
+    if snapshot.status == engine.TERMINATED:
+        steps.append({"type": "termination", "trigger": {"source": TERMINATION_TRIGGER_SOURCE}})
+        step_count += int(STEP_COUNT_INCLUDES_TERMINATION)
+    if order == "desc":
+        steps.reverse()
+    terminal = snapshot.status in engine.TERMINAL
+    details: dict[str, Any] = {
+        "status": snapshot.status,
+        "params": instance.params,
+        "trigger": {"source": instance.trigger_source},
+        "versionId": instance.version_id,
+        "queued": iso(snapshot.queued),
+        "start": iso(snapshot.start),
+        "end": iso(snapshot.end),
+        "success": (snapshot.status == engine.COMPLETE) if terminal else None,
+        "error": _error(snapshot.error),
+        "output": snapshot.output if snapshot.status == engine.COMPLETE else None,
+        "rollback": dict(ROLLBACK_RESULT) if snapshot.rollback else None,
+        "step_count": step_count,
+        "steps": [] if simple and SIMPLE_SENDS_EMPTY_STEPS else steps,
+    }
+    if simple and not SIMPLE_SENDS_EMPTY_STEPS:
+        del details["steps"]
+    if instance.cron is not None:
+        scheduled = instance.scheduled_time if instance.scheduled_time is not None else instance.created_at
+        details["schedule"] = {"cron": instance.cron, "scheduledTime": round(scheduled * 1000)}
+    return details
+
+
+def instance_list_item(instance: engine.Instance, snapshot: engine.Snapshot) -> dict[str, Any]:
+    """One item of ``GET .../instances``."""
+    return {
+        "id": instance.id,
+        "created_on": iso(instance.created_at),
+        "modified_on": iso(max(snapshot.modified, instance.created_at)),
+        "started_on": iso(snapshot.start),
+        "ended_on": iso(snapshot.end),
+        "status": snapshot.status,
+        "version_id": instance.version_id,
+        "workflow_id": instance.workflow_id,
+        "trigger_source": instance.trigger_source,
+    }
+
+
+def instance_created(instance: engine.Instance) -> dict[str, Any]:
+    """The result of creating an instance (single or batch)."""
+    return {
+        "id": instance.id,
+        "status": engine.QUEUED,
+        "version_id": instance.version_id,
+        "workflow_id": instance.workflow_id,
+        "trigger_source": instance.trigger_source,
+    }
+
+
+def workflow(record: WorkflowRecord, counts: dict[str, int]) -> dict[str, Any]:
+    """A workflow, as listed and as fetched."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "class_name": record.spec.class_name,
+        "script_name": record.spec.script_name,
+        "created_on": iso(record.created_at),
+        "modified_on": iso(record.modified_at),
+        "triggered_on": iso(record.triggered_at),
+        "instances": counts,
+    }
+
+
+def version(record: WorkflowRecord) -> dict[str, Any]:
+    """The workflow's one version."""
+    return {
+        "id": record.version_id,
+        "workflow_id": record.id,
+        "class_name": record.spec.class_name,
+        "created_on": iso(record.created_at),
+        "modified_on": iso(record.modified_at),
+        "has_dag": False,
+        "language": "javascript",
+    }

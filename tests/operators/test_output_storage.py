@@ -1,0 +1,237 @@
+"""Atomic writes of step outputs: local files, and S3 (moto's server, reached like R2 with endpoint_url)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import uuid
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsConfigurationError
+from airflow_provider_cfworkflows.output_storage import (
+    WRITE_BLOCK_SIZE,
+    OutputSizeMismatchError,
+    fixed_size_blocks,
+    to_object_storage_path,
+    write_object,
+)
+
+MIB = 1024 * 1024
+
+
+class Interrupted(Exception):
+    pass
+
+
+def chunks_of(data: bytes, *, seed: int = 1, fail_after: int | None = None):
+    """``data`` in chunks of random sizes (as a network delivers it), optionally failing midway."""
+    rng = random.Random(seed)
+    position = 0
+    while position < len(data):
+        if fail_after is not None and position >= fail_after:
+            raise Interrupted("connection dropped")
+        size = rng.randint(1, 300_000)
+        yield data[position : position + size]
+        position += size
+
+
+def payload(size: int) -> bytes:
+    return random.Random(size).randbytes(size)
+
+
+def test_fixed_size_blocks_cuts_exact_blocks():
+    data = payload(1000)
+    blocks = list(fixed_size_blocks(chunks_of(data), 64))
+
+    assert b"".join(blocks) == data
+    assert {len(block) for block in blocks[:-1]} == {64}
+    assert 0 < len(blocks[-1]) <= 64
+    assert list(fixed_size_blocks([], 64)) == []
+    assert list(fixed_size_blocks([b"", b"ab", b""], 64)) == [b"ab"]
+
+
+def test_fixed_size_blocks_passes_block_sized_chunks_through():
+    first, second = b"a" * 64, b"c" * 64
+    blocks = list(fixed_size_blocks([first, b"b" * 10, second, b"d" * 54], 64))
+
+    assert blocks[0] is first  # no copy
+    assert blocks[1:] == [b"b" * 10 + b"c" * 54, b"c" * 10 + b"d" * 54]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "output_path is empty"),
+        ("s3://conn@bucket/prefix/", "must name an object"),
+        ("s3://bucket", "must name an object"),
+        (3.5, "must be a URL string"),
+        (None, "must be a URL string"),
+    ],
+)
+def test_to_object_storage_path_rejects(value, message):
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match=message):
+        to_object_storage_path(value)
+
+
+def test_to_object_storage_path_accepts_urls_paths_and_objects(tmp_path):
+    assert str(to_object_storage_path(f"file://{tmp_path}/a.json")) == f"file://{tmp_path}/a.json"
+    assert to_object_storage_path(tmp_path / "b.bin").path == f"{tmp_path}/b.bin"
+    existing = ObjectStoragePath(f"file://{tmp_path}/c")
+    assert to_object_storage_path(existing) is existing
+
+
+# --- local files ---------------------------------------------------------------------------------
+
+
+def test_local_write_creates_dirs_and_reports_size_and_digest(tmp_path):
+    data = payload(3 * MIB + 17)
+    target = ObjectStoragePath(f"file://{tmp_path}/a/b/out.bin")
+
+    written = write_object(target, chunks_of(data), expected_size=len(data), block_size=MIB)
+
+    assert (tmp_path / "a/b/out.bin").read_bytes() == data
+    assert written.path == f"file://{tmp_path}/a/b/out.bin"
+    assert written.size_bytes == len(data)
+    assert written.sha256 == hashlib.sha256(data).hexdigest()
+    assert os.listdir(tmp_path / "a/b") == ["out.bin"]
+
+
+def test_local_failure_keeps_the_previous_object_and_leaves_no_temporary(tmp_path):
+    target_file = tmp_path / "out.bin"
+    target_file.write_bytes(b"previous complete output")
+
+    with pytest.raises(Interrupted):
+        write_object(
+            ObjectStoragePath(f"file://{tmp_path}/out.bin"), chunks_of(payload(MIB), fail_after=500_000)
+        )
+
+    assert target_file.read_bytes() == b"previous complete output"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_local_failure_on_a_new_object_leaves_nothing(tmp_path):
+    with pytest.raises(Interrupted):
+        write_object(
+            ObjectStoragePath(f"file://{tmp_path}/new/out.bin"), chunks_of(payload(MIB), fail_after=1)
+        )
+
+    assert os.listdir(tmp_path / "new") == []
+
+
+def test_storage_write_error_stops_the_transfer_and_leaves_nothing(tmp_path, monkeypatch):
+    from fsspec.implementations.local import LocalFileOpener
+
+    real_write = LocalFileOpener.write
+    writes: list[int] = []
+
+    def failing_write(self, data):
+        writes.append(len(data))
+        if len(writes) == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(LocalFileOpener, "write", failing_write)
+    received: list[int] = []
+
+    def chunks():
+        for _ in range(50):
+            received.append(MIB)
+            yield b"x" * MIB
+
+    with pytest.raises(OSError, match="No space left on device"):
+        write_object(ObjectStoragePath(f"file://{tmp_path}/out.bin"), chunks(), block_size=MIB)
+
+    assert os.listdir(tmp_path) == []
+    assert len(received) < 10  # the download stops soon after the storage fails
+
+
+@pytest.mark.parametrize("expected", [999, 1001])
+def test_size_mismatch_aborts(tmp_path, expected):
+    with pytest.raises(
+        OutputSizeMismatchError, match=f"Received 1000 bytes but the response announced {expected}"
+    ):
+        write_object(ObjectStoragePath(f"file://{tmp_path}/x"), [b"a" * 1000], expected_size=expected)
+
+    assert os.listdir(tmp_path) == []
+
+
+def test_empty_output_is_a_valid_object(tmp_path):
+    written = write_object(ObjectStoragePath(f"file://{tmp_path}/empty"), [], expected_size=0)
+
+    assert (tmp_path / "empty").read_bytes() == b""
+    assert written.sha256 == hashlib.sha256(b"").hexdigest()
+
+
+# --- S3 (moto server) ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bucket(moto_s3, aws_conn):
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_s3,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    name = f"out-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    return client, name
+
+
+def keys(client, bucket_name):
+    return sorted(item["Key"] for item in client.list_objects_v2(Bucket=bucket_name).get("Contents", []))
+
+
+def pending_uploads(client, bucket_name):
+    return client.list_multipart_uploads(Bucket=bucket_name).get("Uploads", [])
+
+
+@pytest.mark.integration
+def test_s3_multipart_write_moves_into_place(bucket):
+    client, name = bucket
+    data = payload(2 * WRITE_BLOCK_SIZE + 12345)  # three parts
+
+    written = write_object(
+        ObjectStoragePath(f"s3://aws_test@{name}/deep/prefix/out.bin"),
+        chunks_of(data),
+        expected_size=len(data),
+    )
+
+    body = client.get_object(Bucket=name, Key="deep/prefix/out.bin")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == written.sha256 == hashlib.sha256(data).hexdigest()
+    assert written.path == f"s3://aws_test@{name}/deep/prefix/out.bin"
+    assert keys(client, name) == ["deep/prefix/out.bin"]
+    assert pending_uploads(client, name) == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("fail_after", [100, WRITE_BLOCK_SIZE + 100])  # before / after the first part
+def test_s3_interrupted_write_leaves_no_object_and_no_upload(bucket, fail_after):
+    client, name = bucket
+    client.put_object(Bucket=name, Key="out.bin", Body=b"previous complete output")
+
+    with pytest.raises(Interrupted):
+        write_object(
+            ObjectStoragePath(f"s3://aws_test@{name}/out.bin"),
+            chunks_of(payload(3 * WRITE_BLOCK_SIZE), fail_after=fail_after),
+        )
+
+    assert keys(client, name) == ["out.bin"]
+    assert client.get_object(Bucket=name, Key="out.bin")["Body"].read() == b"previous complete output"
+    assert pending_uploads(client, name) == []  # the multipart upload was aborted, not completed
+
+
+@pytest.mark.integration
+def test_s3_missing_bucket_is_an_error_not_created(bucket):
+    client, name = bucket
+
+    with pytest.raises(FileNotFoundError, match="bucket does not exist"):
+        write_object(ObjectStoragePath(f"s3://aws_test@{name}-missing/out.json"), [b"{}"])
+
+    assert f"{name}-missing" not in [b["Name"] for b in client.list_buckets()["Buckets"]]
