@@ -140,6 +140,33 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+# A made-up HTTPS API for wire-level unit tests (requests_mock / httpx.MockTransport answer it).
+MOCK_API_BASE = "https://api.cloudflare.test/client/v4"
+UNIT_TEST_TOKEN = "unit-test-token-4c1d"
+
+
+@pytest.fixture
+def mocked_api_conn(monkeypatch: pytest.MonkeyPatch) -> str:
+    """``cloudflare_default`` pointing at ``MOCK_API_BASE`` (mock the wire yourself); returns the base."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLOUDFLARE_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "cloudflare_workflows",
+                "login": ACCOUNT_ID,
+                "password": UNIT_TEST_TOKEN,
+                "host": MOCK_API_BASE,
+            }
+        ),
+    )
+    return MOCK_API_BASE
+
+
+def ok_envelope(result: Any) -> dict[str, Any]:
+    """A successful Cloudflare response envelope."""
+    return {"success": True, "errors": [], "messages": [], "result": result}
+
+
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[str]:
     """moto's S3-compatible server (its own process, on 127.0.0.1); yields its endpoint URL."""

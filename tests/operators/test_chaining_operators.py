@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from unittest import mock
 
@@ -20,29 +19,19 @@ from airflow_provider_cfworkflows.operators.workflows import (
     CloudflareWorkflowCreateInstancesOperator,
     CloudflareWorkflowSendEventOperator,
 )
+from tests.conftest import ACCOUNT_ID as ACCOUNT
+from tests.conftest import MOCK_API_BASE as BASE
+from tests.conftest import ok_envelope
 
-ACCOUNT = "0123456789abcdef0123456789abcdef"
-BASE = "https://api.cloudflare.test/client/v4"
 WF = f"{BASE}/accounts/{ACCOUNT}/workflows/wf"
 
 
-def ok(result):
-    return {"success": True, "errors": [], "messages": [], "result": result}
+ok = ok_envelope
 
 
 @pytest.fixture(autouse=True)
-def connection(monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CLOUDFLARE_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "cloudflare_workflows",
-                "login": ACCOUNT,
-                "password": "unit-test-token-4c1d",
-                "host": BASE,
-            }
-        ),
-    )
+def connection(mocked_api_conn):
+    return mocked_api_conn
 
 
 @pytest.fixture
@@ -220,3 +209,17 @@ def test_restart_conflict_has_a_clear_message(context, requests_mock):
         CloudflareWorkflowsError, match=r"Cannot restart instance 'i'.*not in a restartable state"
     ):
         operator.execute(context)
+
+
+def test_create_attaches_asset_event_metadata(context, requests_mock):
+    from airflow.sdk import Asset
+
+    asset = Asset("cloudflare://workflows/wf/instances")
+    events = {asset: mock.MagicMock(extra={})}
+    context["outlet_events"] = events
+    requests_mock.post(f"{WF}/instances", json=ok({"id": "mine", "status": "queued"}))
+    operator = CloudflareWorkflowCreateInstanceOperator(
+        task_id="start", workflow_name="wf", instance_id="mine", outlets=[asset]
+    )
+    operator.execute(context)
+    assert events[asset].extra == {"workflow_name": "wf", "instance_id": "mine", "account_id": ACCOUNT}

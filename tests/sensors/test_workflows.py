@@ -20,24 +20,13 @@ from airflow_provider_cfworkflows.sensors.workflows import (
 )
 from airflow_provider_cfworkflows.triggers.workflows import CloudflareWorkflowStepTrigger
 from airflow_provider_cfworkflows.waiting import Check, Verdict
-
-ACCOUNT = "0123456789abcdef0123456789abcdef"
-BASE = "https://api.cloudflare.test/client/v4"
+from tests.conftest import ACCOUNT_ID as ACCOUNT
+from tests.conftest import MOCK_API_BASE as BASE
 
 
 @pytest.fixture(autouse=True)
-def connection(monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CLOUDFLARE_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "cloudflare_workflows",
-                "login": ACCOUNT,
-                "password": "unit-test-token-4c1d",
-                "host": BASE,
-            }
-        ),
-    )
+def connection(mocked_api_conn):
+    return mocked_api_conn
 
 
 @pytest.fixture
