@@ -1,25 +1,34 @@
-"""The pure decisions shared by sensors and triggers."""
+"""The pure decisions shared by sensors and triggers: names, states, the step-check plan, verdicts."""
 
 from __future__ import annotations
 
 import pytest
 
-from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsConfigurationError
+from airflow_provider_cfworkflows.exceptions import (
+    CloudflareWorkflowsConfigurationError,
+    CloudflareWorkflowsNotFoundError,
+)
 from airflow_provider_cfworkflows.models import RemoteError, StepOutput
 from airflow_provider_cfworkflows.statuses import InstanceStatus
 from airflow_provider_cfworkflows.waiting import (
+    MAX_SUMMARY_OUTPUT_BYTES,
+    InstanceQuery,
+    StepQuery,
     Verdict,
     check_states,
     evaluate_instance,
     evaluate_step,
     instance_failure_lines,
-    small_output,
+    instance_not_found_error,
+    plan_step_check,
     step_failure_lines,
     step_name_candidates,
+    summary_output,
 )
 
 SUCCESS, FAILURE = ("complete",), ("errored",)
 ALL_STATUSES = [status.value for status in InstanceStatus]
+TERMINAL = ("complete", "errored", "terminated")
 
 
 def step(status, error=None, output=None):
@@ -38,48 +47,86 @@ def decide(found, instance_status=None, details=None, success=SUCCESS, failure=F
     )
 
 
+def drive(answers, step_name="load", success=SUCCESS, failure=FAILURE, known_name=None):
+    """Run the plan against ``answers`` (a callable: query -> answer, or a list consumed in order)."""
+    plan = plan_step_check(step_name, success_states=success, failure_states=failure, known_name=known_name)
+    queries, answer = [], None
+    while True:
+        try:
+            query = plan.send(answer)
+        except StopIteration as done:
+            return done.value, queries
+        queries.append(query)
+        answer = answers(query) if callable(answers) else answers.pop(0)
+
+
+# --- step names ----------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     ("name", "candidates"),
     [
-        ("fetch data", ("fetch data-1",)),
-        ("fetch data-2", ("fetch data-2", "fetch data-2-1")),
-        ("phase-2", ("phase-2", "phase-2-1")),
+        ("fetch data", ("fetch data-1",)),  # as written in code: its first run
+        ("fetch data-2", ("fetch data-2", "fetch data-2-1")),  # as logged: its second run
+        ("phase-2", ("phase-2", "phase-2-1")),  # a code name ending in -<digits>
+        ("x-10", ("x-10", "x-10-1")),
         ("v1.2", ("v1.2-1",)),
+        ("end-", ("end--1",)),
     ],
 )
 def test_step_name_candidates(name, candidates):
     assert step_name_candidates(name) == candidates
 
 
+# --- states --------------------------------------------------------------------------------------
+
+
+def test_state_validation():
+    success, failure = check_states([InstanceStatus.COMPLETE], [])
+    assert (success, failure) == (("complete",), ())
+    assert type(success[0]) is str  # plain strings: they go into trigger kwargs and XCom
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match=r"overlap on \['errored'\]"):
+        check_states(("complete", "errored"), ("errored",))
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match="list or tuple of statuses"):
+        check_states("complete", ())
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match="status must be one of"):
+        check_states(("done",), ())
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match="at least one"):
+        check_states((), ("errored",))
+
+
+# --- evaluate_step -------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("status", ALL_STATUSES)
 def test_every_status_of_a_step_with_a_running_instance(status):
     check = decide(step(status), instance_status="running")
-    expected = {"complete": Verdict.SUCCESS, "errored": Verdict.FAILURE, "terminated": Verdict.PENDING}.get(
-        status, Verdict.PENDING
-    )
+    expected = {"complete": Verdict.SUCCESS, "errored": Verdict.FAILURE}.get(status, Verdict.PENDING)
     assert check.verdict is expected
     assert check.status == status
+    assert check.step_name == "load-1"
 
 
 @pytest.mark.parametrize("instance_status", ALL_STATUSES)
 def test_every_instance_status_while_the_step_is_not_final(instance_status):
-    check = decide(step("running"), instance_status=instance_status)
-    terminal = instance_status in ("complete", "errored", "terminated")
-    assert check.verdict is (Verdict.FAILURE if terminal else Verdict.PENDING)
-    if terminal:
-        assert "cannot finish" in check.message
+    check = decide(step("waiting"), instance_status=instance_status)
+    assert check.verdict is (Verdict.FAILURE if instance_status in TERMINAL else Verdict.PENDING)
+    if instance_status in TERMINAL:
+        assert f"the instance is {instance_status}: the step cannot finish" in check.message
 
 
 def test_retrying_step_is_pending_and_says_why():
     check = decide(step("running", error="upstream 503"), instance_status="waiting")
     assert check.verdict is Verdict.PENDING
+    assert check.error == RemoteError("Error", "upstream 503")
     assert "retrying after a failed attempt: Error: upstream 503" in check.message
 
 
-def test_unknown_status_is_pending_not_a_crash():
-    check = decide(step("hibernating"), instance_status="running")
+@pytest.mark.parametrize("instance_status", ["hibernating", None])
+def test_unknown_statuses_are_pending_not_a_crash(instance_status):
+    check = decide(step("sleepwalking"), instance_status=instance_status)
     assert check.verdict is Verdict.PENDING
-    assert "does not know ('hibernating')" in check.message
+    assert "does not know ('sleepwalking')" in check.message
 
 
 def test_missing_step_pending_until_the_instance_ends():
@@ -88,21 +135,89 @@ def test_missing_step_pending_until_the_instance_ends():
     }
     pending = decide(None, instance_status="running", details=details)
     assert pending.verdict is Verdict.PENDING
-    never = decide(None, instance_status="complete", details=details)
-    assert never.verdict is Verdict.FAILURE
-    assert "Step 'load' never ran" in never.message
-    assert "'prepare-1' (step), 'approval-1' (waitForEvent)" in never.message
+    assert "has not started yet" in pending.message
+    assert "'prepare-1' (step), 'approval-1' (waitForEvent)" in pending.message
+    for status in TERMINAL:
+        never = decide(None, instance_status=status, details=details)
+        assert never.verdict is Verdict.FAILURE
+        assert f"Step 'load' never ran: the instance is {status}" in never.message
+        assert "'prepare-1' (step), 'approval-1' (waitForEvent)" in never.message
 
 
 def test_branching_configuration_succeeds_on_either():
     for status in ("complete", "errored"):
-        assert decide(step(status), success=("complete", "errored"), failure=()).verdict is Verdict.SUCCESS
+        check = decide(
+            step(status, error="x" if status == "errored" else None), success=TERMINAL[:2], failure=()
+        )
+        assert (check.verdict, check.status) == (Verdict.SUCCESS, status)
+
+
+def test_failure_message_carries_the_remote_error():
+    check = decide(step("errored", error="upstream 503"))
+    assert check.message == "Step 'load-1' is errored: Error: upstream 503."
 
 
 def test_terminal_step_in_neither_set_fails():
     check = decide(step("complete"), success=("waiting",), failure=())
     assert check.verdict is Verdict.FAILURE
-    assert "neither a success state" in check.message
+    assert "neither a success state ['waiting']" in check.message
+
+
+# --- plan_step_check: which calls, in which order ------------------------------------------------
+
+
+def test_a_final_step_costs_one_call():
+    check, queries = drive([step("complete")])
+    assert queries == [StepQuery("load-1")]
+    assert (check.verdict, check.step_name) == (Verdict.SUCCESS, "load-1")
+
+
+def test_a_running_step_checks_the_instance_cheaply():
+    check, queries = drive([step("running"), {"status": "running"}])
+    assert queries == [StepQuery("load-1"), InstanceQuery(simple=True)]
+    assert check.verdict is Verdict.PENDING
+
+
+def test_a_missing_step_reads_the_full_details_for_the_names():
+    check, queries = drive([None, {"status": "running", "steps": [{"name": "a-1", "type": "step"}]}])
+    assert queries == [StepQuery("load-1"), InstanceQuery(simple=False)]
+    assert "'a-1' (step)" in check.message
+
+
+def test_code_name_with_digits_falls_back_and_the_known_name_goes_first():
+    check, queries = drive(
+        lambda q: step("complete") if q == StepQuery("phase-2-1") else None, step_name="phase-2"
+    )
+    assert queries == [StepQuery("phase-2"), StepQuery("phase-2-1")]
+    assert check.step_name == "phase-2-1"
+    _check, queries = drive([step("complete")], step_name="phase-2", known_name="phase-2-1")
+    assert queries == [StepQuery("phase-2-1")]
+
+
+def test_never_ran_is_confirmed_after_the_instance_ended():
+    finished = {"status": "complete", "steps": [{"name": "other-1", "type": "step"}]}
+    check, queries = drive([None, finished, None])
+    assert queries == [StepQuery("load-1"), InstanceQuery(simple=False), StepQuery("load-1")]
+    assert check.verdict is Verdict.FAILURE
+    assert "never ran" in check.message
+    assert "'other-1' (step)" in check.message
+
+
+def test_a_step_that_ran_between_the_calls_is_not_reported_as_never_ran():
+    check, _queries = drive([None, {"status": "complete", "steps": []}, step("complete")])
+    assert (check.verdict, check.step_name) == (Verdict.SUCCESS, "load-1")
+
+
+def test_a_step_that_finished_just_before_its_instance_is_read_again():
+    check, queries = drive([step("running"), {"status": "complete"}, step("complete")])
+    assert queries == [StepQuery("load-1"), InstanceQuery(simple=True), StepQuery("load-1")]
+    assert check.verdict is Verdict.SUCCESS
+    stuck, _ = drive([step("waiting"), {"status": "terminated"}, step("waiting")])
+    assert stuck.verdict is Verdict.FAILURE
+    assert "the instance is terminated: the step cannot finish" in stuck.message
+
+
+# --- evaluate_instance ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", ALL_STATUSES)
@@ -114,22 +229,32 @@ def test_every_instance_status(status):
     )
     expected = {"complete": Verdict.SUCCESS, "errored": Verdict.FAILURE, "terminated": Verdict.FAILURE}
     assert check.verdict is expected.get(status, Verdict.PENDING)
+    assert check.status == status
+    if status == "complete":
+        assert check.output == 1
+    if status == "errored":
+        assert check.message == "The instance is errored: E: m."
 
 
-def test_state_validation():
-    assert check_states(["complete"], []) == (("complete",), ())
-    with pytest.raises(CloudflareWorkflowsConfigurationError, match="overlap on \\['errored'\\]"):
-        check_states(("complete", "errored"), ("errored",))
-    with pytest.raises(CloudflareWorkflowsConfigurationError, match="list or tuple of statuses"):
-        check_states("complete", ())
-    with pytest.raises(CloudflareWorkflowsConfigurationError, match="status must be one of"):
-        check_states(("done",), ())
-    with pytest.raises(CloudflareWorkflowsConfigurationError, match="at least one"):
-        check_states((), ("errored",))
+@pytest.mark.parametrize("details", [{"status": "hibernating"}, {}, {"status": 7}])
+def test_unknown_or_missing_instance_status_is_pending(details):
+    check = evaluate_instance(details, success_states=("complete",), failure_states=("errored",))
+    assert check.verdict is Verdict.PENDING
+
+
+def test_terminal_instance_status_in_neither_set_fails():
+    check = evaluate_instance({"status": "terminated"}, success_states=("complete",), failure_states=())
+    assert check.verdict is Verdict.FAILURE
+    assert "neither a success state" in check.message
+
+
+# --- failure details and summaries ---------------------------------------------------------------
 
 
 def test_failure_lines():
     details = {
+        "status": "errored",
+        "error": {"name": "Error", "message": "b"},
         "steps": [
             {
                 "name": "load-1",
@@ -141,17 +266,35 @@ def test_failure_lines():
                 ],
             },
             {"name": "load-1", "type": "waitForEvent", "error": {"name": "Timeout", "message": "t"}},
-        ]
+            {"name": "ok-1", "type": "step", "success": True, "attempts": [{"success": False}, {}]},
+            {"type": "termination", "trigger": {"source": "api"}},
+        ],
     }
-    assert step_failure_lines(details, "load-1", "step") == ["attempt 1: Error: a", "attempt 2: Error: b"]
-    assert step_failure_lines(details, "load-1", "waitForEvent") == ["error: Timeout: t"]
+    assert step_failure_lines(details, "load-1", "step") == [
+        "instance errored: Error: b",
+        "attempt 1: Error: a",
+        "attempt 2: Error: b",
+    ]
+    assert step_failure_lines(details, "load-1", "waitForEvent")[-1] == "error: Timeout: t"
     assert instance_failure_lines(details) == [
-        "step 'load-1' (step) failed: Error: b",
+        "step 'load-1' (step) failed: Error: b (2 failed attempt(s))",
         "step 'load-1' (waitForEvent) failed: Timeout: t",
+        "step 'ok-1': 1 failed attempt(s), then went on",
     ]
 
 
-def test_small_output():
-    assert small_output({"a": 1}) == ({"a": 1}, False)
-    assert small_output("x" * 70_000) == (None, True)
-    assert small_output({1, 2}) == (None, True)
+def test_summary_output():
+    assert summary_output({"a": 1}) == {"output": {"a": 1}}
+    assert summary_output(None) == {"output": None}
+    big = "x" * MAX_SUMMARY_OUTPUT_BYTES
+    assert summary_output(big) == {"output": None, "output_truncated": True, "output_bytes": len(big) + 2}
+    assert summary_output({1, 2}) == {"output": None, "output_truncated": True, "output_bytes": None}
+
+
+def test_instance_not_found_error_says_what_was_looked_for():
+    error = instance_not_found_error(
+        CloudflareWorkflowsNotFoundError("Not found", http_status=404, method="GET", path="/x"), "wf", "i-1"
+    )
+    assert isinstance(error, CloudflareWorkflowsNotFoundError)
+    assert error.http_status == 404
+    assert "Instance 'i-1' of workflow 'wf' was not found" in str(error)

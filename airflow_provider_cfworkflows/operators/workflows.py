@@ -579,7 +579,7 @@ class CloudflareWorkflowCreateInstanceOperator(_WorkflowsOperator):
 
     def execute_complete(self, context: Context, event: Any = None) -> str:
         """Resume after the trigger: validate its event; fail with the remote error, or return the id."""
-        event = validated_event(event, ("instance_id", "remote_status", "error", "message"))
+        event = validated_event(event, ("instance_id", "instance_status", "error", "message"))
         instance_id = str(event["instance_id"])
         if event["status"] == Verdict.FAILURE:
             fail_instance(

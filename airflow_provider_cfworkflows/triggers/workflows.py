@@ -9,31 +9,80 @@ small event (status and ids, never the output); the task resumes on a worker and
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_cfworkflows import protocol
 from airflow_provider_cfworkflows.connection import DEFAULT_CONN_ID
-from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsError, CloudflareWorkflowsNotFoundError
+from airflow_provider_cfworkflows.exceptions import (
+    CloudflareWorkflowsError,
+    CloudflareWorkflowsNotFoundError,
+    CloudflareWorkflowsRateLimitError,
+)
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.statuses import StepType
 from airflow_provider_cfworkflows.waiting import (
     Check,
+    StepQuery,
     Verdict,
     evaluate_instance,
-    evaluate_step,
-    step_name_candidates,
+    instance_not_found_error,
+    plan_step_check,
 )
 
 # Event "status" values: the check's verdict, or why the wait ended without one.
+EVENT_SUCCESS = Verdict.SUCCESS.value
+EVENT_FAILURE = Verdict.FAILURE.value
 EVENT_TIMEOUT = "timeout"
 EVENT_ERROR = "error"
-EVENT_STATUSES = frozenset({Verdict.SUCCESS.value, Verdict.FAILURE.value, EVENT_TIMEOUT, EVENT_ERROR})
-# Backoff between polls after a transient error: poll_interval doubled per failure, capped.
+EVENT_STATUSES = frozenset({EVENT_SUCCESS, EVENT_FAILURE, EVENT_TIMEOUT, EVENT_ERROR})
+# Waits after a transient error: the poll interval (at least the minimum) doubled per failure in a
+# row, capped; a longer Retry-After wins.
+MIN_ERROR_BACKOFF_SECONDS = 1.0
 MAX_ERROR_BACKOFF_SECONDS = 300.0
+
+
+async def arun_step_check(
+    hook: CloudflareWorkflowsHook,
+    *,
+    workflow_name: str,
+    instance_id: str,
+    step_name: str,
+    step_type: str,
+    success_states: tuple[str, ...],
+    failure_states: tuple[str, ...],
+    account_id: str | None,
+    known_name: str | None = None,
+) -> Check:
+    """Make the calls :func:`~airflow_provider_cfworkflows.waiting.plan_step_check` asks for (async hook)."""
+    plan = plan_step_check(
+        step_name, success_states=success_states, failure_states=failure_states, known_name=known_name
+    )
+    answer: Any = None
+    while True:
+        try:
+            query = plan.send(answer)
+        except StopIteration as done:
+            return done.value
+        if isinstance(query, StepQuery):
+            try:
+                answer = await hook.aget_step_output(
+                    workflow_name, instance_id, query.step_name, step_type, account_id=account_id
+                )
+            except CloudflareWorkflowsNotFoundError:
+                answer = None  # not started yet, or no such step: the plan decides with the instance
+        else:
+            try:
+                answer = await hook.aget_instance(
+                    workflow_name, instance_id, simple=query.simple, account_id=account_id
+                )
+            except CloudflareWorkflowsNotFoundError as error:
+                raise instance_not_found_error(error, workflow_name, instance_id) from None
 
 
 class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
@@ -52,16 +101,17 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
         cloudflare_conn_id: str = DEFAULT_CONN_ID,
     ) -> None:
         super().__init__()
-        self.workflow_name = workflow_name
-        self.instance_id = instance_id
-        self.success_states = tuple(success_states)
-        self.failure_states = tuple(failure_states)
-        self.end_time = end_time
-        self.poll_interval = poll_interval
-        self.account_id = account_id
-        self.cloudflare_conn_id = cloudflare_conn_id
+        self.workflow_name = str(workflow_name)
+        self.instance_id = str(instance_id)
+        self.success_states = tuple(str(state) for state in success_states)
+        self.failure_states = tuple(str(state) for state in failure_states)
+        self.end_time = float(end_time)
+        self.poll_interval = float(poll_interval)
+        self.account_id = None if account_id is None else str(account_id)
+        self.cloudflare_conn_id = str(cloudflare_conn_id)
 
-    def _common_kwargs(self) -> dict[str, Any]:
+    def _kwargs(self) -> dict[str, Any]:
+        """Constructor arguments, plain JSON types only (the task runner serializes them with serde)."""
         return {
             "workflow_name": self.workflow_name,
             "instance_id": self.instance_id,
@@ -73,6 +123,12 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
             "cloudflare_conn_id": self.cloudflare_conn_id,
         }
 
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{type(self).__module__}.{type(self).__qualname__}", self._kwargs()
+
+    def _what(self) -> str:
+        raise NotImplementedError
+
     async def _check(self, hook: CloudflareWorkflowsHook) -> Check:
         raise NotImplementedError
 
@@ -81,37 +137,58 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
             "status": status,
             "workflow_name": self.workflow_name,
             "instance_id": self.instance_id,
-            "remote_status": check.status if check else None,
             "error": check.error.to_dict() if check and check.error else None,
             "message": message,
         }
 
+    def _error_delay(self, failures: int, error: CloudflareWorkflowsError) -> float:
+        base = max(self.poll_interval, MIN_ERROR_BACKOFF_SECONDS)
+        delay = min(base * 2 ** (failures - 1), MAX_ERROR_BACKOFF_SECONDS)
+        if isinstance(error, CloudflareWorkflowsRateLimitError) and error.retry_after:
+            delay = max(delay, min(error.retry_after, MAX_ERROR_BACKOFF_SECONDS))
+        return delay
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = CloudflareWorkflowsHook(self.cloudflare_conn_id)
         failures = 0
+        last: Check | None = None
+        logged: str | None = None
         try:
             while True:
                 try:
                     check = await self._check(hook)
                 except CloudflareWorkflowsError as error:
                     if not protocol.is_transient(error):
-                        yield TriggerEvent(self._event(EVENT_ERROR, None, f"Cloudflare API error: {error}"))
+                        message = f"Cloudflare API error while waiting for {self._what()}: {error}"
+                        yield TriggerEvent(self._event(EVENT_ERROR, last, message))
                         return
                     failures += 1
-                    delay = min(self.poll_interval * 2**failures, MAX_ERROR_BACKOFF_SECONDS)
+                    delay = self._error_delay(failures, error)
                     self.log.warning(
-                        "Transient error (%d in a row), polling again in %.0f s: %s", failures, delay, error
+                        "Transient Cloudflare error (%d in a row), polling again in %.1f s: %s",
+                        failures,
+                        delay,
+                        error,
                     )
+                except AirflowException as error:  # e.g. the connection does not exist
+                    message = f"Cannot poll Cloudflare for {self._what()}: {error}"
+                    yield TriggerEvent(self._event(EVENT_ERROR, last, message))
+                    return
                 else:
                     failures = 0
+                    last = check
                     if check.verdict is not Verdict.PENDING:
                         yield TriggerEvent(self._event(check.verdict.value, check, check.message))
                         return
-                    self.log.info("%s", check.message)
+                    if check.message != logged:  # each change once, not every poll
+                        self.log.log(logging.WARNING if check.error else logging.INFO, "%s", check.message)
+                        logged = check.message
                     delay = self.poll_interval
                 remaining = self.end_time - time.time()
                 if remaining <= 0:
-                    yield TriggerEvent(self._event(EVENT_TIMEOUT, None, "Timed out waiting for Cloudflare."))
+                    seen = last.message if last else "no usable answer from Cloudflare"
+                    message = f"Timed out waiting for {self._what()}; last seen: {seen}"
+                    yield TriggerEvent(self._event(EVENT_TIMEOUT, last, message))
                     return
                 await asyncio.sleep(min(delay, remaining))
         finally:
@@ -120,11 +197,15 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
 
 class CloudflareWorkflowStepTrigger(_CloudflareWorkflowsPollingTrigger):
     """
-    Wait until a step reaches a success or failure state (or can never run).
+    Wait until a step reaches a success or failure state (or can never get there).
+
+    Yields one event: ``{"status": "success"|"failure"|"timeout"|"error", "workflow_name",
+    "instance_id", "step_name" (the exact logged name once found), "step_type", "step_status",
+    "error": {"name", "message"} | None, "message"}``.
 
     :param workflow_name: the Workflow.
     :param instance_id: the instance.
-    :param step_name: the step, as written in code or as logged (``name-N``).
+    :param step_name: the step, as written in the Workflow code or as logged (see the step sensor).
     :param step_type: ``"step"`` or ``"waitForEvent"``.
     :param success_states: step statuses that end the wait successfully.
     :param failure_states: step statuses that end it as a failure.
@@ -134,26 +215,28 @@ class CloudflareWorkflowStepTrigger(_CloudflareWorkflowsPollingTrigger):
     :param cloudflare_conn_id: the connection; the trigger carries its id, never a credential.
     """
 
-    def __init__(self, *, step_name: str, step_type: str = StepType.STEP, **kwargs: Any) -> None:
+    def __init__(self, *, step_name: str, step_type: str = StepType.STEP.value, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.step_name = step_name
+        self.step_name = str(step_name)
         self.step_type = str(step_type)
+        self._known_name: str | None = None
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {**self._common_kwargs(), "step_name": self.step_name, "step_type": self.step_type},
-        )
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "step_name": self.step_name, "step_type": self.step_type}
+
+    def _what(self) -> str:
+        return f"step {self.step_name!r} ({self.step_type}) of instance {self.instance_id!r}"
 
     def _event(self, status: str, check: Check | None, message: str) -> dict[str, Any]:
         return {
             **super()._event(status, check, message),
             "step_name": check.step_name if check and check.step_name else self.step_name,
             "step_type": self.step_type,
+            "step_status": check.status if check else None,
         }
 
     async def _check(self, hook: CloudflareWorkflowsHook) -> Check:
-        return await acheck_step(
+        check = await arun_step_check(
             hook,
             workflow_name=self.workflow_name,
             instance_id=self.instance_id,
@@ -162,12 +245,20 @@ class CloudflareWorkflowStepTrigger(_CloudflareWorkflowsPollingTrigger):
             success_states=self.success_states,
             failure_states=self.failure_states,
             account_id=self.account_id,
+            known_name=self._known_name,
         )
+        self._known_name = check.step_name or self._known_name
+        return check
 
 
 class CloudflareWorkflowInstanceTrigger(_CloudflareWorkflowsPollingTrigger):
     """
-    Wait until an instance reaches a success or failure state.
+    Wait until an instance reaches a success or failure state (``GET .../instances/{id}?simple=true``).
+
+    Generic on purpose: the instance sensor and operators that start an instance and wait for it use it
+    alike. Yields one event: ``{"status": "success"|"failure"|"timeout"|"error", "workflow_name",
+    "instance_id", "instance_status", "error": {"name", "message"} | None, "message"}`` (never the
+    output: read it on the worker).
 
     :param workflow_name: the Workflow.
     :param instance_id: the instance.
@@ -179,55 +270,19 @@ class CloudflareWorkflowInstanceTrigger(_CloudflareWorkflowsPollingTrigger):
     :param cloudflare_conn_id: the connection; the trigger carries its id, never a credential.
     """
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return f"{type(self).__module__}.{type(self).__qualname__}", self._common_kwargs()
+    def _what(self) -> str:
+        return f"instance {self.instance_id!r} of workflow {self.workflow_name!r}"
+
+    def _event(self, status: str, check: Check | None, message: str) -> dict[str, Any]:
+        return {**super()._event(status, check, message), "instance_status": check.status if check else None}
 
     async def _check(self, hook: CloudflareWorkflowsHook) -> Check:
-        details = await hook.aget_instance(
-            self.workflow_name, self.instance_id, simple=True, account_id=self.account_id
-        )
+        try:
+            details = await hook.aget_instance(
+                self.workflow_name, self.instance_id, simple=True, account_id=self.account_id
+            )
+        except CloudflareWorkflowsNotFoundError as error:
+            raise instance_not_found_error(error, self.workflow_name, self.instance_id) from None
         return evaluate_instance(
             details, success_states=self.success_states, failure_states=self.failure_states
         )
-
-
-async def acheck_step(
-    hook: CloudflareWorkflowsHook,
-    *,
-    workflow_name: str,
-    instance_id: str,
-    step_name: str,
-    step_type: str,
-    success_states: tuple[str, ...],
-    failure_states: tuple[str, ...],
-    account_id: str | None,
-) -> Check:
-    """Async twin of :func:`airflow_provider_cfworkflows.sensors.workflows.check_step`."""
-    step, exact = None, None
-    for candidate in step_name_candidates(step_name):
-        try:
-            step = await hook.aget_step_output(
-                workflow_name, instance_id, candidate, step_type, account_id=account_id
-            )
-        except CloudflareWorkflowsNotFoundError:
-            continue
-        exact = candidate
-        break
-    details = None
-    instance_status = None
-    if step is None:
-        details = await hook.aget_instance(workflow_name, instance_id, account_id=account_id)
-        instance_status = details.get("status")
-    elif step.status not in (*success_states, *failure_states):
-        instance_status = (
-            await hook.aget_instance(workflow_name, instance_id, simple=True, account_id=account_id)
-        ).get("status")
-    return evaluate_step(
-        step,
-        step_label=step_name,
-        step_name=exact,
-        instance_status=instance_status,
-        instance_details=details,
-        success_states=success_states,
-        failure_states=failure_states,
-    )

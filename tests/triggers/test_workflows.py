@@ -1,4 +1,5 @@
-"""The triggers: serialization round trip, one small event per outcome, transient errors retried."""
+"""The triggers: serialization round trip, one small event per outcome, transient errors retried in
+the loop, non-transient ones reported, and the same decisions as the sensors' sync path."""
 
 from __future__ import annotations
 
@@ -9,18 +10,24 @@ from unittest import mock
 
 import pytest
 
-from airflow_provider_cfworkflows import triggers
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsAuthError,
+    CloudflareWorkflowsConnectionError,
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsRateLimitError,
     CloudflareWorkflowsServerError,
+    CloudflareWorkflowStepFailedError,
 )
 from airflow_provider_cfworkflows.models import RemoteError, StepOutput
+from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
+from airflow_provider_cfworkflows.statuses import InstanceStatus
+from airflow_provider_cfworkflows.triggers import workflows as triggers
 from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
     CloudflareWorkflowStepTrigger,
 )
+from tests.conftest import UNIT_TEST_TOKEN
+from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi, step_result
 
 COMMON = {
     "workflow_name": "wf",
@@ -31,6 +38,28 @@ COMMON = {
     "account_id": None,
     "cloudflare_conn_id": "cloudflare_default",
 }
+STEP_EVENT_KEYS = {
+    "status",
+    "workflow_name",
+    "instance_id",
+    "step_name",
+    "step_type",
+    "step_status",
+    "error",
+    "message",
+}
+INSTANCE_EVENT_KEYS = {"status", "workflow_name", "instance_id", "instance_status", "error", "message"}
+
+
+@pytest.fixture(autouse=True)
+def _connection(mocked_api_conn):
+    return mocked_api_conn
+
+
+@pytest.fixture(autouse=True)
+def _no_waits(monkeypatch):
+    monkeypatch.setattr(triggers, "MIN_ERROR_BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
 
 
 def step_trigger(**overrides):
@@ -39,10 +68,16 @@ def step_trigger(**overrides):
     )
 
 
+def instance_trigger(**overrides):
+    return CloudflareWorkflowInstanceTrigger(
+        **{**COMMON, "end_time": time.time() + 30, "failure_states": ["errored", "terminated"], **overrides}
+    )
+
+
 @pytest.fixture
 def hook():
     """The hook the trigger builds, with its async calls mocked."""
-    with mock.patch.object(triggers.workflows, "CloudflareWorkflowsHook", autospec=True) as hook_class:
+    with mock.patch.object(triggers, "CloudflareWorkflowsHook", autospec=True) as hook_class:
         instance = hook_class.return_value
         instance.aclose = mock.AsyncMock()
         instance.aget_step_output = mock.AsyncMock()
@@ -54,99 +89,136 @@ async def events(trigger):
     return [event.payload async for event in trigger.run()]
 
 
+# --- serialization ---------------------------------------------------------------------------------
+
+
 def test_step_trigger_serialization_round_trip():
-    trigger = step_trigger(step_type="waitForEvent", success_states=["waiting"])
+    trigger = step_trigger(
+        step_type="waitForEvent", success_states=[InstanceStatus.WAITING], end_time=1_900_000_000
+    )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_cfworkflows.triggers.workflows.CloudflareWorkflowStepTrigger"
-    json.dumps(kwargs)  # plain JSON types only
     assert kwargs == {
         **COMMON,
-        "end_time": trigger.end_time,
+        "end_time": 1_900_000_000.0,
         "step_name": "load",
         "step_type": "waitForEvent",
         "success_states": ["waiting"],
     }
+    assert type(kwargs["success_states"][0]) is str  # plain JSON types only, no StrEnum
+    assert json.loads(json.dumps(kwargs)) == kwargs
     rebuilt = CloudflareWorkflowStepTrigger(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
+    assert vars(rebuilt) | {"_known_name": None} == vars(trigger) | {"_known_name": None}
 
 
 def test_instance_trigger_serialization_round_trip():
-    trigger = CloudflareWorkflowInstanceTrigger(
-        **{**COMMON, "end_time": 123.0, "failure_states": ["errored", "terminated"]}
-    )
+    trigger = instance_trigger(end_time=123.0, account_id="0123456789abcdef0123456789abcdef")
     classpath, kwargs = trigger.serialize()
-    assert classpath.endswith("CloudflareWorkflowInstanceTrigger")
+    assert classpath == "airflow_provider_cfworkflows.triggers.workflows.CloudflareWorkflowInstanceTrigger"
     assert CloudflareWorkflowInstanceTrigger(**kwargs).serialize() == (classpath, kwargs)
     assert set(kwargs) == {*COMMON, "end_time"}  # a connection id, never a credential
+    assert UNIT_TEST_TOKEN not in json.dumps(kwargs)
 
 
-async def test_success_event(hook):
+# --- events ----------------------------------------------------------------------------------------
+
+
+async def test_success_event_is_small_and_exact(hook):
     hook.aget_step_output.side_effect = [
         StepOutput("running", None, None),
         StepOutput("complete", None, {"big": "x" * 5000}),
     ]
-    (event,) = await events(step_trigger())
-    assert event == {
-        "status": "success",
-        "workflow_name": "wf",
-        "instance_id": "*/5 * * * *-17",
-        "remote_status": "complete",
-        "error": None,
-        "message": "Step 'load-1' is complete.",
-        "step_name": "load-1",
-        "step_type": "step",
-    }
-    assert "x" * 100 not in json.dumps(event)  # never the output
+    assert await events(step_trigger()) == [
+        {
+            "status": "success",
+            "workflow_name": "wf",
+            "instance_id": "*/5 * * * *-17",
+            "step_name": "load-1",
+            "step_type": "step",
+            "step_status": "complete",
+            "error": None,
+            "message": "Step 'load-1' is complete.",
+        }
+    ]
     hook.aclose.assert_awaited_once()
 
 
 async def test_failure_event(hook):
     hook.aget_step_output.return_value = StepOutput("errored", RemoteError("Error", "boom"), None)
     (event,) = await events(step_trigger())
-    assert (event["status"], event["remote_status"], event["error"]) == (
+    assert set(event) == STEP_EVENT_KEYS
+    assert (event["status"], event["step_status"], event["error"]) == (
         "failure",
         "errored",
         {"name": "Error", "message": "boom"},
     )
 
 
-async def test_name_as_written_falls_back_and_missing_step_on_finished_instance_fails(hook):
+async def test_code_name_falls_back_and_missing_step_on_finished_instance_fails(hook):
     hook.aget_step_output.side_effect = CloudflareWorkflowsNotFoundError("nope", http_status=404)
     hook.aget_instance.return_value = {"status": "complete", "steps": [{"name": "other-1", "type": "step"}]}
     (event,) = await events(step_trigger(step_name="phase-2"))
-    assert event["status"] == "failure"
+    assert (event["status"], event["step_name"], event["step_status"]) == ("failure", "phase-2", None)
+    assert "Step 'phase-2' never ran" in event["message"]
     assert "'other-1' (step)" in event["message"]
     tried = [call.args[2] for call in hook.aget_step_output.await_args_list]
-    assert tried == ["phase-2", "phase-2-1"]
+    assert tried == ["phase-2", "phase-2-1", "phase-2", "phase-2-1"]  # re-checked once the instance ended
 
 
-async def test_timeout_event(hook):
+async def test_timeout_event_says_what_was_last_seen(hook):
     hook.aget_step_output.return_value = StepOutput("running", None, None)
     (event,) = await events(step_trigger(end_time=time.time() + 0.05))
-    assert event["status"] == "timeout"
+    assert set(event) == STEP_EVENT_KEYS
+    assert (event["status"], event["step_status"]) == ("timeout", "running")
+    assert "last seen: Step 'load-1' is running; still waiting." in event["message"]
 
 
 async def test_transient_errors_are_retried_inside_the_loop(hook):
     hook.aget_step_output.side_effect = [
-        CloudflareWorkflowsRateLimitError("slow down", retry_after=1.0, http_status=429),
+        CloudflareWorkflowsRateLimitError("slow down", retry_after=0.01, http_status=429),
         CloudflareWorkflowsServerError("oops", http_status=503),
+        CloudflareWorkflowsConnectionError("dropped"),
         StepOutput("complete", None, 1),
     ]
-    (event,) = await events(step_trigger())
-    assert event["status"] == "success"
-    assert hook.aget_step_output.await_count == 3
+    assert [event["status"] for event in await events(step_trigger())] == ["success"]
+    assert hook.aget_step_output.await_count == 4
+
+
+async def test_transient_errors_until_the_deadline_are_a_timeout_not_an_error(hook):
+    hook.aget_step_output.side_effect = CloudflareWorkflowsServerError("oops", http_status=503)
+    (event,) = await events(step_trigger(end_time=time.time() + 0.1))
+    assert event["status"] == "timeout"
+    assert "no usable answer from Cloudflare" in event["message"]
+
+
+@pytest.mark.parametrize("failures", [1, 2, 3, 20])
+def test_error_backoff_doubles_is_capped_and_honours_retry_after(monkeypatch, failures):
+    monkeypatch.setattr(triggers, "MIN_ERROR_BACKOFF_SECONDS", 1.0)
+    trigger = step_trigger(poll_interval=2)
+    plain = trigger._error_delay(failures, CloudflareWorkflowsServerError("x"))
+    assert plain == min(2 * 2 ** (failures - 1), triggers.MAX_ERROR_BACKOFF_SECONDS)
+    limited = trigger._error_delay(failures, CloudflareWorkflowsRateLimitError("x", retry_after=100))
+    assert limited == max(plain, 100)
 
 
 async def test_non_transient_error_yields_one_error_event(hook):
     hook.aget_step_output.side_effect = CloudflareWorkflowsAuthError("Authentication error", http_status=403)
-    (event,) = await events(step_trigger())
+    assert [(e["status"], "Authentication error" in e["message"]) for e in await events(step_trigger())] == [
+        ("error", True)
+    ]
+    hook.aclose.assert_awaited_once()
+
+
+async def test_missing_connection_is_an_error_event():
+    (event,) = await events(step_trigger(cloudflare_conn_id="no_such_connection"))
     assert event["status"] == "error"
-    assert "Authentication error" in event["message"]
+    assert "no_such_connection" in event["message"]
 
 
-async def test_still_running_keeps_polling(hook):
-    hook.aget_step_output.return_value = StepOutput("running", None, None)
-    task = asyncio.create_task(step_trigger(poll_interval=0.01).run().__anext__())
+async def test_still_running_keeps_polling_without_an_event(hook):
+    hook.aget_step_output.return_value = StepOutput("hibernating", None, None)  # unknown: not yet
+    task = asyncio.create_task(step_trigger().run().__anext__())
     await asyncio.sleep(0.2)
     assert not task.done()
     assert hook.aget_step_output.await_count > 3
@@ -156,18 +228,97 @@ async def test_still_running_keeps_polling(hook):
 async def test_instance_trigger_events(hook):
     hook.aget_instance.side_effect = [
         {"status": "queued"},
-        {"status": "running"},
-        {"status": "complete", "output": [1]},
+        {"status": "rollingBack"},
+        {"status": "complete", "output": [1] * 1000},
     ]
-    trigger = CloudflareWorkflowInstanceTrigger(**{**COMMON, "end_time": time.time() + 30})
-    (event,) = await events(trigger)
-    assert (event["status"], event["remote_status"]) == ("success", "complete")
-    assert "output" not in event
+    (event,) = await events(instance_trigger())
+    assert event == {
+        "status": "success",
+        "workflow_name": "wf",
+        "instance_id": "*/5 * * * *-17",
+        "instance_status": "complete",
+        "error": None,
+        "message": "The instance is complete.",
+    }
+    assert all(call.kwargs["simple"] for call in hook.aget_instance.await_args_list)
 
     hook.aget_instance.side_effect = None
     hook.aget_instance.return_value = {"status": "terminated", "error": None}
-    failing = CloudflareWorkflowInstanceTrigger(
-        **{**COMMON, "end_time": time.time() + 30, "failure_states": ["errored", "terminated"]}
+    (event,) = await events(instance_trigger())
+    assert set(event) == INSTANCE_EVENT_KEYS
+    assert (event["status"], event["instance_status"]) == ("failure", "terminated")
+
+
+async def test_unknown_instance_is_an_error_event_that_says_what_was_looked_for(hook):
+    hook.aget_instance.side_effect = CloudflareWorkflowsNotFoundError("Not found", http_status=404)
+    (event,) = await events(instance_trigger())
+    assert event["status"] == "error"
+    assert "Instance '*/5 * * * *-17' of workflow 'wf' was not found" in event["message"]
+
+
+# --- on the wire, and the same outcome as the sync path --------------------------------------------
+
+
+def scenario_complete(api):
+    api.steps[("load-1", "step")] = step_result("complete", output=["x"] * 100)
+
+
+def scenario_errored(api):
+    api.steps[("load-1", "step")] = step_result("errored", error=("Error", "upstream 503"))
+    api.instance["steps"] = [
+        {"name": "load-1", "type": "step", "attempts": [{"success": False, "error": None}]}
+    ]
+
+
+def scenario_never_ran(api):
+    api.instance.update(status="errored", steps=[{"name": "prepare-1", "type": "step"}])
+
+
+def scenario_terminated_while_waiting(api):
+    api.steps[("load-1", "waitForEvent")] = step_result("waiting")
+    api.instance["status"] = "terminated"
+
+
+def scenario_code_name(api):
+    api.steps[("phase-2-1", "step")] = step_result("complete")
+
+
+@pytest.mark.parametrize(
+    ("scenario", "step_name", "step_type"),
+    [
+        (scenario_complete, "load", "step"),
+        (scenario_errored, "load", "step"),
+        (scenario_never_ran, "load", "step"),
+        (scenario_terminated_while_waiting, "load", "waitForEvent"),
+        (scenario_code_name, "phase-2", "step"),
+    ],
+)
+async def test_trigger_and_poke_decide_alike(requests_mock, scenario, step_name, step_type):
+    """Sync poke vs trigger + execute_complete on the same API answers: same summary or same error."""
+    sync_api, async_api = FakeApi().install(requests_mock), FakeApi()
+    scenario(sync_api)
+    scenario(async_api)
+    sensor = CloudflareWorkflowStepSensor(
+        task_id="s", workflow_name=WORKFLOW, instance_id=INSTANCE, step_name=step_name, step_type=step_type
     )
-    (event,) = await events(failing)
-    assert (event["status"], event["remote_status"]) == ("failure", "terminated")
+    context = {"ti": mock.MagicMock()}
+
+    def outcome(run):
+        try:
+            return ("done", run())
+        except CloudflareWorkflowStepFailedError as error:
+            return ("failed", str(error))
+
+    poked = outcome(lambda: sensor.poke(context).xcom_value)
+    with async_api.async_hook():
+        (event,) = await events(
+            CloudflareWorkflowStepTrigger(
+                **{**COMMON, "workflow_name": WORKFLOW, "instance_id": INSTANCE, "end_time": time.time() + 5},
+                step_name=step_name,
+                step_type=step_type,
+            )
+        )
+    resumed = outcome(lambda: sensor.execute_complete(context, event))
+    assert poked == resumed
+    assert async_api.calls  # the trigger went over the (mocked) wire
+    assert async_api.calls == sync_api.calls[: len(async_api.calls)]  # the same calls, in order

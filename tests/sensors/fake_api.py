@@ -1,0 +1,103 @@
+"""A fake of the two endpoints the waits use, for both transports (``requests_mock`` and httpx).
+
+One instance (``wf`` / ``i``): its details come from :attr:`FakeApi.instance` and ``/step`` answers
+from :attr:`FakeApi.steps`, keyed by ``(logged name, type)`` (missing = 404, as Cloudflare answers for
+a step that has not started). Queued :attr:`FakeApi.faults` answer first. Every call is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import contextmanager
+from typing import Any
+from unittest import mock
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import httpx
+
+from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+from tests.conftest import ACCOUNT_ID, MOCK_API_BASE, ok_envelope
+
+WORKFLOW = "wf"
+INSTANCE = "i"
+INSTANCE_PATH = f"/accounts/{ACCOUNT_ID}/workflows/{WORKFLOW}/instances/{INSTANCE}"
+
+
+def step_result(status: str, error: tuple[str, str] | None = None, output: Any = None) -> dict[str, Any]:
+    """A ``/step`` result."""
+    return {
+        "status": status,
+        "error": {"name": error[0], "message": error[1]} if error else None,
+        "output": output,
+    }
+
+
+class FakeApi:
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        self.steps: dict[tuple[str, str], dict[str, Any]] = {}
+        self.instance: dict[str, Any] = {"status": "running", "error": None, "output": None, "steps": []}
+        self.faults: list[tuple[int, dict[str, str]]] = []
+        self.calls: list[str] = []
+
+    def respond(self, url: str) -> tuple[int, dict[str, str], bytes]:
+        """``(status, headers, body)`` for a GET of ``url``."""
+        parts = urlsplit(url)
+        path = unquote(parts.path)[len(urlsplit(MOCK_API_BASE).path) :]
+        query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+        json_headers = {"Content-Type": "application/json"}
+        if path == f"{INSTANCE_PATH}/step":
+            call = f"step {query['name']} ({query['type']})"
+        elif path == INSTANCE_PATH:
+            call = "instance simple" if query.get("simple") == "true" else "instance full"
+        else:
+            call = f"unexpected {path}"
+        self.calls.append(call)
+        if self.faults:
+            status, headers = self.faults.pop(0)
+            body = {"success": False, "errors": [{"code": 10000, "message": "fault"}], "result": None}
+            return status, {**json_headers, **headers}, json.dumps(body).encode()
+        result: Any = None
+        if call.startswith("step "):
+            result = self.steps.get((query["name"], query["type"]))
+        elif call.startswith("instance"):
+            result = dict(self.instance)
+            if call == "instance simple":
+                result.pop("steps", None)
+        if result is None:
+            body = {"success": False, "errors": [{"code": 10404, "message": "not found"}], "result": None}
+            return 404, json_headers, json.dumps(body).encode()
+        return 200, json_headers, json.dumps(ok_envelope(result)).encode()
+
+    def install(self, requests_mock: Any) -> FakeApi:
+        """Answer the sync hook (``requests``) through ``requests_mock``."""
+
+        def callback(request: Any, context: Any) -> bytes:
+            status, headers, body = self.respond(request.url)
+            context.status_code = status
+            context.headers.update(headers)
+            return body
+
+        requests_mock.get(re.compile(re.escape(MOCK_API_BASE)), content=callback)
+        return self
+
+    @contextmanager
+    def async_hook(self) -> Any:
+        """Answer the async hook (``httpx``) with a ``MockTransport``."""
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            status, headers, body = self.respond(str(request.url))
+            return httpx.Response(status, headers=headers, content=body)
+
+        async def client(hook: CloudflareWorkflowsHook) -> httpx.AsyncClient:
+            if hook._async_client is None:
+                settings = await hook.aget_settings()
+                hook._async_client = httpx.AsyncClient(
+                    headers=settings.headers(), transport=httpx.MockTransport(handler)
+                )
+            return hook._async_client
+
+        with mock.patch.object(CloudflareWorkflowsHook, "_aclient", client):
+            yield self
