@@ -1,0 +1,40 @@
+"""The provider is registered with Airflow and its declared classes exist."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from airflow_provider_cfworkflows import __version__
+from airflow_provider_cfworkflows.get_provider_info import get_provider_info
+
+
+def test_declared_modules_and_classes_import():
+    info = get_provider_info()
+    assert info["package-name"] == "airflow-provider-cfworkflows"
+    for kind in ("hooks", "operators", "sensors", "triggers"):
+        for entry in info[kind]:
+            for module in entry["python-modules"]:
+                importlib.import_module(module)
+    for dotted in [*info["extra-links"], info["connection-types"][0]["hook-class-name"]]:
+        module, _, name = dotted.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), dotted
+    assert info["connection-types"][0]["connection-type"] == "cloudflare_workflows"
+    assert info["connection-types"][0]["conn-fields"]["api_key"]["schema"]["format"] == "password"
+
+
+@pytest.mark.integration
+def test_airflow_providers_list_shows_the_provider():
+    listing = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "list", "--output", "plain"],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(line for line in listing.stdout.splitlines() if "airflow-provider-cfworkflows" in line)
+    assert __version__ in line
