@@ -12,9 +12,6 @@ JSON_CONTENT_TYPE = "application/json"
 OCTET_STREAM_CONTENT_TYPE = "application/octet-stream"
 # Shown instead of the output of a step declared sensitive (in instance details and in /step).
 REDACTED_OUTPUT = "[REDACTED]"
-# Appended to outputs cut to 1024 characters in instance details (unmerged workers-sdk PR #14822,
-# matching production); the /step endpoint returns the full value.
-TRUNCATED_OUTPUT_MARKER = "[truncated output]"
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,7 @@ TERMINAL_INSTANCE_STATUSES = frozenset(
     {InstanceStatus.COMPLETE, InstanceStatus.ERRORED, InstanceStatus.TERMINATED}
 )
 
-# The /step endpoint documents only these four for a step; the schema reuses the instance enum.
-STEP_STATUSES = frozenset(
-    {InstanceStatus.RUNNING, InstanceStatus.WAITING, InstanceStatus.COMPLETE, InstanceStatus.ERRORED}
-)
+# The /step endpoint documents a step as running | waiting | complete | errored (reusing this enum).
 TERMINAL_STEP_STATUSES = frozenset({InstanceStatus.COMPLETE, InstanceStatus.ERRORED})
 
 
@@ -55,8 +52,3 @@ class StatusAction(StrEnum):
 def is_known_status(value: str) -> bool:
     """Whether ``value`` is one of the documented instance statuses."""
     return value in InstanceStatus._value2member_map_
-
-
-def is_terminal_instance_status(value: str) -> bool:
-    """Whether an instance in status ``value`` will never change again by itself."""
-    return value in TERMINAL_INSTANCE_STATUSES

@@ -272,3 +272,27 @@ def run_dag(airflow_db: Path) -> Any:
         return DagRunResult(load_dag(dag_id).test(run_conf=conf))
 
     return run
+
+
+@pytest.fixture
+def s3_bucket(moto_s3: str, aws_conn: str) -> tuple[Any, str]:
+    """A new, empty bucket on the moto server; returns ``(boto3 client, bucket name)``."""
+    import uuid
+
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_s3,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    name = f"cfwf-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    return client, name
+
+
+def s3_keys(client: Any, bucket: str) -> list[str]:
+    """Every key in ``bucket``, sorted."""
+    return sorted(item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", []))

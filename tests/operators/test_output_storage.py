@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import uuid
 
 import pytest
 from airflow.sdk import ObjectStoragePath
@@ -18,6 +17,7 @@ from airflow_provider_cfworkflows.output_storage import (
     to_object_storage_path,
     write_object,
 )
+from tests.conftest import s3_keys
 
 MIB = 1024 * 1024
 
@@ -168,33 +168,13 @@ def test_empty_output_is_a_valid_object(tmp_path):
 # --- S3 (moto server) ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def bucket(moto_s3, aws_conn):
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_s3,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    name = f"out-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=name)
-    return client, name
-
-
-def keys(client, bucket_name):
-    return sorted(item["Key"] for item in client.list_objects_v2(Bucket=bucket_name).get("Contents", []))
-
-
 def pending_uploads(client, bucket_name):
     return client.list_multipart_uploads(Bucket=bucket_name).get("Uploads", [])
 
 
 @pytest.mark.integration
-def test_s3_multipart_write_moves_into_place(bucket):
-    client, name = bucket
+def test_s3_multipart_write_moves_into_place(s3_bucket):
+    client, name = s3_bucket
     data = payload(2 * WRITE_BLOCK_SIZE + 12345)  # three parts
 
     written = write_object(
@@ -206,14 +186,14 @@ def test_s3_multipart_write_moves_into_place(bucket):
     body = client.get_object(Bucket=name, Key="deep/prefix/out.bin")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == written.sha256 == hashlib.sha256(data).hexdigest()
     assert written.path == f"s3://aws_test@{name}/deep/prefix/out.bin"
-    assert keys(client, name) == ["deep/prefix/out.bin"]
+    assert s3_keys(client, name) == ["deep/prefix/out.bin"]
     assert pending_uploads(client, name) == []
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("fail_after", [100, WRITE_BLOCK_SIZE + 100])  # before / after the first part
-def test_s3_interrupted_write_leaves_no_object_and_no_upload(bucket, fail_after):
-    client, name = bucket
+def test_s3_interrupted_write_leaves_no_object_and_no_upload(s3_bucket, fail_after):
+    client, name = s3_bucket
     client.put_object(Bucket=name, Key="out.bin", Body=b"previous complete output")
 
     with pytest.raises(Interrupted):
@@ -222,14 +202,14 @@ def test_s3_interrupted_write_leaves_no_object_and_no_upload(bucket, fail_after)
             chunks_of(payload(3 * WRITE_BLOCK_SIZE), fail_after=fail_after),
         )
 
-    assert keys(client, name) == ["out.bin"]
+    assert s3_keys(client, name) == ["out.bin"]
     assert client.get_object(Bucket=name, Key="out.bin")["Body"].read() == b"previous complete output"
     assert pending_uploads(client, name) == []  # the multipart upload was aborted, not completed
 
 
 @pytest.mark.integration
-def test_s3_missing_bucket_is_an_error_not_created(bucket):
-    client, name = bucket
+def test_s3_missing_bucket_is_an_error_not_created(s3_bucket):
+    client, name = s3_bucket
 
     with pytest.raises(FileNotFoundError, match="bucket does not exist"):
         write_object(ObjectStoragePath(f"s3://aws_test@{name}-missing/out.json"), [b"{}"])

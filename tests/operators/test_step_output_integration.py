@@ -25,6 +25,7 @@ from airflow_provider_cfworkflows.exceptions import (
 from airflow_provider_cfworkflows.links.workflows import INSTANCE_URL_XCOM_KEY
 from airflow_provider_cfworkflows.operators.workflows import CloudflareWorkflowStepOutputOperator
 from airflow_provider_cfworkflows.output_storage import PARTIAL_SUFFIX
+from tests.conftest import s3_keys
 
 pytestmark = pytest.mark.integration
 
@@ -181,26 +182,6 @@ def asset_event_extras(result) -> list[dict[str, Any]]:
 
 
 # --- S3 on moto ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def s3_bucket(moto_s3, aws_conn):
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_s3,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    name = f"cfwf-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=name)
-    return client, name
-
-
-def s3_keys(client, bucket: str) -> list[str]:
-    return sorted(item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
 def s3_sha256(client, bucket: str, key: str) -> str:
