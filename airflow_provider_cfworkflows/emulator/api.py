@@ -1,6 +1,13 @@
 """Handlers of the emulated endpoints under ``/client/v4/accounts/{account_id}/workflows``.
 
-The endpoints of the reference's §2 rows 1, 2 and 5-13.
+The endpoints of the reference's §2 rows 1, 2 and 5-13, plus instance deletion (§3.13):
+``DELETE .../instances/{id}`` and ``POST .../instances/batch/delete`` with ``{"instances": [ids]}``
+(at most 100). Any other method and path answers HTTP 400, 7000 "No route for that URI", as
+Cloudflare does.
+
+Ids: user instance ids must match ``^[a-zA-Z0-9_][a-zA-Z0-9-_]*$`` (whole string, 1-100 characters)
+and must not be ``cf_`` + 64 hex or ``batch`` / ``terminate`` / ``terminateAll`` (API routes); an
+instance id or event type in a path with a control character is refused with 400.
 
 They take decoded path segments, the query and the parsed body, and return a :class:`Reply` (or
 raise :class:`~.errors.ApiError`); the HTTP layer (``app``) adds auth, the envelope and faults.
@@ -22,12 +29,16 @@ from typing import Any
 from . import engine, errors, shapes
 from .clock import iso
 from .errors import ApiError
+from .scenario import ApiOptions, StreamSpec
 from .state import EmulatorState, WorkflowRecord
 
 # Instance ids users may choose (reference §2, §3.6); cron-made ids are longer and looser.
-INSTANCE_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}$")
-RESERVED_INSTANCE_ID = re.compile(r"^cf_[0-9a-f]{64}$")
-EVENT_TYPE_PATTERN = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}$")
+INSTANCE_ID_PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}")  # always fullmatch
+RESERVED_INSTANCE_ID = re.compile(r"cf_[0-9a-f]{64}")
+# Unverified (a newer binding source only, API audit §4): ids that would collide with API routes.
+RESERVED_ROUTE_IDS = frozenset({"batch", "terminate", "terminateAll"})
+EVENT_TYPE_PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024  # docs: event payloads are at most 1 MiB
 MAX_BATCH = 100
 MAX_STEP_NAME = 256
@@ -47,7 +58,49 @@ class Reply:
 
     result: Any = None
     result_info: dict[str, Any] | None = None
-    stream: tuple[int, int] | None = None  # (size, seed) of an application/octet-stream body
+    stream: StreamSpec | None = None  # the bytes of an application/octet-stream body
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which endpoint a request is for, with its path parameters."""
+
+    endpoint: str
+    workflow: str | None = None
+    instance_id: str | None = None
+    extra: str | None = None  # the event type or the version id
+
+
+def route(method: str, segments: list[str]) -> Route | None:
+    """The endpoint of ``method`` and the path segments after ``.../workflows`` (None: no route)."""
+    match (method, segments):
+        case ("GET", []):
+            return Route("list_workflows")
+        case ("GET", [name]):
+            return Route("get_workflow", name)
+        case ("GET", [name, "instances"]):
+            return Route("list_instances", name)
+        case ("POST", [name, "instances"]):
+            return Route("create", name)
+        case ("POST", [name, "instances", "batch"]):
+            return Route("batch_create", name)
+        case ("POST", [name, "instances", "batch", "delete"]):
+            return Route("batch_delete", name)
+        case ("GET", [name, "instances", instance_id]):
+            return Route("get_instance", name, instance_id)
+        case ("DELETE", [name, "instances", instance_id]):
+            return Route("delete_instance", name, instance_id)
+        case ("GET", [name, "instances", instance_id, "step"]):
+            return Route("step", name, instance_id)
+        case ("PATCH", [name, "instances", instance_id, "status"]):
+            return Route("change_status", name, instance_id)
+        case ("POST", [name, "instances", instance_id, "events", event_type]):
+            return Route("send_event", name, instance_id, event_type)
+        case ("GET", [name, "versions"]):
+            return Route("list_versions", name)
+        case ("GET", [name, "versions", version_id]):
+            return Route("get_version", name, extra=version_id)
+    return None
 
 
 def _bad_request(message: str, error: errors.ErrorCode = errors.VALIDATION) -> ApiError:
@@ -122,7 +175,7 @@ class NewInstance:
     location_hint: str | None
 
 
-def parse_new_instance(item: Any, where: str) -> NewInstance:
+def parse_new_instance(item: Any, where: str, params_encoding: str = "lenient") -> NewInstance:
     """Validate a create body: ``instance_id?``, ``params?``, ``instance_retention?``, ``location_hint?``."""
     if item is None:
         item = {}
@@ -133,16 +186,12 @@ def parse_new_instance(item: Any, where: str) -> NewInstance:
         instance_id = engine.new_instance_id()
     elif (
         not isinstance(instance_id, str)
-        or not INSTANCE_ID_PATTERN.match(instance_id)
-        or RESERVED_INSTANCE_ID.match(instance_id)
+        or not INSTANCE_ID_PATTERN.fullmatch(instance_id)
+        or RESERVED_INSTANCE_ID.fullmatch(instance_id)
+        or instance_id in RESERVED_ROUTE_IDS
     ):
         raise ApiError(400, errors.INVALID_INSTANCE_ID)
-    params = item.get("params")
-    if isinstance(params, str):
-        # Newer SDKs send params as a JSON-encoded string, older ones (and wrangler) as an object: accept
-        # both. Inferred: a string that is not JSON is kept as the string itself.
-        with contextlib.suppress(ValueError):
-            params = json.loads(params)
+    params = _parse_params(item.get("params"), f"{where}.params", params_encoding)
     retention = item.get("instance_retention")
     if retention is not None:
         if not isinstance(retention, Mapping) or set(retention) - {"error_retention", "success_retention"}:
@@ -156,6 +205,32 @@ def parse_new_instance(item: Any, where: str) -> NewInstance:
     if hint is not None and hint not in LOCATION_HINTS:
         raise _bad_request(f"{where}.location_hint must be one of {', '.join(LOCATION_HINTS)}; got {hint!r}")
     return NewInstance(instance_id, params, retention, hint)
+
+
+def _parse_params(params: Any, where: str, encoding: str) -> Any:
+    """``params`` as the Workflow receives it, by the ``params_encoding`` option (see ``scenario``)."""
+    # Wrangler sends an object, the SDKs a JSON-encoded string (API audit §1.2): which one production
+    # wants is not known, so the emulator can accept both or insist on either.
+    if encoding == "object":
+        if isinstance(params, str):
+            raise _bad_request(
+                f"{where} must be a JSON value, not a JSON-encoded string (params_encoding=object)"
+            )
+        return params
+    if encoding == "string":
+        if params is None:
+            return None
+        if not isinstance(params, str):
+            raise _bad_request(f"{where} must be a JSON-encoded string (params_encoding=string)")
+        try:
+            return json.loads(params)
+        except ValueError:
+            raise _bad_request(f"{where} is not valid JSON text (params_encoding=string)") from None
+    if isinstance(params, str):
+        # Inferred: in lenient mode a string that is not JSON is kept as the string itself.
+        with contextlib.suppress(ValueError):
+            params = json.loads(params)
+    return params
 
 
 # --- the API -----------------------------------------------------------------------------------
@@ -213,42 +288,54 @@ class WorkflowsApi:
 
     # routing
 
+    @property
+    def options(self) -> ApiOptions:
+        return self.state.options
+
     def handle(
         self, method: str, segments: list[str], query: Mapping[str, str], body: Any, raw_body: bytes
     ) -> Reply:
-        """Dispatch on ``(method, segments after .../workflows)``."""
+        """Answer a request for the path segments after ``.../workflows``."""
         now = self.state.clock.now()
-        match (method, segments):
-            case ("GET", []):
+        found = route(method, segments)
+        if found is None:
+            raise ApiError(400, errors.NO_ROUTE)
+        name, instance_id, extra = found.workflow or "", found.instance_id or "", found.extra or ""
+        if CONTROL_CHARACTERS.search(instance_id):
+            raise ApiError(400, errors.INVALID_INSTANCE_ID)
+        if found.endpoint == "send_event" and not EVENT_TYPE_PATTERN.fullmatch(extra):
+            raise ApiError(400, errors.INVALID_EVENT_TYPE)
+        match found.endpoint:
+            case "list_workflows":
                 return self.list_workflows(query)
-            case ("GET", [name]):
+            case "get_workflow":
                 return Reply(self.workflow_result(self.workflow(name), now))
-            case ("GET", [name, "instances"]):
+            case "list_instances":
                 return self.list_instances(name, query, now)
-            case ("POST", [name, "instances"]):
+            case "create":
                 return Reply(self.create(name, body, now))
-            case ("POST", [name, "instances", "batch"]):
+            case "batch_create":
                 return Reply(self.batch(name, body, now))
-            case ("GET", [name, "instances", instance_id]):
+            case "batch_delete":
+                return Reply(self.batch_delete(name, body))
+            case "get_instance":
                 return self.get_instance(self.instance(name, instance_id), query, now)
-            case ("GET", [name, "instances", instance_id, "step"]):
+            case "delete_instance":
+                self.instance(name, instance_id)
+                del self.state.instances[name][instance_id]
+                return Reply({"instanceId": instance_id, "timestamp": iso(now)})
+            case "step":
                 return self.step(self.instance(name, instance_id), query, now)
-            case ("PATCH", [name, "instances", instance_id, "status"]):
+            case "change_status":
                 return Reply(self.change_status(self.instance(name, instance_id), body, now))
-            case ("POST", [name, "instances", instance_id, "events", event_type]):
-                return Reply(
-                    self.send_event(self.instance(name, instance_id), event_type, body, raw_body, now)
-                )
-            case ("GET", [name, "versions"]):
+            case "send_event":
+                return Reply(self.send_event(self.instance(name, instance_id), extra, body, raw_body, now))
+            case "list_versions":
                 return self.list_versions(self.workflow(name), query)
-            case ("GET", [name, "versions", version_id]):
-                record = self.workflow(name)
-                if version_id != record.version_id:
-                    raise ApiError(404, errors.VERSION_NOT_FOUND)
-                return Reply(shapes.version(record))
-        if _known_path(segments):
-            raise ApiError(405, errors.METHOD_NOT_ALLOWED, f"Method {method} not allowed for this endpoint")
-        raise ApiError(404, errors.NO_ROUTE)
+        record = self.workflow(name)  # get_version
+        if extra != record.version_id:
+            raise ApiError(404, errors.VERSION_NOT_FOUND)
+        return Reply(shapes.version(record))
 
     # workflows and versions
 
@@ -328,16 +415,17 @@ class WorkflowsApi:
 
     def create(self, name: str, body: Any, now: float) -> dict[str, Any]:
         record = self.workflow(name)
-        new = parse_new_instance(body, "body")
+        new = parse_new_instance(body, "body", self.options.params_encoding)
         if new.id in self.state.instances.get(name, {}):
-            raise ApiError(errors.STATUS_ALREADY_EXISTS, errors.INSTANCE_ALREADY_EXISTS)
+            raise ApiError(self.options.already_exists_status, errors.INSTANCE_ALREADY_EXISTS)
         return shapes.instance_created(self.add_instance(record, new, now))
 
     def batch(self, name: str, body: Any, now: float) -> list[dict[str, Any]]:
         record = self.workflow(name)
         if not isinstance(body, list) or not 1 <= len(body) <= MAX_BATCH:
             raise _bad_request(f"the body must be a JSON array of 1 to {MAX_BATCH} instances")
-        fresh = [parse_new_instance(item, f"body[{i}]") for i, item in enumerate(body)]
+        encoding = self.options.params_encoding
+        fresh = [parse_new_instance(item, f"body[{i}]", encoding) for i, item in enumerate(body)]
         ids = [new.id for new in fresh]
         if len(set(ids)) != len(ids):
             raise ApiError(400, errors.DUPLICATE_IN_BATCH)
@@ -350,11 +438,35 @@ class WorkflowsApi:
             if new.id not in existing
         ]
 
+    def batch_delete(self, name: str, body: Any) -> dict[str, Any]:
+        """``POST .../instances/batch/delete`` with ``{"instances": [ids]}``: any status may be deleted."""
+        self.workflow(name)
+        ids = body.get("instances") if isinstance(body, Mapping) else None
+        if (
+            not isinstance(ids, list)
+            or not 1 <= len(ids) <= MAX_BATCH
+            or not all(isinstance(instance_id, str) for instance_id in ids)
+        ):
+            raise _bad_request(f'the body must be {{"instances": [1 to {MAX_BATCH} instance ids]}}')
+        existing = self.state.instances.get(name, {})
+        deleted, failed = [], []
+        for instance_id in ids:
+            if existing.pop(instance_id, None) is None:
+                missing = errors.INSTANCE_NOT_FOUND
+                failed.append({"id": instance_id, "code": missing.code, "message": missing.message})
+            else:
+                deleted.append({"id": instance_id})
+        return {"deleted": deleted, "errors": failed}
+
     def get_instance(self, instance: engine.Instance, query: Mapping[str, str], now: float) -> Reply:
         simple = _choice_param(query, "simple", "false", ("true", "false")) == "true"
         order = _choice_param(query, "order", "asc", ("asc", "desc")) or "asc"
         snapshot = engine.simulate(instance, now)
-        return Reply(shapes.instance_details(instance, snapshot, simple=simple, order=order))
+        return Reply(
+            shapes.instance_details(
+                instance, snapshot, simple=simple, order=order, output_encoding=self.options.output_encoding
+            )
+        )
 
     def step(self, instance: engine.Instance, query: Mapping[str, str], now: float) -> Reply:
         """``GET .../step?name=&type=&attempt=`` (reference §7)."""
@@ -405,18 +517,20 @@ class WorkflowsApi:
         if step.spec.sensitive:
             return Reply({"status": engine.COMPLETE, "error": None, "output": shapes.REDACTED})
         if step.spec.stream is not None:
-            return Reply(stream=(step.spec.stream.size, step.spec.stream.seed))
+            return Reply(stream=step.spec.stream)
         return Reply({"status": engine.COMPLETE, "error": None, "output": step.output})
 
     def change_status(self, instance: engine.Instance, body: Any, now: float) -> dict[str, Any]:
         """
         ``PATCH .../status``. Transitions (inferred where the docs are silent):
 
-        * pause: queued / running / waiting -> paused; paused -> no change; complete / errored /
-          terminated -> 409.
-        * resume: paused -> running again; queued / running / waiting -> no change (docs);
-          complete / errored / terminated -> 409 (docs: a terminated instance cannot be resumed).
-        * terminate: any non-terminal status -> terminated; complete / errored / terminated -> 409.
+        * pause: queued / running / waiting -> paused (through waitingForPause with a pause delay);
+          paused / waitingForPause -> no change; complete / errored / terminated / rollingBack -> 409.
+        * resume: paused -> running again; waitingForPause -> the pause is cancelled; queued / running /
+          waiting -> no change (docs); complete / errored / terminated / rollingBack -> 409 (docs: a
+          terminated instance cannot be resumed).
+        * terminate: any other status -> terminated (through rollingBack with rollback and a rollback
+          duration); complete / errored / terminated / rollingBack -> 409.
         * restart: any status but queued -> starts again; queued -> 409 "Instance not in a restartable
           state." (spec); restarting ``from`` a step the current run has not completed the steps before
           -> 409; ``from`` naming no step of the workflow -> 400.
@@ -441,17 +555,18 @@ class WorkflowsApi:
             instance.actions.append(
                 engine.Action(engine.RESTART, now, kept_steps=kept, events_before=len(instance.events))
             )
-        elif current in engine.TERMINAL:
+        elif current in engine.TERMINAL or current == engine.ROLLING_BACK:
             raise ApiError(
                 errors.STATUS_INVALID_TRANSITION,
                 errors.INVALID_TRANSITION,
                 f"Instance is {current}; it cannot be asked to {action}.",
             )
         elif action == engine.TERMINATE:
-            instance.actions.append(engine.Action(engine.TERMINATE, now, rollback=rollback))
-        elif (action == engine.PAUSE) == (current != engine.PAUSED):
-            # Pausing a paused instance, or resuming one that is not paused, changes nothing.
-            instance.actions.append(engine.Action(action, now))
+            delay = self.options.rollback_duration if rollback else 0.0
+            instance.actions.append(engine.Action(engine.TERMINATE, now, rollback=rollback, delay=delay))
+        elif (action == engine.PAUSE) == (current not in (engine.PAUSED, engine.WAITING_FOR_PAUSE)):
+            # Pausing a paused (or pausing) instance, or resuming one that is not, changes nothing.
+            instance.actions.append(engine.Action(action, now, delay=self.options.pause_delay))
         return {"status": engine.simulate(instance, now).status, "timestamp": iso(now)}
 
     def _kept_steps(
@@ -489,25 +604,21 @@ class WorkflowsApi:
     def send_event(
         self, instance: engine.Instance, event_type: str, body: Any, raw_body: bytes, now: float
     ) -> dict[str, Any]:
-        if not EVENT_TYPE_PATTERN.match(event_type):
-            raise ApiError(400, errors.INVALID_EVENT_TYPE)
         if len(raw_body) > MAX_EVENT_PAYLOAD_BYTES:
             raise ApiError(
                 errors.STATUS_EVENT_TOO_LARGE,
                 errors.EVENT_TOO_LARGE,
                 f"Event payload is {len(raw_body)} bytes; the limit is {MAX_EVENT_PAYLOAD_BYTES} (1 MiB).",
             )
-        # Accepted in any status (inferred); it only matters to a waitForEvent step still to come.
+        status = engine.simulate(instance, now).status
+        if status in engine.TERMINAL or status == engine.ROLLING_BACK:
+            # Inferred: the binding "throws if the Workflow is not running or is in an errored state";
+            # the REST status and code are not documented (errors.STATUS_EVENT_TO_FINISHED).
+            raise ApiError(
+                errors.STATUS_EVENT_TO_FINISHED,
+                errors.INSTANCE_FINISHED,
+                f"Instance is {status}; events can only be sent to an instance that has not finished.",
+            )
+        # Accepted in any other status; it only matters to a waitForEvent step still to come.
         instance.events.append(engine.Event(event_type, body, now))
         return {"instanceId": instance.id, "timestamp": iso(now)}
-
-
-def _known_path(segments: list[str]) -> bool:
-    """Whether the path is an endpoint of the emulated API (for 405 versus 404)."""
-    n = len(segments)
-    return (
-        n <= 1
-        or (n in (2, 3) and segments[1] in ("instances", "versions"))
-        or (n == 4 and segments[1] == "instances" and segments[3] in ("step", "status"))
-        or (n == 5 and segments[1] == "instances" and segments[3] == "events")
-    )

@@ -19,7 +19,15 @@ Rules (production behaviour where documented, else *inferred* and noted):
   the instance.
 * ``pause`` freezes the instance (``paused``): running time stops, so the current attempt, sleep or
   timeout resumes where it stopped on ``resume``; an event sent while paused is received on resume.
-* ``terminate``: ``terminated``; steps in flight stay unfinished.
+  With a pause delay (option ``pause_delay``) the instance is first ``waitingForPause`` for that long,
+  still running (docs: "finishing the current work before pausing"); a ``resume`` then cancels the
+  pause, and an instance that finishes meanwhile is not paused.
+* ``terminate``: ``terminated``; steps in flight stay unfinished. With ``rollback`` and a rollback
+  duration (option ``rollback_duration``) it is ``rollingBack`` for that long first (inferred from the
+  REST enum; the emulator runs no rollback handlers).
+* A ``do`` step whose output is over 1 MiB as JSON fails at once, without retries, with
+  ``WorkflowInternalError: Step <name>-<n> output is too large. Maximum allowed size is 1MiB.``, which
+  errors the instance (WSDK ``context.ts``; production kills the run, per third-party reports).
 * ``restart``: the instance starts again (``queued``, then running) from the first step, or from the
   ``from`` step, keeping the records of the steps before it and erasing everything later (including
   events sent before the restart).
@@ -34,9 +42,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .scenario import StepSpec, WorkflowSpec
+from . import errors
+from .scenario import MAX_OUTPUT_BYTES, StepSpec, WorkflowSpec
 
-# Instance statuses (the REST enum; waitingForPause and rollingBack are never produced).
+# Instance statuses (the REST enum).
 QUEUED, RUNNING, PAUSED, ERRORED = "queued", "running", "paused", "errored"
 TERMINATED, COMPLETE, WAITING = "terminated", "complete", "waiting"
 WAITING_FOR_PAUSE, ROLLING_BACK = "waitingForPause", "rollingBack"
@@ -79,6 +88,8 @@ class Action:
     :param rollback: for ``terminate``: whether a rollback was asked for.
     :param events_before: for ``restart``: how many events had been sent before it (they are erased,
         even those sent at the same emulated moment).
+    :param delay: for ``pause``: seconds of ``waitingForPause`` first; for ``terminate`` with rollback:
+        seconds of ``rollingBack`` before ``terminated``.
     """
 
     action: str
@@ -86,6 +97,7 @@ class Action:
     kept_steps: tuple[StepRun, ...] = ()
     rollback: bool = False
     events_before: int = 0
+    delay: float = 0.0
 
 
 @dataclass
@@ -163,8 +175,9 @@ class Snapshot:
 class _Timeline:
     """Running time of one run: emulated time minus the paused intervals."""
 
-    def __init__(self, pauses: list[tuple[float, float]]) -> None:
+    def __init__(self, pauses: list[tuple[float, float]], pending: list[tuple[float, float]]) -> None:
         self.pauses = pauses
+        self.pending = pending  # waitingForPause intervals
 
     def after(self, start: float, duration: float) -> float:
         """The moment ``duration`` seconds of running time after ``start`` (inf if paused for good)."""
@@ -184,13 +197,16 @@ class _Timeline:
     def paused_at(self, moment: float) -> bool:
         return any(start <= moment < end for start, end in self.pauses)
 
+    def pausing_at(self, moment: float) -> bool:
+        return any(start <= moment < end for start, end in self.pending)
+
 
 def counted_names(workflow: WorkflowSpec) -> list[str]:
-    """The logged name of each step, ``<name>-<n>``, counted per base name and kind."""
-    counters: dict[tuple[str, str], int] = {}
+    """The logged name of each step, ``<name>-<n>``, counted per base name and kind (sleeps: and duration)."""
+    counters: dict[tuple[str, str, float], int] = {}
     names = []
     for step in workflow.steps:
-        key = (step.kind, step.name)
+        key = (step.kind, step.name, step.duration if step.kind == "sleep" else 0.0)
         counters[key] = counters.get(key, 0) + 1
         names.append(f"{step.name}-{counters[key]}")
     return names
@@ -231,18 +247,25 @@ def _segment(instance: Instance, now: float) -> _Segment:
     return segment
 
 
-def _pauses(actions: list[Action]) -> list[tuple[float, float]]:
+def _timeline(actions: list[Action]) -> _Timeline:
+    """The paused intervals (and the waitingForPause ones before them) of a run."""
     pauses: list[tuple[float, float]] = []
-    paused_since: float | None = None
+    pending: list[tuple[float, float]] = []
+    asked_at: float | None = None  # when the current pause was asked for
+    paused_since: float | None = None  # when it takes effect
     for action in actions:
         if action.action == PAUSE and paused_since is None:
-            paused_since = action.at
-        elif action.action == RESUME and paused_since is not None:
-            pauses.append((paused_since, action.at))
-            paused_since = None
-    if paused_since is not None:
+            asked_at, paused_since = action.at, action.at + action.delay
+        elif action.action == RESUME and paused_since is not None and asked_at is not None:
+            # A resume while still waitingForPause cancels the pause.
+            if action.at > paused_since:
+                pauses.append((paused_since, action.at))
+            pending.append((asked_at, min(paused_since, action.at)))
+            asked_at = paused_since = None
+    if paused_since is not None and asked_at is not None:
         pauses.append((paused_since, math.inf))
-    return pauses
+        pending.append((asked_at, paused_since))
+    return _Timeline(pauses, [(start, end) for start, end in pending if end > start])
 
 
 def simulate(instance: Instance, now: float) -> Snapshot:
@@ -250,7 +273,7 @@ def simulate(instance: Instance, now: float) -> Snapshot:
     segment = _segment(instance, now)
     terminate = next((a for a in segment.actions if a.action == TERMINATE), None)
     terminate_at = terminate.at if terminate is not None else math.inf
-    timeline = _Timeline(_pauses(segment.actions))
+    timeline = _timeline(segment.actions)
     horizon = min(now, terminate_at)
     workflow = instance.workflow
     snapshot = Snapshot(
@@ -308,9 +331,16 @@ def _last_change(step: StepRun) -> float:
 def _unfinished(snapshot: Snapshot, now: float, terminate: Action | None, timeline: _Timeline) -> Snapshot:
     """An instance that has not finished by itself: terminated, paused, or still going."""
     if terminate is not None and terminate.at <= now:
-        snapshot.status, snapshot.end, snapshot.rollback = TERMINATED, terminate.at, terminate.rollback
+        done_at = terminate.at + (terminate.delay if terminate.rollback else 0.0)
+        if now < done_at:
+            snapshot.status = ROLLING_BACK
+        else:
+            snapshot.status, snapshot.end, snapshot.rollback = TERMINATED, done_at, terminate.rollback
+            snapshot.modified = max(snapshot.modified, done_at)
     elif timeline.paused_at(now):
         snapshot.status = PAUSED
+    elif timeline.pausing_at(now):
+        snapshot.status = WAITING_FOR_PAUSE
     return snapshot
 
 
@@ -325,13 +355,18 @@ def _run_do(step: StepRun, moment: float, horizon: float, timeline: _Timeline) -
         if end > horizon:
             return False
         failed = attempt_number <= spec.fail_attempts
-        attempt.end, attempt.success = end, not failed
-        if not failed:
+        too_large = not failed and spec.output_bytes > MAX_OUTPUT_BYTES
+        attempt.end, attempt.success = end, not (failed or too_large)
+        if attempt.success:
             step.end, step.success, step.output = end, True, spec.output
             return True
-        attempt.error = dict(spec.error)
+        if too_large:
+            message = errors.OUTPUT_TOO_LARGE_MESSAGE.format(step=step.logged_name)
+            attempt.error = {"name": errors.OUTPUT_TOO_LARGE_NAME, "message": message}
+        else:
+            attempt.error = dict(spec.error)
         step.error = attempt.error
-        if attempt_number > spec.retries.limit:
+        if too_large or attempt_number > spec.retries.limit:
             step.end, step.success = end, False
             return True
         moment = timeline.after(end, spec.retries.delay_before(attempt_number))

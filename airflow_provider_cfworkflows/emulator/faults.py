@@ -11,8 +11,11 @@ Kinds (what the client sees; whether the request still takes effect):
     HTTP 429, ``Retry-After: <retry_after>`` (seconds or an HTTP date; default ``"1"``), error
     envelope. The request does not take effect.
 ``server_error``
-    HTTP ``status`` (default 500), error envelope with ``10001 workflows.api.error.internal_server``.
-    The request does not take effect.
+    HTTP ``status`` (default 500), error envelope with ``10001 workflows.api.error.internal_server``
+    (and ``error_chain``, if given). The request does not take effect.
+``html``
+    HTTP ``status`` (default 500; 200 allowed, as captive portals and some proxies send) with an HTML
+    error page instead of JSON, as a proxy or Cloudflare's edge answers. The request does not take effect.
 ``drop_connection``
     The real answer's headers (with its full ``Content-Length``), then only ``after_bytes`` bytes of
     the body (default: half), then the connection is closed. The request takes effect.
@@ -23,6 +26,19 @@ Kinds (what the client sees; whether the request still takes effect):
     HTTP 200, ``application/json``, a truncated (invalid) body. The request takes effect.
 ``delay``
     Wait ``seconds`` (default 1), then answer normally. The request takes effect.
+``drip``
+    The real answer's headers, then its body one byte every ``interval`` seconds (default 1). The
+    request takes effect.
+``lost_answer``
+    The request takes effect (an instance is created, an event delivered, a status changed), then the
+    connection is closed before any byte of the answer is sent.
+``endless_json``
+    HTTP 200, ``application/json``, chunked: the start of a valid envelope whose ``result`` never ends
+    (until the client goes away). The request takes effect.
+``truncated_chunked``
+    The real answer's status and headers without ``Content-Length`` (chunked), only ``after_bytes`` bytes
+    of the body (default: half), then the body *ends cleanly*: nothing in HTTP shows it was cut. The
+    request takes effect.
 """
 
 from __future__ import annotations
@@ -33,9 +49,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-KINDS = ("rate_limit", "server_error", "drop_connection", "success_false", "malformed_json", "delay")
+KINDS = (
+    "rate_limit",
+    "server_error",
+    "html",
+    "drop_connection",
+    "success_false",
+    "malformed_json",
+    "delay",
+    "drip",
+    "lost_answer",
+    "endless_json",
+    "truncated_chunked",
+)
+# Faults answered instead of the API: the request never reaches it.
+NO_EFFECT_KINDS = frozenset({"rate_limit", "server_error", "html"})
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MAX_DELAY_SECONDS = 600.0
+MAX_ERROR_CHAIN = 10
 
 
 @dataclass
@@ -48,9 +79,12 @@ class Fault:
     :param method: only requests with this HTTP method, or None for any.
     :param count: how many matching requests get the fault.
     :param retry_after: ``Retry-After`` value for ``rate_limit``.
-    :param status: HTTP status for ``server_error``.
-    :param after_bytes: body bytes sent before ``drop_connection`` closes (None: half the body).
+    :param status: HTTP status for ``server_error`` (400-599) and ``html`` (also 200).
+    :param after_bytes: body bytes sent before ``drop_connection`` closes or ``truncated_chunked`` ends
+        (None: half the body).
     :param seconds: how long ``delay`` waits.
+    :param interval: seconds between two bytes of a ``drip``.
+    :param error_chain: ``[{code, message}, ...]`` added to a ``server_error``'s error.
     """
 
     kind: str
@@ -61,6 +95,8 @@ class Fault:
     status: int = 500
     after_bytes: int | None = None
     seconds: float = 1.0
+    interval: float = 1.0
+    error_chain: list[dict[str, Any]] | None = None
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,8 +118,15 @@ class Fault:
             self.retry_after = str(self.retry_after)
         if not isinstance(self.retry_after, str) or not self.retry_after:
             raise ValueError(f"fault retry_after must be seconds or an HTTP date, got {self.retry_after!r}")
-        if isinstance(self.status, bool) or not isinstance(self.status, int) or not 400 <= self.status <= 599:
-            raise ValueError(f"fault status must be an HTTP error status (400-599), got {self.status!r}")
+        html_ok = self.kind == "html" and self.status == 200
+        if (
+            isinstance(self.status, bool)
+            or not isinstance(self.status, int)
+            or not (400 <= self.status <= 599 or html_ok)
+        ):
+            raise ValueError(
+                f"fault status must be an HTTP error status (400-599; html also 200), got {self.status!r}"
+            )
         if self.after_bytes is not None and (
             isinstance(self.after_bytes, bool)
             or not isinstance(self.after_bytes, int)
@@ -96,6 +139,29 @@ class Fault:
             or not 0 <= self.seconds <= MAX_DELAY_SECONDS
         ):
             raise ValueError(f"fault seconds must be from 0 to {MAX_DELAY_SECONDS:g}, got {self.seconds!r}")
+        if (
+            isinstance(self.interval, bool)
+            or not isinstance(self.interval, int | float)
+            or not 0 < self.interval <= MAX_DELAY_SECONDS
+        ):
+            raise ValueError(
+                f"fault interval must be more than 0 and at most {MAX_DELAY_SECONDS:g}, got {self.interval!r}"
+            )
+        if self.error_chain is not None and not (
+            isinstance(self.error_chain, list)
+            and len(self.error_chain) <= MAX_ERROR_CHAIN
+            and all(
+                isinstance(link, Mapping)
+                and set(link) == {"code", "message"}
+                and isinstance(link["code"], int)
+                and not isinstance(link["code"], bool)
+                and isinstance(link["message"], str)
+                for link in self.error_chain
+            )
+        ):
+            raise ValueError(
+                f"fault error_chain must be a list of at most {MAX_ERROR_CHAIN} {{code: int, message: str}}"
+            )
 
     @classmethod
     def from_dict(cls, data: Any) -> Fault:

@@ -11,7 +11,26 @@ Top level::
     email: dev@example.com                        # legacy auth: X-Auth-Email ...
     api_key: emulator-global-key                  # ... plus X-Auth-Key
     time_scale: 1.0                               # emulated seconds per real second (>= 0; 0 = frozen)
+    api: {...}                                    # how the API answers where production is unclear
+    rate_limit: {...}                             # enforce Cloudflare's request quota (default: off)
     workflows: [...]                              # see below
+
+``api`` (every field optional; the control API can change them at run time, ``/__emulator/options``)::
+
+    already_exists_status: 409    # HTTP status of "instance already exists" (10405): 409 or 400
+    params_encoding: lenient      # create's `params`: lenient (object, or a JSON string that is decoded),
+                                  # object (a JSON string is refused with 400), string (only a JSON string)
+    output_encoding: raw          # instance `output`: raw (the JSON value) or string (JSON-encoded)
+    stream_content_length: true   # false: stream outputs are sent chunked, without Content-Length
+    gzip: false                   # true: gzip-encode answers when the request accepts gzip
+    pause_delay: 0                # emulated seconds an instance is `waitingForPause` before `paused`
+    rollback_duration: 0          # emulated seconds a terminate with rollback is `rollingBack`
+
+``rate_limit`` (absent or null: no limit and no rate-limit headers)::
+
+    quota: 1200                   # requests per credential (token, or email + key) per window
+    window: 300                   # window length in real seconds (a whole number)
+    headers: true                 # false: enforce, but send no Ratelimit / Ratelimit-Policy headers
 
 A workflow::
 
@@ -27,8 +46,10 @@ A step (``type`` is ``do`` by default; each field applies only to the types list
     name: fetch data              # all: base name, <= 256 characters, no control characters
     type: do                      # all: do | sleep | waitForEvent
     duration: 2                   # do: seconds per attempt; sleep: how long it sleeps (default 0)
-    output: {rows: [1, 2]}        # do: the step's JSON output (at most 1 MiB as JSON; default null) ...
+    output: {rows: [1, 2]}        # do: the step's JSON output (default null); over 1 MiB as JSON it
+                                  #   fails the step as production does ("output is too large") ...
     stream: {size: 5242880, seed: 7}  # do: ... or a ReadableStream output of `size` deterministic bytes
+                                  #   (add `text: true` for ASCII text bytes instead of binary ones)
     sensitive: true               # do: the output is shown as "[REDACTED]" everywhere
     fail_attempts: 2              # do: the first k attempts fail with `error` (default 0)
     error: {name: Error, message: "upstream 503"}   # do: the error of failed attempts
@@ -45,11 +66,13 @@ first event of its ``event_type`` sent to the instance (also one sent earlier), 
 
 Repeated step names get counter suffixes per name *and per kind*, as in production: two ``do`` steps
 named ``fetch`` are logged ``fetch-1`` and ``fetch-2``; a ``do`` and a ``waitForEvent`` both named
-``approve`` are both ``approve-1``.
+``approve`` are both ``approve-1``. Sleeps count by name *and duration* (WSDK ``context.ts``): two
+sleeps ``nap`` of 5 s are ``nap-1`` and ``nap-2``, a ``nap`` of 5 s and one of 10 s are both ``nap-1``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -77,7 +100,14 @@ DEFAULT_BACKOFF = "exponential"
 DEFAULT_EVENT_TIMEOUT = 24 * 3600.0  # docs: waitForEvent defaults to 24 hours
 MAX_WAIT_SECONDS = 365 * 24 * 3600.0  # docs: sleep and waitForEvent timeouts up to 365 days
 MAX_RETRY_LIMIT = 10_000  # docs: retries per step
-MAX_OUTPUT_BYTES = 1024 * 1024  # docs: a non-stream step.do result is at most 1 MiB
+MAX_OUTPUT_BYTES = 1024 * 1024  # docs: a non-stream step.do result is at most 1 MiB (else the step fails)
+MAX_SCENARIO_OUTPUT_BYTES = 8 * MAX_OUTPUT_BYTES  # what a scenario may give, to simulate that failure
+ALREADY_EXISTS_STATUSES = (409, 400)
+PARAMS_ENCODINGS = ("lenient", "object", "string")
+OUTPUT_ENCODINGS = ("raw", "string")
+# Cloudflare's client API limit: 1,200 requests per 5 minutes per user (DOCS limits).
+DEFAULT_RATE_QUOTA = 1200
+DEFAULT_RATE_WINDOW = 300
 MAX_STEP_NAME = 256
 MAX_WORKFLOW_NAME = 64
 EVENT_TYPE_PATTERN = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}$")
@@ -119,6 +149,7 @@ class StreamSpec:
 
     size: int
     seed: int = 0
+    text: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +160,7 @@ class StepSpec:
     kind: str = "do"
     duration: float = 0.0
     output: Any = None
+    output_bytes: int = 0  # the output's size as JSON (UTF-8)
     stream: StreamSpec | None = None
     sensitive: bool = False
     fail_attempts: int = 0
@@ -151,6 +183,28 @@ class WorkflowSpec:
 
 
 @dataclass(frozen=True)
+class ApiOptions:
+    """How the emulated API answers where production's behaviour is not documented (see ``api`` above)."""
+
+    already_exists_status: int = 409
+    params_encoding: str = "lenient"
+    output_encoding: str = "raw"
+    stream_content_length: bool = True
+    gzip: bool = False
+    pause_delay: float = 0.0
+    rollback_duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class RateLimitSpec:
+    """Cloudflare's request quota: ``quota`` requests per credential per ``window`` real seconds."""
+
+    quota: int = DEFAULT_RATE_QUOTA
+    window: int = DEFAULT_RATE_WINDOW
+    headers: bool = True
+
+
+@dataclass(frozen=True)
 class Scenario:
     """Everything the emulator serves."""
 
@@ -160,6 +214,8 @@ class Scenario:
     email: str = DEFAULT_EMAIL
     api_key: str = DEFAULT_API_KEY
     time_scale: float = 1.0
+    api: ApiOptions = ApiOptions()
+    rate_limit: RateLimitSpec | None = None
 
 
 # --- field checks ------------------------------------------------------------------------------
@@ -209,18 +265,20 @@ def _check_keys(data: Mapping[str, Any], allowed: frozenset[str] | set[str], whe
         raise ScenarioError(f"{where} has unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
 
 
-def _json_value(value: Any, where: str, *, max_bytes: int | None = None) -> Any:
+def _json_size(value: Any, where: str) -> int:
+    """The size of ``value`` as compact JSON (UTF-8), checking it is plain JSON."""
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as error:
         raise ScenarioError(
             f"{where} must be plain JSON (quote dates and other YAML-typed values): {error}"
         ) from None
-    if max_bytes is not None and len(text.encode()) > max_bytes:
-        raise ScenarioError(
-            f"{where} is {len(text.encode())} bytes as JSON; a step.do output may be at most 1 MiB "
-            "(use 'stream' for bigger outputs)"
-        )
+    return len(text.encode())
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ScenarioError(f"{where} must be true or false, got {value!r}")
     return value
 
 
@@ -269,12 +327,19 @@ def _parse_do(data: Mapping[str, Any], name: str, duration: float, where: str) -
         if "output" in data:
             raise ScenarioError(f"{where} has both 'output' and 'stream'; pick one")
         raw = _mapping(data["stream"], f"{where}.stream", "{size, seed}")
-        _check_keys(raw, {"size", "seed"}, f"{where}.stream")
+        _check_keys(raw, {"size", "seed", "text"}, f"{where}.stream")
         stream = StreamSpec(
             size=_integer(raw.get("size"), f"{where}.stream.size"),
             seed=_integer(raw.get("seed", 0), f"{where}.stream.seed", minimum=-(2**63), maximum=2**63 - 1),
+            text=_boolean(raw.get("text", False), f"{where}.stream.text"),
         )
-    output = _json_value(data.get("output"), f"{where}.output", max_bytes=MAX_OUTPUT_BYTES)
+    output = data.get("output")
+    output_bytes = _json_size(output, f"{where}.output")
+    if output_bytes > MAX_SCENARIO_OUTPUT_BYTES:
+        raise ScenarioError(
+            f"{where}.output is {output_bytes} bytes as JSON; at most {MAX_SCENARIO_OUTPUT_BYTES} here "
+            "(over 1 MiB already fails the step; use 'stream' for big outputs)"
+        )
     retries_data = _mapping(data.get("retries", {}), f"{where}.retries", "limit, delay, backoff")
     _check_keys(retries_data, {"limit", "delay", "backoff"}, f"{where}.retries")
     backoff = retries_data.get("backoff", DEFAULT_BACKOFF)
@@ -297,16 +362,14 @@ def _parse_do(data: Mapping[str, Any], name: str, duration: float, where: str) -
     }
     if not isinstance(error["message"], str):
         raise ScenarioError(f"{where}.error.message must be a string, got {error['message']!r}")
-    sensitive = data.get("sensitive", False)
-    if not isinstance(sensitive, bool):
-        raise ScenarioError(f"{where}.sensitive must be true or false, got {sensitive!r}")
     return StepSpec(
         name=name,
         kind="do",
         duration=duration,
         output=output,
+        output_bytes=output_bytes,
         stream=stream,
-        sensitive=sensitive,
+        sensitive=_boolean(data.get("sensitive", False), f"{where}.sensitive"),
         fail_attempts=_integer(data.get("fail_attempts", 0), f"{where}.fail_attempts"),
         error=error,
         retries=retries,
@@ -323,6 +386,7 @@ def parse_workflow(data: Any, where: str = "workflow") -> WorkflowSpec:
         steps = []
     if not isinstance(steps, list):
         raise ScenarioError(f"{where}.steps must be a list, got {steps!r}")
+    _json_size(data.get("output"), f"{where}.output")
     return WorkflowSpec(
         name=name,
         steps=tuple(parse_step(step, f"{where}.steps[{i}]") for i, step in enumerate(steps)),
@@ -331,7 +395,7 @@ def parse_workflow(data: Any, where: str = "workflow") -> WorkflowSpec:
             data.get("script_name", DEFAULT_SCRIPT_NAME), f"{where}.script_name", max_length=255
         ),
         queue_delay=_number(data.get("queue_delay", 0), f"{where}.queue_delay"),
-        output=_json_value(data.get("output"), f"{where}.output"),
+        output=data.get("output"),
     )
 
 
@@ -340,7 +404,11 @@ def parse_scenario(data: Any) -> Scenario:
     if data is None:
         data = {}
     data = _mapping(data, "scenario", "with a 'workflows' list")
-    _check_keys(data, {"account_id", "api_token", "email", "api_key", "time_scale", "workflows"}, "scenario")
+    _check_keys(
+        data,
+        {"account_id", "api_token", "email", "api_key", "time_scale", "api", "rate_limit", "workflows"},
+        "scenario",
+    )
     workflows = data.get("workflows", [])
     if workflows is None:
         workflows = []
@@ -361,6 +429,46 @@ def parse_scenario(data: Any) -> Scenario:
         email=_text(data.get("email", DEFAULT_EMAIL), "scenario.email"),
         api_key=_text(data.get("api_key", DEFAULT_API_KEY), "scenario.api_key"),
         time_scale=_number(data.get("time_scale", 1.0), "scenario.time_scale", maximum=1e9),
+        api=parse_api_options(data.get("api") or {}, "scenario.api"),
+        rate_limit=parse_rate_limit(data.get("rate_limit"), "scenario.rate_limit"),
+    )
+
+
+def parse_api_options(data: Any, where: str = "api", base: ApiOptions = ApiOptions()) -> ApiOptions:
+    """Validate ``api`` options; fields not given keep their value in ``base``."""
+    data = _mapping(data, where, "of API options")
+    _check_keys(data, {f.name for f in dataclasses.fields(ApiOptions)}, where)
+    changes: dict[str, Any] = {}
+    if "already_exists_status" in data:
+        status = data["already_exists_status"]
+        if status not in ALREADY_EXISTS_STATUSES or isinstance(status, bool):
+            allowed = list(ALREADY_EXISTS_STATUSES)
+            raise ScenarioError(f"{where}.already_exists_status must be one of {allowed}, got {status!r}")
+        changes["already_exists_status"] = status
+    for key, choices in (("params_encoding", PARAMS_ENCODINGS), ("output_encoding", OUTPUT_ENCODINGS)):
+        if key in data:
+            if data[key] not in choices:
+                raise ScenarioError(f"{where}.{key} must be one of {list(choices)}, got {data[key]!r}")
+            changes[key] = data[key]
+    for key in ("stream_content_length", "gzip"):
+        if key in data:
+            changes[key] = _boolean(data[key], f"{where}.{key}")
+    for key in ("pause_delay", "rollback_duration"):
+        if key in data:
+            changes[key] = _number(data[key], f"{where}.{key}", maximum=MAX_WAIT_SECONDS)
+    return dataclasses.replace(base, **changes)
+
+
+def parse_rate_limit(data: Any, where: str = "rate_limit") -> RateLimitSpec | None:
+    """Validate a ``rate_limit`` mapping; None or false means no limit."""
+    if data is None or data is False:
+        return None
+    data = _mapping(data, where, "quota, window, headers")
+    _check_keys(data, {"quota", "window", "headers"}, where)
+    return RateLimitSpec(
+        quota=_integer(data.get("quota", DEFAULT_RATE_QUOTA), f"{where}.quota", minimum=1),
+        window=_integer(data.get("window", DEFAULT_RATE_WINDOW), f"{where}.window", minimum=1),
+        headers=_boolean(data.get("headers", True), f"{where}.headers"),
     )
 
 

@@ -28,6 +28,7 @@ import httpx
 import uvicorn
 
 from .app import create_app
+from .auth import key_label, token_label
 from .scenario import Scenario, load_scenario
 
 URL_LINE_PREFIX = "EMULATOR_URL="
@@ -109,6 +110,8 @@ class EmulatorProcess:
     :ivar api_base: ``url + "/client/v4"`` (a connection's host).
     :ivar account_id: the account the scenario serves.
     :ivar api_token: the Bearer token it accepts (``email`` / ``api_key`` for legacy auth).
+    :ivar token_label: the non-secret label of ``api_token`` in the request log and rate-limit counters
+        (``key_label`` for the email + key pair).
     """
 
     def __init__(
@@ -120,6 +123,8 @@ class EmulatorProcess:
         self.api_token = scenario.api_token
         self.email = scenario.email
         self.api_key = scenario.api_key
+        self.token_label = token_label(scenario.api_token)
+        self.key_label = key_label(scenario.email, scenario.api_key)
         self.process = process
         self._stderr_tail = stderr_tail
         self._control = httpx.Client(base_url=f"{url}/__emulator", timeout=CONTROL_TIMEOUT)
@@ -161,7 +166,7 @@ class EmulatorProcess:
         return response.json()
 
     def reset(self) -> None:
-        """Drop instances, faults and the request log (workflows stay)."""
+        """Drop instances, faults and the request log; back to the start's options and rate limit."""
         self._call("POST", "/reset")
 
     def put_workflow(self, workflow: dict[str, Any]) -> dict[str, Any]:
@@ -213,9 +218,50 @@ class EmulatorProcess:
         """Drop every pending fault."""
         self._call("DELETE", "/faults")
 
-    def requests_log(self) -> list[dict[str, Any]]:
-        """API requests so far: method, raw_path, query, auth scheme, body, fault, status."""
-        return list(self._call("GET", "/requests"))
+    def requests_log(self, since: float | None = None) -> list[dict[str, Any]]:
+        """
+        API requests so far (from epoch time ``since``): time, method, raw_path, query, endpoint, auth
+        scheme, credential label, body, fault, status.
+        """
+        params = {} if since is None else {"since": repr(float(since))}
+        return list(self._call("GET", "/requests", params=params))
+
+    def request_stats(self, since: float | None = None) -> dict[str, Any]:
+        """Counts over the request log: total, by_status, by_endpoint, by_credential, rate_limited, ..."""
+        params = {} if since is None else {"since": repr(float(since))}
+        return dict(self._call("GET", "/requests/stats", params=params))
+
+    def options(self) -> dict[str, Any]:
+        """The API options in force (``scenario.ApiOptions`` as JSON)."""
+        return dict(self._call("GET", "/options"))
+
+    def set_options(self, **options: Any) -> dict[str, Any]:
+        """Change some API options (names of the scenario's ``api`` mapping); returns them all."""
+        return dict(self._call("PATCH", "/options", json=options))
+
+    def set_rate_limit(self, quota: int = 1200, window: int = 300, *, headers: bool = True) -> dict[str, Any]:
+        """Enforce ``quota`` requests per credential per ``window`` seconds (counters restart)."""
+        body = {"quota": quota, "window": window, "headers": headers}
+        return dict(self._call("PUT", "/rate-limit", json=body))
+
+    def disable_rate_limit(self) -> None:
+        """No rate limit and no rate-limit headers."""
+        self._call("DELETE", "/rate-limit")
+
+    def rate_limit_status(self) -> dict[str, Any]:
+        """The limit and, per credential label, requests, limited (429s), remaining, reset_in."""
+        return dict(self._call("GET", "/rate-limit"))
+
+    def reset_rate_limit(self) -> None:
+        """Restart every window and counter."""
+        self._call("POST", "/rate-limit/reset")
+
+    def consume_rate_limit(self, count: int, credential: str | None = None) -> dict[str, Any]:
+        """Use ``count`` requests of a credential's quota (default: the token's), like another client."""
+        body: dict[str, Any] = {"count": count}
+        if credential is not None:
+            body["credential"] = credential
+        return dict(self._call("POST", "/rate-limit/consume", json=body))
 
     def clear_requests_log(self) -> None:
         """Empty the request log."""

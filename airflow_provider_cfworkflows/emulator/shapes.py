@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from typing import Any
 
 from . import engine
 from .clock import iso
 from .state import WorkflowRecord
+from .streams import stream_head
 
 # Instance details show previews of step outputs: the first 1024 characters of the JSON-stringified
 # value (strings as they are) plus this marker (PR #14822, describing production; §6.3).
 PREVIEW_LIMIT = 1024
 TRUNCATED_MARKER = "[truncated output]"
 REDACTED = "[REDACTED]"
+# A stream output's preview: its first 1024 characters (+ the marker) when it starts with UTF-8 text,
+# else this (WSDK lib/streams.ts getStoredStreamOutputPreview reads 4 bytes per character, decodes
+# strictly, and falls back to a binary description).
 STREAM_PREVIEW = "[ReadableStream (binary): {size} bytes]"
+STREAM_PREVIEW_BYTES = 4 * PREVIEW_LIMIT
 # Shown as each do step's config.timeout (the production default per attempt).
 STEP_TIMEOUT_CONFIG = "10 minutes"
 # Inferred: with simple=true the `steps` array is sent empty (the SDK model requires the field).
@@ -60,8 +66,21 @@ def _step_preview(step: engine.StepRun) -> str | None:
     if step.spec.sensitive:
         return REDACTED
     if step.spec.stream is not None:
-        return STREAM_PREVIEW.format(size=step.spec.stream.size)
+        return stream_preview(step.spec.stream.size, step.spec.stream.seed, step.spec.stream.text)
     return preview(step.output)
+
+
+def stream_preview(size: int, seed: int, text: bool) -> str:
+    """What instance details show for a stream output (see :data:`STREAM_PREVIEW`)."""
+    head = stream_head(size, seed, text, STREAM_PREVIEW_BYTES)
+    cut_by_bytes = size > len(head)
+    try:
+        # A cut multi-byte sequence at the end is fine when more bytes follow ({stream: true} in JS).
+        decoded = codecs.getincrementaldecoder("utf-8")().decode(head, final=not cut_by_bytes)
+    except UnicodeDecodeError:
+        return STREAM_PREVIEW.format(size=size)
+    shown = _js_slice(decoded, PREVIEW_LIMIT)
+    return shown + TRUNCATED_MARKER if cut_by_bytes or _js_length(decoded) > PREVIEW_LIMIT else shown
 
 
 def _error(error: Any) -> dict[str, str] | None:
@@ -120,8 +139,21 @@ def step_entry(step: engine.StepRun) -> dict[str, Any]:
     return entry
 
 
+def instance_output(value: Any, encoding: str) -> Any:
+    """The instance ``output``: ``raw`` (the JSON value) or ``string`` (JSON-encoded; null stays null)."""
+    # Inferred: the SDKs type it `string | number`; whether production encodes objects is unknown.
+    if encoding == "string" and value is not None:
+        return json_stringify(value)
+    return value
+
+
 def instance_details(
-    instance: engine.Instance, snapshot: engine.Snapshot, *, simple: bool, order: str
+    instance: engine.Instance,
+    snapshot: engine.Snapshot,
+    *,
+    simple: bool,
+    order: str,
+    output_encoding: str = "raw",
 ) -> dict[str, Any]:
     """``GET .../instances/{id}``: status, metadata and (unless ``simple``) the step log."""
     steps = [step_entry(step) for step in snapshot.steps]
@@ -142,7 +174,9 @@ def instance_details(
         "end": iso(snapshot.end),
         "success": (snapshot.status == engine.COMPLETE) if terminal else None,
         "error": _error(snapshot.error),
-        "output": snapshot.output if snapshot.status == engine.COMPLETE else None,
+        "output": instance_output(snapshot.output, output_encoding)
+        if snapshot.status == engine.COMPLETE
+        else None,
         "rollback": dict(ROLLBACK_RESULT) if snapshot.rollback else None,
         "step_count": step_count,
         "steps": [] if simple and SIMPLE_SENDS_EMPTY_STEPS else steps,

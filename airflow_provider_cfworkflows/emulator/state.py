@@ -1,4 +1,5 @@
-"""Everything one emulator process knows: workflows, instances, faults, the request log, the clock."""
+"""Everything one emulator process knows: workflows, instances, options, faults, the rate limiter, the
+request log, the clock."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 from . import engine
 from .clock import Clock
 from .faults import FaultBook
-from .scenario import Scenario, WorkflowSpec
+from .ratelimit import RateLimiter
+from .scenario import ApiOptions, Scenario, WorkflowSpec
 
 # The request log keeps at most this many entries (oldest dropped first) so long runs stay bounded.
 MAX_REQUEST_LOG = 100_000
@@ -56,14 +58,21 @@ class EmulatorState:
     clock: Clock
     workflows: dict[str, WorkflowRecord] = field(default_factory=dict)
     instances: dict[str, dict[str, engine.Instance]] = field(default_factory=dict)
+    options: ApiOptions = field(default_factory=ApiOptions)
     faults: FaultBook = field(default_factory=FaultBook)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
     request_log: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_REQUEST_LOG))
     lock: threading.RLock = field(default_factory=threading.RLock)
     _seq: int = 0
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, clock: Clock | None = None) -> EmulatorState:
-        state = cls(scenario=scenario, clock=clock or Clock(scenario.time_scale))
+        state = cls(
+            scenario=scenario,
+            clock=clock or Clock(scenario.time_scale),
+            options=scenario.api,
+            limiter=RateLimiter(scenario.rate_limit),
+        )
         for spec in scenario.workflows:
             state.put_workflow(spec)
         return state
@@ -88,10 +97,15 @@ class EmulatorState:
             return self._seq
 
     def reset(self) -> None:
-        """Drop instances, faults and the request log (workflows stay)."""
+        """
+        Drop instances, faults and the request log, and go back to the scenario's options and rate limit
+        (with fresh counters); workflows stay.
+        """
         with self.lock:
             self.instances = {name: {} for name in self.workflows}
             for record in self.workflows.values():
                 record.triggered_at = None
             self.faults.clear()
             self.request_log.clear()
+            self.options = self.scenario.api
+            self.limiter.configure(self.scenario.rate_limit)

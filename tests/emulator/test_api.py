@@ -98,8 +98,9 @@ def test_unknown_workflow_instance_and_route(client, make_workflow):
     )
     assert error(client.patch(f"/{name}/instances/ghost/status", json={"status": "pause"}), 404)[0] == 10400
     assert error(client.post(f"/{name}/instances/ghost/events/go", json={}), 404)[0] == 10400
-    assert error(client.get(f"/{name}/instances/ghost/nothing/here"), 404)[0] == 7000
-    assert error(client.delete(f"/{name}/instances"), 405)[0] == 7001
+    # Unknown paths and methods: 400, 7000, as Cloudflare answers (API audit §3).
+    assert error(client.get(f"/{name}/instances/ghost/nothing/here"), 400) == (7000, "No route for that URI")
+    assert error(client.delete(f"/{name}/instances"), 400)[0] == 7000
 
 
 # --- create --------------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ def test_duplicate_instance_id_is_409(client, make_workflow):
     result(client.post(f"/{name}/instances", json={"instance_id": "dup"}))
     assert error(client.post(f"/{name}/instances", json={"instance_id": "dup"}), 409) == (
         10405,
-        "workflows.api.error.instance.already_exists",
+        "(instance.already_exists) Instance already exists",
     )
     other = make_workflow([])  # ids are per workflow
     assert result(client.post(f"/{other}/instances", json={"instance_id": "dup"}))["id"] == "dup"
@@ -585,7 +586,9 @@ def test_event_validation(client, make_workflow):
     assert error(client.post(f"/{name}/instances/v/events/go", content=too_big), 400)[0] == 10021
     just_fits = b'"' + b"x" * (MIB - 2) + b'"'
     assert result(client.post(f"/{name}/instances/v/events/go", content=just_fits))
-    assert result(client.post(f"/{name}/instances/v/events/{'x' * 100}"))  # no body: payload null
+    # The instance completed with the last event: more are refused (see test_events_to_finished_instances).
+    result(client.post(f"/{name}/instances", json={"instance_id": "w"}))
+    assert result(client.post(f"/{name}/instances/w/events/{'x' * 100}"))  # no body: payload null
 
 
 def test_sleep_step(client, make_workflow, emu):
@@ -728,7 +731,7 @@ def test_cron_ids_and_step_names_with_spaces(client, make_workflow, emu):
     listed = result(client.get(f"/{name}/instances"))
     assert [(i["id"], i["trigger_source"]) for i in listed] == [(CRON_ID, "cron")]
     # The path is routed on its raw form: an unencoded "/" splits the id and does not find it.
-    assert client.get(f"/{name}/instances/*/5 * * * *-1786599900000").status_code == 404
+    assert client.get(f"/{name}/instances/*/5 * * * *-1786599900000").status_code == 400  # no route
     log = [entry for entry in emu.requests_log() if entry["method"] == "GET" and "/step" in entry["raw_path"]]
     assert log[0]["raw_path"].endswith("/instances/%2A%2F5%20%2A%20%2A%20%2A%20%2A-1786599900000/step")
     assert log[0]["query"] in ("name=fetch%20data-1&type=step", "name=fetch+data-1&type=step")
@@ -739,7 +742,7 @@ def test_workflow_names_are_decoded_per_segment(client, emu):
     assert result(client.get("/with%20space"))["name"] == "with space"
     emu.put_workflow({"name": "a/b", "steps": []})
     assert result(client.get("/a%2Fb"))["name"] == "a/b"
-    assert error(client.get("/a/b"), 404)[0] in (10200, 7000)
+    assert error(client.get("/a/b"), 400)[0] == 7000  # no such route
 
 
 # --- auth ----------------------------------------------------------------------------------------
@@ -748,13 +751,18 @@ def test_workflow_names_are_decoded_per_segment(client, emu):
 def test_auth_like_cloudflare(emu):
     url = f"{emu.workflows_url}/demo-flaky"
     legacy = {"X-Auth-Email": emu.email, "X-Auth-Key": emu.api_key}
-    assert error(httpx.get(url), 401) == (9106, "Missing X-Auth-Key, X-Auth-Email or Authorization headers")
-    assert error(httpx.get(url, headers={"X-Auth-Email": emu.email}), 401)[0] == 9106
+    # As Cloudflare answers (API audit §3): missing -> 400 9106, malformed -> 400 6003 + chain, wrong -> 403.
+    assert error(httpx.get(url), 400) == (9106, "Missing X-Auth-Key, X-Auth-Email or Authorization headers")
+    assert error(httpx.get(url, headers={"X-Auth-Email": emu.email}), 400)[0] == 9106
     assert error(httpx.get(url, headers={"Authorization": "Bearer wrong-token-0xdead"}), 403) == (
         10000,
         "Authentication error",
     )
-    assert error(httpx.get(url, headers={"Authorization": f"Basic {emu.api_token}"}), 403)[0] == 10000
+    malformed = httpx.get(url, headers={"Authorization": f"Basic {emu.api_token}"})
+    assert error(malformed, 400) == (6003, "Invalid request headers")
+    assert malformed.json()["errors"][0]["error_chain"] == [
+        {"code": 6111, "message": "Invalid format for Authorization header"}
+    ]
     assert error(httpx.get(url, headers={**legacy, "X-Auth-Key": "legacy-key-77"}), 403)[0] == 10000
     assert result(httpx.get(url, headers=legacy))["name"] == "demo-flaky"
     assert result(httpx.get(url, headers=emu.auth_headers))["name"] == "demo-flaky"
@@ -774,7 +782,13 @@ def test_auth_like_cloudflare(emu):
         "bearer",
         "legacy",
     ]
-    assert [entry["status"] for entry in log] == [401, 401, 403, 403, 403, 200, 200, 403, 403]
+    assert [entry["status"] for entry in log] == [400, 400, 403, 400, 403, 200, 200, 403, 403]
+    assert [entry["credential"] for entry in log][-4:] == [
+        emu.key_label,
+        emu.token_label,
+        emu.token_label,
+        emu.key_label,
+    ]
     text = json.dumps(log)
     for secret in (emu.api_token, emu.api_key, "wrong-token-0xdead", "legacy-key-77"):
         assert secret not in text
@@ -806,9 +820,9 @@ def test_big_stream_is_served_fast_with_constant_memory(client, make_workflow, e
 
 def test_other_methods_get_the_envelope_too(client, make_workflow):
     name = make_workflow([])
-    assert error(client.request("OPTIONS", f"/{name}"), 405)[0] == 7001
-    assert client.head(f"/{name}").status_code == 405
-    assert error(client.put(f"/{name}", json={}), 405)[0] == 7001
+    assert error(client.request("OPTIONS", f"/{name}"), 400)[0] == 7000
+    assert client.head(f"/{name}").status_code == 400
+    assert error(client.put(f"/{name}", json={}), 400)[0] == 7000
 
 
 def test_restart_erases_events_sent_just_before_it(client, make_workflow):

@@ -135,7 +135,7 @@ def test_fault_matching_counts_and_listing(client, emu, workflow):
         ("server_error", 1),
         ("rate_limit", 1),
     ]
-    assert httpx.get(f"{emu.workflows_url}/{workflow}/instances/i").status_code == 401  # no auth: no fault
+    assert httpx.get(f"{emu.workflows_url}/{workflow}/instances/i").status_code == 400  # no auth: no fault
     assert emu.faults()[-1]["count"] == 1
     emu.clear_faults()
     assert emu.faults() == []
@@ -163,6 +163,7 @@ def test_invalid_faults_are_rejected(emu, fault, message):
 
 def test_request_log(client, emu, workflow):
     emu.clear_requests_log()
+    started = time.time()
     client.post(f"/{workflow}/instances", json={"instance_id": "logged", "params": {"k": "v"}})
     client.get(f"/{workflow}/instances", params={"per_page": 5, "status": "running"})
     emu.inject_fault(path="/instances/logged$", kind="rate_limit")
@@ -171,13 +172,17 @@ def test_request_log(client, emu, workflow):
         f"{emu.workflows_url}/{workflow}", headers={"X-Auth-Email": emu.email, "X-Auth-Key": emu.api_key}
     )
     log = emu.requests_log()
+    times = [entry.pop("time") for entry in log]
+    assert started - 1 <= times[0] <= times[1] <= times[2] <= times[3] <= time.time() + 1
     prefix = f"/client/v4/accounts/{emu.account_id}/workflows/{workflow}"
     assert log == [
         {
             "method": "POST",
             "raw_path": f"{prefix}/instances",
             "query": "",
+            "endpoint": "create",
             "auth": "bearer",
+            "credential": emu.token_label,
             "body": {"instance_id": "logged", "params": {"k": "v"}},
             "fault": None,
             "status": 200,
@@ -186,7 +191,9 @@ def test_request_log(client, emu, workflow):
             "method": "GET",
             "raw_path": f"{prefix}/instances",
             "query": "per_page=5&status=running",
+            "endpoint": "list_instances",
             "auth": "bearer",
+            "credential": emu.token_label,
             "body": None,
             "fault": None,
             "status": 200,
@@ -195,7 +202,9 @@ def test_request_log(client, emu, workflow):
             "method": "GET",
             "raw_path": f"{prefix}/instances/logged",
             "query": "",
+            "endpoint": "get_instance",
             "auth": "bearer",
+            "credential": emu.token_label,
             "body": None,
             "fault": "rate_limit",
             "status": 429,
@@ -204,12 +213,24 @@ def test_request_log(client, emu, workflow):
             "method": "GET",
             "raw_path": prefix,
             "query": "",
+            "endpoint": "get_workflow",
             "auth": "legacy",
+            "credential": emu.key_label,
             "body": None,
             "fault": None,
             "status": 200,
         },
     ]
+    assert emu.requests_log(since=times[2]) == emu.requests_log()[2:]
+    stats = emu.request_stats()
+    assert stats["total"] == 4
+    assert stats["by_status"] == {"200": 3, "429": 1}
+    assert stats["rate_limited"] == 1
+    assert stats["creates"] == 1
+    assert stats["events"] == 0
+    assert stats["by_credential"] == {emu.token_label: 3, emu.key_label: 1}
+    assert stats["by_endpoint"]["create"] == 1
+    assert (stats["first_time"], stats["last_time"]) == (times[0], times[3])
     text = json.dumps(log)
     assert emu.api_token not in text
     assert emu.api_key not in text

@@ -101,7 +101,7 @@ def wf(**step: Any) -> dict[str, Any]:
         (wf(fail_attempts=True), "workflows[0].steps[0].fail_attempts must be a whole number"),
         (wf(error={"name": "E", "msg": "x"}), "workflows[0].steps[0].error has unknown field(s) ['msg']"),
         (wf(sensitive="yes"), "workflows[0].steps[0].sensitive must be true or false"),
-        (wf(output={"blob": "x" * (1024 * 1024)}), "workflows[0].steps[0].output is 1048587 bytes"),
+        (wf(output={"blob": "x" * (8 * 1024 * 1024)}), "workflows[0].steps[0].output is 8388619 bytes"),
         (wf(output={"when": object()}), "workflows[0].steps[0].output must be plain JSON"),
         ({"workflows": [{"name": "w", "steps": [{"name": "a\nb"}]}]}, "must not contain control characters"),
         ({"workflows": [{"name": "w", "steps": [{"name": "x" * 257}]}]}, "at most 256 characters"),
