@@ -129,7 +129,7 @@ class RateLimiter:
     def _verdict(self, usage: _Usage, now: float, allowed: bool) -> Verdict:
         assert self.spec is not None
         assert usage.window_start is not None
-        reset_in = math.ceil(max(0.0, usage.window_start + self.spec.window - now))
+        reset_in = math.ceil(max(0.0, self.spec.window - (now - usage.window_start)))
         return Verdict(allowed, self.spec.quota - usage.used, reset_in, self.spec)
 
     def _describe(self, label: str, usage: _Usage) -> dict[str, Any]:

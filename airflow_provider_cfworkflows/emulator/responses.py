@@ -128,6 +128,7 @@ class WireResponse(Response):
         wire: Wire = PLAIN,
     ) -> None:
         super().__init__(None, status_code=status, media_type=media_type, headers=dict(headers or {}))
+        del self.headers["content-length"]  # Starlette's, for an empty body; set below if sent
         if wire.gzip:
             chunks, size = _gzip(chunks, size)
             self.headers["content-encoding"] = "gzip"

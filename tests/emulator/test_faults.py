@@ -153,6 +153,10 @@ def test_fault_matching_counts_and_listing(client, emu, workflow):
         ({"kind": "rate_limit", "path": "("}, "is not a valid regular expression"),
         ({"kind": "rate_limit", "method": "FETCH"}, "fault method must be one of"),
         ({"kind": "rate_limit", "colour": "red"}, "unknown fault field(s) ['colour']"),
+        ({"kind": "drip", "interval": 0}, "fault interval must be more than 0"),
+        ({"kind": "html", "status": 302}, "fault status must be an HTTP error status"),
+        ({"kind": "server_error", "status": 200}, "(400-599; html also 200)"),
+        ({"kind": "server_error", "error_chain": [{"code": "x"}]}, "fault error_chain must be a list"),
     ],
 )
 def test_invalid_faults_are_rejected(emu, fault, message):
