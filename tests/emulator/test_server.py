@@ -134,3 +134,37 @@ def test_the_emulator_stops_when_its_parent_goes_away():
         assert emulator.process.wait(timeout=30) == 0
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{emulator.url}/__emulator/clock", timeout=2)
+
+
+def test_help_lists_the_option_flags():
+    shown = cli("--help")
+    assert shown.returncode == 0
+    for flag in (
+        "--rate-limit",
+        "--no-rate-limit-headers",
+        "--already-exists-status",
+        "--params-encoding",
+        "--output-encoding",
+        "--chunked-streams",
+        "--gzip",
+        "--pause-delay",
+        "--rollback-duration",
+        "lost_answer",
+    ):
+        assert flag in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rate-limit", "1200"], "--rate-limit must be QUOTA/WINDOW"),
+        (["--rate-limit", "0/300"], "--rate-limit must be QUOTA/WINDOW"),
+        (["--no-rate-limit-headers"], "--no-rate-limit-headers needs --rate-limit"),
+        (["--pause-delay", "nan"], "--pause-delay must be a finite number >= 0"),
+        (["--already-exists-status", "404"], "invalid choice"),
+    ],
+)
+def test_bad_option_flags(args, message):
+    refused = cli(*args, "--port", "0")
+    assert refused.returncode == 2
+    assert message in refused.stderr
