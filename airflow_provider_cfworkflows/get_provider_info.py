@@ -64,6 +64,24 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Retries of safe calls after 429, 5xx or network faults. Default 5.",
                         "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
                     },
+                    "allow_http": {
+                        "label": "Allow plain http:// to a remote host",
+                        "description": "Only for a private network (e.g. an emulator in another container): "
+                        "credentials travel unencrypted and a warning is logged. Loopback needs no opt-in.",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                    },
+                    "params_encoding": {
+                        "label": "Instance params encoding",
+                        "description": "'object' sends params as JSON (default, as wrangler does); 'string' "
+                        "sends them JSON-encoded in a string, as the newest API spec types them.",
+                        "schema": {"type": ["string", "null"], "enum": ["object", "string", None]},
+                    },
+                    "rate_limit": {
+                        "label": "Rate limit (requests per 5 minutes)",
+                        "description": "Requests per 5 minutes this provider may spend per credential when "
+                        "Cloudflare sends no rate-limit headers. Default 600, half of Cloudflare's 1,200.",
+                        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 1200},
+                    },
                 },
             }
         ],

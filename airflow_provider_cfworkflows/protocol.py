@@ -11,8 +11,9 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -37,12 +38,14 @@ from airflow_provider_cfworkflows.models import (
 )
 from airflow_provider_cfworkflows.statuses import StatusAction, StepType
 from airflow_provider_cfworkflows.validation import (
+    DOT_SEGMENTS,
     MAX_BATCH_SIZE,
     encode_json,
     validate_attempt,
     validate_event_payload,
     validate_event_type,
     validate_instance_id,
+    validate_instance_retention,
     validate_instance_status,
     validate_new_instance_id,
     validate_per_page,
@@ -65,6 +68,47 @@ BACKOFF_MAX_SECONDS = 30.0
 RETRY_AFTER_MAX_SECONDS = 120.0
 RETRYABLE_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
+# Step outputs are at most 1 MiB and every other answer is small: a larger JSON body is a fault (an
+# endless answer would exhaust memory, in the triggerer every trigger's). Byte streams are not capped.
+MAX_JSON_BODY_BYTES = 16 * 1024 * 1024
+
+# Cloudflare's answers to missing, malformed, rejected or insufficient credentials, by error code. They
+# come as HTTP 400 as well as 401/403 (api-audit §3: workers-sdk #13656 for 9106, ddns-go #81 for 6003
+# with error_chain 6111, ddns-go #1341 for 9109, wrangler-legacy #932/#1105 for 10000 under 400 and 403).
+AUTH_ERROR_HINTS: dict[int, str] = {
+    9106: (
+        "Cloudflare received no credentials: set the connection's API Token (password field), or the "
+        "'email' and 'api_key' extras for a legacy global API key"
+    ),
+    6003: (
+        "Cloudflare could not read the credentials headers: check that the connection's API Token "
+        "(password field) holds only the token, without 'Bearer ', quotes or other characters"
+    ),
+    9109: (
+        "Cloudflare rejected the API token: check that it is the right token, not expired or revoked, "
+        "and that its client IP address filtering allows this machine"
+    ),
+    10000: (
+        "Cloudflare refused access to this account: check the account id (the connection's login or "
+        "account_id=) and that the token has the Workflows permissions for that account (Workers "
+        "Scripts Read; Workers Scripts Write to create instances, send events or change status)"
+    ),
+}
+AUTH_ERROR_STATUS_CODES = frozenset({400, 401, 403})
+_MAX_ERROR_CHAIN_DEPTH = 5
+
+
+class ParamsEncoding(StrEnum):
+    """How create and batch create send an instance's ``params`` (connection extra ``params_encoding``).
+
+    ``object`` sends the JSON value, as wrangler does; ``string`` sends it JSON-encoded into a string, as
+    the newest API spec and SDKs type it (API reference, "params type drift"). Which one production
+    requires is not documented (inferred): object is the default.
+    """
+
+    OBJECT = "object"
+    STRING = "string"
+
 
 @dataclass(frozen=True)
 class ApiRequest:
@@ -76,6 +120,9 @@ class ApiRequest:
     :param query: query parameters, in order.
     :param body: JSON body bytes, or None.
     :param idempotent: whether repeating the call is safe (only those are retried).
+    :param extra_headers: headers this request needs besides Content-Type and the connection's.
+    :param params_encoding: for a create or batch create that sends ``params``, the encoding used
+        (its 400 answers then name the ``params_encoding`` setting); None otherwise.
     """
 
     method: str
@@ -83,6 +130,8 @@ class ApiRequest:
     query: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
     idempotent: bool = True
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    params_encoding: ParamsEncoding | None = None
 
     def url(self, base_url: str) -> str:
         """Absolute URL (query values percent-encoded, spaces as ``%20``)."""
@@ -91,7 +140,8 @@ class ApiRequest:
 
     def headers(self) -> dict[str, str]:
         """Headers that depend on the request (auth headers come from the connection)."""
-        return {"Content-Type": JSON_CONTENT_TYPE} if self.body is not None else {}
+        headers = {"Content-Type": JSON_CONTENT_TYPE} if self.body is not None else {}
+        return {**headers, **dict(self.extra_headers)}
 
     def describe(self) -> str:
         """``METHOD path`` for logs and errors."""
@@ -100,6 +150,8 @@ class ApiRequest:
 
 def encode_segment(value: str) -> str:
     """Percent-encode one path segment, including ``/``, ``*`` and spaces (cron instance ids have them)."""
+    if value in DOT_SEGMENTS:  # every validator refuses them first, with the parameter's name
+        raise CloudflareWorkflowsConfigurationError("'.' and '..' are not allowed as a name or id.")
     return quote(value, safe="")
 
 
@@ -124,10 +176,44 @@ def _query(**values: Any) -> tuple[tuple[str, str], ...]:
             continue
         if isinstance(value, bool):
             value = "true" if value else "false"
-        elif isinstance(value, datetime):
-            value = value.strftime("%Y-%m-%dT%H:%M:%SZ")
         pairs.append((key, str(value)))
     return tuple(pairs)
+
+
+def format_date_filter(value: datetime | str, what: str) -> str:
+    """
+    A ``date_start``/``date_end`` value as the API wants it: ISO 8601 in UTC, marked ``Z``.
+
+    A timezone-aware datetime is converted to UTC. A naive datetime is refused: in Airflow it usually
+    comes from ``datetime.now()`` (local time), and guessing its zone would shift the filter silently.
+    A string must be ISO 8601 (a date, or a date and time); one without an offset is taken as UTC, as
+    the API documents, one with an offset is converted. Milliseconds are kept when present.
+    """
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise CloudflareWorkflowsConfigurationError(
+                f"{what} must be an ISO 8601 date or date and time such as '2026-01-31T12:00:00Z', "
+                f"got {value!r}."
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    elif isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise CloudflareWorkflowsConfigurationError(
+                f"{what} is a naive datetime (no timezone): pass a timezone-aware datetime, e.g. "
+                "datetime(2026, 1, 31, tzinfo=timezone.utc) or pendulum.now('UTC'), or an ISO 8601 string."
+            )
+        moment = value
+    else:
+        raise CloudflareWorkflowsConfigurationError(
+            f"{what} must be a timezone-aware datetime or an ISO 8601 string, got {type(value).__name__}."
+        )
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- request builders --------------------------------------------------------------------------
@@ -160,7 +246,17 @@ def list_instances_request(
     date_end: datetime | str | None = None,
     per_page: int = 50,
 ) -> ApiRequest:
-    """``GET .../{workflow_name}/instances`` (cursor pagination)."""
+    """
+    ``GET .../{workflow_name}/instances`` (cursor pagination).
+
+    ``direction`` is sent only with a ``cursor``: the API reference says it "should only be used when
+    cursor is used, defines a new direction for the cursor". The first page (no cursor) therefore comes
+    in the server's default order, which the API reference does not document (inferred; the emulator
+    returns oldest first, and wrangler sorts by creation time itself rather than rely on it).
+
+    :param date_start: see :func:`format_date_filter`.
+    :param date_end: see :func:`format_date_filter`.
+    """
     if direction is not None and direction not in ("asc", "desc"):
         raise CloudflareWorkflowsConfigurationError(f"direction must be 'asc' or 'desc', got {direction!r}.")
     return ApiRequest(
@@ -169,10 +265,10 @@ def list_instances_request(
         _query(
             per_page=validate_per_page(per_page),
             cursor=cursor or None,
-            direction=direction,
+            direction=direction if cursor else None,
             status=validate_instance_status(status).value if status is not None else None,
-            date_start=date_start,
-            date_end=date_end,
+            date_start=format_date_filter(date_start, "date_start") if date_start is not None else None,
+            date_end=format_date_filter(date_end, "date_end") if date_end is not None else None,
         ),
     )
 
@@ -189,19 +285,30 @@ def get_instance_request(
 
 
 def _new_instance_item(
-    instance_id: str | None, params: Any, instance_retention: Mapping[str, Any] | None
+    instance_id: str | None,
+    params: Any,
+    instance_retention: Mapping[str, Any] | None,
+    params_encoding: ParamsEncoding,
 ) -> dict[str, Any]:
     item: dict[str, Any] = {}
     if instance_id is not None:
         item["instance_id"] = validate_new_instance_id(instance_id)
     if params is not None:
-        # Sent as a JSON object, as wrangler does; the newest spec types it as a JSON string
-        # (see the API reference, "params type drift"). Inferred: verify against the live API.
-        encode_json(params, "instance_params")
-        item["params"] = params
-    if instance_retention is not None:
-        item["instance_retention"] = dict(instance_retention)
+        encoded = encode_json(params, "instance_params").decode()
+        item["params"] = encoded if params_encoding is ParamsEncoding.STRING else params
+    retention = validate_instance_retention(instance_retention)
+    if retention is not None:
+        item["instance_retention"] = retention
     return item
+
+
+def _params_encoding(value: ParamsEncoding | str) -> ParamsEncoding:
+    try:
+        return ParamsEncoding(value)
+    except ValueError:
+        raise CloudflareWorkflowsConfigurationError(
+            f"params_encoding must be 'object' or 'string', got {value!r}."
+        ) from None
 
 
 def create_instance_request(
@@ -211,27 +318,46 @@ def create_instance_request(
     instance_id: str | None = None,
     params: Any = None,
     instance_retention: Mapping[str, Any] | None = None,
+    params_encoding: ParamsEncoding | str = ParamsEncoding.OBJECT,
 ) -> ApiRequest:
-    """``POST .../instances``; idempotent (so retried) only with an explicit ``instance_id``."""
-    item = _new_instance_item(instance_id, params, instance_retention)
+    """
+    ``POST .../instances``; idempotent (so retried) only with an explicit ``instance_id``.
+
+    :param params_encoding: ``object`` sends ``params`` as JSON, ``string`` JSON-encoded in a string
+        (see :class:`ParamsEncoding`).
+    """
+    encoding = _params_encoding(params_encoding)
+    item = _new_instance_item(instance_id, params, instance_retention, encoding)
     return ApiRequest(
         "POST",
         _workflows_path(account_id, validate_workflow_name(workflow_name), "instances"),
         body=encode_json(item, "create-instance body"),
         idempotent=instance_id is not None,
+        params_encoding=encoding if "params" in item else None,
     )
 
 
 def create_instances_batch_request(
-    account_id: str, workflow_name: str, instances: Sequence[Mapping[str, Any]]
+    account_id: str,
+    workflow_name: str,
+    instances: Sequence[Mapping[str, Any]],
+    *,
+    params_encoding: ParamsEncoding | str = ParamsEncoding.OBJECT,
 ) -> ApiRequest:
-    """``POST .../instances/batch`` with 1-100 items of ``{instance_id?, params?, instance_retention?}``."""
+    """
+    ``POST .../instances/batch`` with 1-100 items of ``{instance_id?, params?, instance_retention?}``.
+
+    :param params_encoding: as for :func:`create_instance_request`, applied to every item.
+    """
     if not 1 <= len(instances) <= MAX_BATCH_SIZE:
         raise CloudflareWorkflowsConfigurationError(
             f"A batch holds 1 to {MAX_BATCH_SIZE} instances, got {len(instances)}; split larger lists."
         )
+    encoding = _params_encoding(params_encoding)
     items = [
-        _new_instance_item(item.get("instance_id"), item.get("params"), item.get("instance_retention"))
+        _new_instance_item(
+            item.get("instance_id"), item.get("params"), item.get("instance_retention"), encoding
+        )
         for item in instances
     ]
     return ApiRequest(
@@ -240,6 +366,7 @@ def create_instances_batch_request(
         body=encode_json(items, "batch body"),
         # Existing ids are skipped by the batch call, so a batch of explicit ids is safe to repeat.
         idempotent=all("instance_id" in item for item in items),
+        params_encoding=encoding if any("params" in item for item in items) else None,
     )
 
 
@@ -302,7 +429,12 @@ def step_output_request(
     step_type: str = StepType.STEP,
     attempt: int | None = None,
 ) -> ApiRequest:
-    """``GET .../instances/{instance_id}/step?name=&type=[&attempt=]``."""
+    """
+    ``GET .../instances/{instance_id}/step?name=&type=[&attempt=]``.
+
+    Asks for ``Accept-Encoding: identity``: a stream output's ``Content-Length`` then counts the bytes
+    the transport hands over, so a cut-short body can be told from a complete one.
+    """
     kind = validate_step_type(step_type)
     attempt = validate_attempt(attempt)
     if attempt is not None and kind is StepType.WAIT_FOR_EVENT:
@@ -311,6 +443,7 @@ def step_output_request(
         "GET",
         _instance_path(account_id, workflow_name, instance_id, "step"),
         _query(name=validate_step_name(step_name), type=kind.value, attempt=attempt),
+        extra_headers=(("Accept-Encoding", "identity"),),
     )
 
 
@@ -346,19 +479,51 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
+def _error_message(item: Mapping[str, Any], depth: int = 0) -> str:
+    """An error item's message, followed by its ``error_chain`` in brackets (nested chains too)."""
+    message = str(item.get("message", ""))
+    chain = item.get("error_chain")
+    if not isinstance(chain, list) or depth >= _MAX_ERROR_CHAIN_DEPTH:
+        return message
+    causes = [str(_error_detail(cause, depth + 1)) for cause in chain if isinstance(cause, Mapping)]
+    return f"{message} ({'; '.join(causes)})" if causes else message
+
+
+def _error_detail(item: Mapping[str, Any], depth: int = 0) -> CloudflareErrorDetail:
+    code = item.get("code")
+    return CloudflareErrorDetail(
+        code if isinstance(code, int) and not isinstance(code, bool) else None, _error_message(item, depth)
+    )
+
+
 def _error_details(payload: Any) -> tuple[CloudflareErrorDetail, ...]:
+    """The ``errors`` items, each rendered as ``code: message (chain code: chain message)``."""
     if not isinstance(payload, Mapping):
         return ()
     details = []
     for item in payload.get("errors") or ():
         if isinstance(item, Mapping):
-            code = item.get("code")
-            details.append(
-                CloudflareErrorDetail(code if isinstance(code, int) else None, str(item.get("message", "")))
-            )
+            details.append(_error_detail(item))
         elif isinstance(item, str):  # 4xx envelopes have been seen with plain-string items
             details.append(CloudflareErrorDetail(None, item))
     return tuple(details)
+
+
+def check_json_body_size(request: ApiRequest, size: int, *, http_status: int | None = None) -> None:
+    """
+    Refuse a JSON answer larger than ``MAX_JSON_BODY_BYTES``.
+
+    Call it with the declared ``Content-Length`` before reading, and with the running total while
+    reading (a body without ``Content-Length`` can be endless).
+    """
+    if size > MAX_JSON_BODY_BYTES:
+        raise CloudflareWorkflowsResponseError(
+            f"Cloudflare's JSON answer is larger than {MAX_JSON_BODY_BYTES // (1024 * 1024)} MiB; no API "
+            "answer is that large, so it was not read further",
+            http_status=http_status,
+            method=request.method,
+            path=request.path,
+        )
 
 
 def _decode_json(body: bytes) -> Any:
@@ -380,18 +545,50 @@ _STATUS_ERRORS: dict[int, tuple[type[CloudflareWorkflowsError], str]] = {
 }
 
 
+def _auth_hint(status_code: int, errors: Sequence[CloudflareErrorDetail]) -> str | None:
+    if status_code not in AUTH_ERROR_STATUS_CODES:
+        return None
+    return next((AUTH_ERROR_HINTS[error.code] for error in errors if error.code in AUTH_ERROR_HINTS), None)
+
+
+def _params_hint(
+    request: ApiRequest, status_code: int, errors: Sequence[CloudflareErrorDetail]
+) -> str | None:
+    """For a create whose 400 answer mentions params: the ``params_encoding`` setting to try."""
+    if request.params_encoding is None or status_code != 400:
+        return None
+    if not any("params" in error.message.lower() for error in errors):
+        return None
+    other = (
+        ParamsEncoding.STRING if request.params_encoding is ParamsEncoding.OBJECT else ParamsEncoding.OBJECT
+    )
+    sent = request.params_encoding.value
+    return (
+        f"Cloudflare refused the instance params, sent with params_encoding={sent!r}: "
+        f"if they are valid JSON, set the connection extra params_encoding to {other.value!r} (the API "
+        "documents params both as a JSON object and as a JSON-encoded string)"
+    )
+
+
 def error_for_response(
     request: ApiRequest, status_code: int, headers: Mapping[str, str], body: bytes
 ) -> CloudflareWorkflowsError:
     """The typed error for a non-2xx response."""
     payload = _decode_json(body)
+    errors = _error_details(payload)
     context: dict[str, Any] = {
         "http_status": status_code,
-        "errors": _error_details(payload),
+        "errors": errors,
         "cf_ray": header(headers, "cf-ray"),
         "method": request.method,
         "path": request.path,
     }
+    auth_hint = _auth_hint(status_code, errors)
+    if auth_hint is not None:
+        return CloudflareWorkflowsAuthError(auth_hint, **context)
+    params_hint = _params_hint(request, status_code, errors)
+    if params_hint is not None:
+        return CloudflareWorkflowsError(params_hint, **context)
     if status_code == 429:
         return CloudflareWorkflowsRateLimitError(
             "Rate limited by Cloudflare",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import formatdate
 
 import pytest
@@ -284,3 +285,192 @@ def test_step_output_parsing():
     with pytest.raises(CloudflareWorkflowsResponseError, match="no status"):
         protocol.parse_step_output({"output": 1})
     assert protocol.stream_step_status().is_stream
+
+
+# --- dates, direction, params encoding ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2))), "2026-01-01T10:00:00Z"),
+        (datetime(2026, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=-5))), "2026-01-01T05:30:00Z"),
+        (datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC), "2026-01-01T12:00:00.123Z"),
+        ("2026-01-01", "2026-01-01T00:00:00Z"),
+        ("2026-01-01T12:00:00", "2026-01-01T12:00:00Z"),
+        ("2026-01-01T12:00:00Z", "2026-01-01T12:00:00Z"),
+        ("2026-01-01T12:00:00+02:00", "2026-01-01T10:00:00Z"),
+    ],
+)
+def test_date_filters_are_sent_in_utc(value, expected):
+    request = protocol.list_instances_request(ACCOUNT, "wf", date_start=value, date_end=value)
+    assert dict(request.query)["date_start"] == expected
+    assert dict(request.query)["date_end"] == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (datetime(2026, 1, 1, 12, 0), "naive datetime"),
+        ("yesterday", "must be an ISO 8601 date"),
+        ("2026-01-01T12:00:00Z\nx", "must be an ISO 8601 date"),
+        (1767225600, "timezone-aware datetime or an ISO 8601 string"),
+    ],
+)
+def test_bad_date_filters_are_refused(value, fragment):
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match=f"date_end.*{fragment}|{fragment}"):
+        protocol.list_instances_request(ACCOUNT, "wf", date_end=value)
+
+
+def test_direction_is_sent_only_with_a_cursor():
+    first = protocol.list_instances_request(ACCOUNT, "wf", direction="desc")
+    later = protocol.list_instances_request(ACCOUNT, "wf", cursor="c2", direction="desc")
+    assert "direction" not in dict(first.query)
+    assert dict(later.query)["direction"] == "desc"
+
+
+def test_params_encoding_object_and_string():
+    as_object = protocol.create_instance_request(ACCOUNT, "wf", instance_id="r", params={"a": [1, "é"]})
+    as_string = protocol.create_instance_request(
+        ACCOUNT, "wf", instance_id="r", params={"a": [1, "é"]}, params_encoding="string"
+    )
+    assert json.loads(as_object.body)["params"] == {"a": [1, "é"]}
+    assert json.loads(as_string.body)["params"] == '{"a":[1,"é"]}'
+    assert as_string.params_encoding is protocol.ParamsEncoding.STRING
+    assert protocol.create_instance_request(ACCOUNT, "wf", instance_id="r").params_encoding is None
+
+    batch = protocol.create_instances_batch_request(
+        ACCOUNT,
+        "wf",
+        [{"instance_id": "a", "params": {"n": 1}}, {"instance_id": "b"}],
+        params_encoding=protocol.ParamsEncoding.STRING,
+    )
+    assert json.loads(batch.body) == [{"instance_id": "a", "params": '{"n":1}'}, {"instance_id": "b"}]
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match="params_encoding must be"):
+        protocol.create_instance_request(ACCOUNT, "wf", params={}, params_encoding="json")
+
+
+def test_a_create_400_about_params_names_the_setting():
+    create = protocol.create_instance_request(ACCOUNT, "wf", instance_id="r", params={"a": 1})
+    body = envelope(
+        None, success=False, errors=[{"code": 10021, "message": "Invalid 'params': expected string"}]
+    )
+
+    error = protocol.error_for_response(create, 400, {}, body)
+    assert "params_encoding='object'" in str(error)
+    assert "to 'string'" in str(error)
+    assert error.error_codes == (10021,)
+
+    other = envelope(
+        None, success=False, errors=[{"code": 10021, "message": "Provided Workflow ID is not valid."}]
+    )
+    assert "params_encoding" not in str(protocol.error_for_response(create, 400, {}, other))
+    assert "params_encoding" not in str(protocol.error_for_response(GET, 400, {}, body))
+    no_params = protocol.create_instance_request(ACCOUNT, "wf", instance_id="r")
+    assert "params_encoding" not in str(protocol.error_for_response(no_params, 400, {}, body))
+
+
+# --- validation reaches every request builder --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: protocol.get_workflow_request(ACCOUNT, ".."),
+        lambda: protocol.get_instance_request(ACCOUNT, "wf", "."),
+        lambda: protocol.get_instance_request(ACCOUNT, ".", "i"),
+        lambda: protocol.send_event_request(ACCOUNT, "wf", "i", ".."),
+        lambda: protocol.step_output_request(ACCOUNT, "wf", "..", "s"),
+        lambda: protocol.send_event_request(ACCOUNT, "wf", "i", "approval\n"),
+        lambda: protocol.get_instance_request(ACCOUNT, "wf", "i-1\n"),
+        lambda: protocol.create_instance_request(ACCOUNT, "wf", instance_id="run-1\n"),
+        lambda: protocol.create_instance_request(ACCOUNT, "wf", instance_id="None"),
+        lambda: protocol.create_instance_request(ACCOUNT, "wf", instance_id="terminateAll"),
+        lambda: protocol.create_instance_request(ACCOUNT, "wf", instance_retention="forever"),
+        lambda: protocol.create_instances_batch_request(ACCOUNT, "wf", [{"instance_id": "batch"}]),
+        lambda: protocol.create_instances_batch_request(ACCOUNT, "wf", [{"instance_retention": {"x": 1}}]),
+        lambda: protocol.encode_segment(".."),
+    ],
+)
+def test_unsafe_names_ids_and_shapes_are_refused_by_the_builders(call):
+    with pytest.raises(CloudflareWorkflowsConfigurationError):
+        call()
+
+
+def test_long_logged_step_names_and_empty_events_are_sent():
+    request = protocol.step_output_request(ACCOUNT, "wf", "i", "x" * 255 + "-1")
+    assert dict(request.query)["name"] == "x" * 255 + "-1"
+    assert json.loads(protocol.send_event_request(ACCOUNT, "wf", "i", "approval").body) == {}
+
+
+def test_step_requests_ask_for_identity_encoding():
+    request = protocol.step_output_request(ACCOUNT, "wf", "i", "s")
+    assert request.headers()["Accept-Encoding"] == "identity"
+    assert "Accept-Encoding" not in protocol.get_instance_request(ACCOUNT, "wf", "i").headers()
+
+
+def test_json_body_cap():
+    protocol.check_json_body_size(GET, protocol.MAX_JSON_BODY_BYTES)
+    with pytest.raises(CloudflareWorkflowsResponseError, match="larger than 16 MiB") as caught:
+        protocol.check_json_body_size(GET, protocol.MAX_JSON_BODY_BYTES + 1, http_status=200)
+    assert caught.value.http_status == 200
+    assert caught.value.path == GET.path
+
+
+# --- auth errors as Cloudflare sends them -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "fragment"),
+    [
+        (400, 9106, "received no credentials"),
+        (401, 9106, "received no credentials"),
+        (400, 6003, "could not read the credentials headers"),
+        (403, 9109, "rejected the API token"),
+        (400, 10000, "check the account id"),
+        (403, 10000, "token has the Workflows permissions"),
+    ],
+)
+def test_auth_error_codes_map_to_auth_errors_with_advice(status, code, fragment):
+    body = envelope(None, success=False, errors=[{"code": code, "message": "Authentication error"}])
+    error = protocol.error_for_response(GET, status, {}, body)
+    assert type(error) is CloudflareWorkflowsAuthError
+    assert fragment in str(error)
+    assert error.http_status == status
+    assert not protocol.is_transient(error)
+
+
+def test_other_400_codes_stay_generic_errors():
+    body = envelope(None, success=False, errors=[{"code": 7000, "message": "No route for that URI"}])
+    error = protocol.error_for_response(GET, 400, {}, body)
+    assert type(error) is CloudflareWorkflowsError
+
+
+def test_error_chain_is_rendered_into_the_details():
+    body = envelope(
+        None,
+        success=False,
+        errors=[
+            {
+                "code": 6003,
+                "message": "Invalid request headers",
+                "error_chain": [{"code": 6111, "message": "Invalid format for Authorization header"}],
+            }
+        ],
+    )
+    error = protocol.error_for_response(GET, 400, {}, body)
+    assert isinstance(error, CloudflareWorkflowsAuthError)
+    assert "6003: Invalid request headers (6111: Invalid format for Authorization header)" in str(error)
+    assert error.error_codes == (6003,)
+    nested = envelope(
+        None,
+        success=False,
+        errors=[
+            {
+                "code": 1,
+                "message": "a",
+                "error_chain": [{"message": "b", "error_chain": [{"code": 3, "message": "c"}]}],
+            }
+        ],
+    )
+    assert "1: a (b (3: c))" in str(protocol.error_for_response(GET, 400, {}, nested))

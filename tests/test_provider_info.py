@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from airflow_provider_cfworkflows import __version__
+from airflow_provider_cfworkflows.connection import CLOUDFLARE_RATE_LIMIT, MAX_MAX_RETRIES
 from airflow_provider_cfworkflows.get_provider_info import get_provider_info
 
 
@@ -25,6 +26,23 @@ def test_declared_modules_and_classes_import():
         assert hasattr(importlib.import_module(module), name), dotted
     assert info["connection-types"][0]["connection-type"] == "cloudflare_workflows"
     assert info["connection-types"][0]["conn-fields"]["api_key"]["schema"]["format"] == "password"
+
+
+def test_connection_form_offers_every_extra_the_connection_reads():
+    fields = get_provider_info()["connection-types"][0]["conn-fields"]
+    assert set(fields) == {
+        "email",
+        "api_key",
+        "timeout",
+        "max_retries",
+        "allow_http",
+        "params_encoding",
+        "rate_limit",
+    }
+    assert fields["allow_http"]["schema"]["type"] == ["boolean", "null"]
+    assert set(fields["params_encoding"]["schema"]["enum"]) == {"object", "string", None}
+    assert fields["rate_limit"]["schema"]["maximum"] == CLOUDFLARE_RATE_LIMIT
+    assert fields["max_retries"]["schema"]["maximum"] == MAX_MAX_RETRIES
 
 
 @pytest.mark.integration
