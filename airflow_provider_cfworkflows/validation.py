@@ -29,16 +29,18 @@ RESERVED_ID_PATTERN = re.compile(r"^cf_[0-9a-f]{64}$")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _fail(message: str) -> CloudflareWorkflowsConfigurationError:
+def _config_error(message: str) -> CloudflareWorkflowsConfigurationError:
     return CloudflareWorkflowsConfigurationError(message)
 
 
 def require_text(value: Any, what: str, *, max_length: int) -> str:
     """A non-empty string of at most ``max_length`` characters."""
     if not isinstance(value, str) or not value:
-        raise _fail(f"{what} must be a non-empty string, got {value!r}.")
+        raise _config_error(f"{what} must be a non-empty string, got {value!r}.")
     if len(value) > max_length:
-        raise _fail(f"{what} must be at most {max_length} characters, got {len(value)}: {value[:40]!r}...")
+        raise _config_error(
+            f"{what} must be at most {max_length} characters, got {len(value)}: {value[:40]!r}..."
+        )
     return value
 
 
@@ -56,12 +58,14 @@ def validate_new_instance_id(value: Any) -> str:
     """An id for a new instance: 1-100 characters of ``[a-zA-Z0-9_-]``, not starting with ``-``."""
     require_text(value, "instance_id", max_length=MAX_INSTANCE_ID_LENGTH)
     if not ID_PATTERN.match(value):
-        raise _fail(
+        raise _config_error(
             f"instance_id {value!r} is not allowed: use 1-{MAX_INSTANCE_ID_LENGTH} characters of letters, "
             "digits, '_' and '-', not starting with '-'."
         )
     if RESERVED_ID_PATTERN.match(value):
-        raise _fail(f"instance_id {value!r} is reserved by Cloudflare ('cf_' followed by 64 hex characters).")
+        raise _config_error(
+            f"instance_id {value!r} is reserved by Cloudflare ('cf_' followed by 64 hex characters)."
+        )
     return str(value)
 
 
@@ -69,7 +73,7 @@ def validate_step_name(value: Any) -> str:
     """A step name: 1-256 characters, no control characters."""
     require_text(value, "step_name", max_length=MAX_STEP_NAME_LENGTH)
     if _CONTROL_CHARACTERS.search(value):
-        raise _fail(f"step_name {value!r} must not contain control characters.")
+        raise _config_error(f"step_name {value!r} must not contain control characters.")
     return str(value)
 
 
@@ -78,7 +82,7 @@ def validate_step_type(value: Any) -> StepType:
     try:
         return StepType(value)
     except ValueError:
-        raise _fail(f"step_type must be one of {_choices(StepType)}, got {value!r}.") from None
+        raise _config_error(f"step_type must be one of {_choices(StepType)}, got {value!r}.") from None
 
 
 def validate_attempt(value: Any) -> int | None:
@@ -86,7 +90,7 @@ def validate_attempt(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _fail(f"attempt must be a whole number >= 1 (or None for the latest), got {value!r}.")
+        raise _config_error(f"attempt must be a whole number >= 1 (or None for the latest), got {value!r}.")
     return value
 
 
@@ -97,7 +101,7 @@ def validate_event_type(value: Any) -> str:
     """
     require_text(value, "event_type", max_length=MAX_EVENT_TYPE_LENGTH)
     if not ID_PATTERN.match(value):
-        raise _fail(
+        raise _config_error(
             f"event_type {value!r} is not allowed: use letters, digits, '_' and '-' (no '.', spaces or "
             "other characters), not starting with '-', as in step.waitForEvent({type: ...})."
         )
@@ -109,7 +113,7 @@ def encode_json(value: Any, what: str) -> bytes:
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError) as error:
-        raise _fail(
+        raise _config_error(
             f"{what} must be JSON-serializable (dicts, lists, strings, numbers, booleans, None): {error}"
         ) from None
 
@@ -118,7 +122,7 @@ def validate_event_payload(value: Any) -> bytes:
     """A JSON-serializable event payload of at most 1 MiB; returns its encoded body."""
     body = encode_json(value, "payload")
     if len(body) > MAX_EVENT_PAYLOAD_BYTES:
-        raise _fail(
+        raise _config_error(
             f"payload is {len(body)} bytes as JSON; Cloudflare accepts at most {MAX_EVENT_PAYLOAD_BYTES} "
             "bytes (1 MiB) per event. Put large data in object storage and send its path instead."
         )
@@ -130,7 +134,7 @@ def validate_instance_status(value: Any) -> InstanceStatus:
     try:
         return InstanceStatus(value)
     except ValueError:
-        raise _fail(f"status must be one of {_choices(InstanceStatus)}, got {value!r}.") from None
+        raise _config_error(f"status must be one of {_choices(InstanceStatus)}, got {value!r}.") from None
 
 
 def validate_status_action(value: Any) -> StatusAction:
@@ -138,13 +142,15 @@ def validate_status_action(value: Any) -> StatusAction:
     try:
         return StatusAction(value)
     except ValueError:
-        raise _fail(f"action must be one of {_choices(StatusAction)}, got {value!r}.") from None
+        raise _config_error(f"action must be one of {_choices(StatusAction)}, got {value!r}.") from None
 
 
 def validate_states(value: Any, what: str) -> tuple[str, ...]:
     """A collection of instance/step statuses (a single string is a common mistake)."""
     if isinstance(value, str) or not isinstance(value, Iterable):
-        raise _fail(f"{what} must be a list or tuple of statuses such as ('complete',), got {value!r}.")
+        raise _config_error(
+            f"{what} must be a list or tuple of statuses such as ('complete',), got {value!r}."
+        )
     states = tuple(value)
     for state in states:
         validate_instance_status(state)
@@ -154,7 +160,7 @@ def validate_states(value: Any, what: str) -> tuple[str, ...]:
 def validate_per_page(value: Any) -> int:
     """Page size: 1-100."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PER_PAGE:
-        raise _fail(f"per_page must be a whole number from 1 to {MAX_PER_PAGE}, got {value!r}.")
+        raise _config_error(f"per_page must be a whole number from 1 to {MAX_PER_PAGE}, got {value!r}.")
     return value
 
 

@@ -71,7 +71,7 @@ def test_legacy_global_key_auth():
     result = settings(password=None, extras={"email": "a@b.c", "api_key": "global-key-9"})
 
     assert result.credentials.headers() == {"X-Auth-Email": "a@b.c", "X-Auth-Key": "global-key-9"}
-    assert result.credentials.scheme == "global_api_key"
+    assert result.credentials.secrets == ("global-key-9",)
     assert "global-key-9" not in repr(result)
 
 

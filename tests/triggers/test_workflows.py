@@ -26,7 +26,7 @@ from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
     CloudflareWorkflowStepTrigger,
 )
-from tests.conftest import UNIT_TEST_TOKEN
+from tests.helpers import UNIT_TEST_TOKEN
 from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi, step_result
 
 COMMON = {
@@ -117,7 +117,7 @@ def test_instance_trigger_serialization_round_trip():
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_cfworkflows.triggers.workflows.CloudflareWorkflowInstanceTrigger"
     assert CloudflareWorkflowInstanceTrigger(**kwargs).serialize() == (classpath, kwargs)
-    assert set(kwargs) == {*COMMON, "end_time"}  # a connection id, never a credential
+    assert set(kwargs) == {*COMMON, "end_time", "terminate_on_kill"}  # a connection id, never a credential
     assert UNIT_TEST_TOKEN not in json.dumps(kwargs)
 
 
