@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow_provider_cfworkflows.exceptions import (
@@ -252,14 +253,7 @@ def fail_instance(
     message: str,
 ) -> NoReturn:
     """Log an instance's failure readably (its error and failed steps), then fail without retries."""
-    log.error("%s", message)
-    try:
-        details = hook.get_instance(workflow_name, instance_id, account_id=account_id)
-    except CloudflareWorkflowsError as lookup_error:
-        log.warning("Could not read the instance's step log: %s", lookup_error)
-    else:
-        for line in instance_failure_lines(details):
-            log.error("  %s", line)
+    _log_remote_failure(hook, log, workflow_name, instance_id, account_id, message, instance_failure_lines)
     raise CloudflareWorkflowInstanceFailedError(message)
 
 
@@ -280,13 +274,30 @@ def fail_step(
     :param step_name: the exact logged name when the step exists (its attempts are then looked up in
         the instance's step log); None when it never ran.
     """
-    log.error("%s", message)
-    if step_name is not None:
-        try:
-            details = hook.get_instance(workflow_name, instance_id, account_id=account_id)
-        except CloudflareWorkflowsError as lookup_error:
-            log.warning("Could not read the instance's step log: %s", lookup_error)
-        else:
-            for line in step_failure_lines(details, step_name, step_type):
-                log.error("  %s", line)
+    lines = (
+        None if step_name is None else partial(step_failure_lines, step_name=step_name, step_type=step_type)
+    )
+    _log_remote_failure(hook, log, workflow_name, instance_id, account_id, message, lines)
     raise CloudflareWorkflowStepFailedError(message)
+
+
+def _log_remote_failure(
+    hook: CloudflareWorkflowsHook,
+    log: logging.Logger | Any,
+    workflow_name: str,
+    instance_id: str,
+    account_id: str | None,
+    message: str,
+    lines_from: Callable[[Mapping[str, Any]], list[str]] | None,
+) -> None:
+    """Log ``message``, then the lines ``lines_from`` reads from the instance's full details."""
+    log.error("%s", message)
+    if lines_from is None:
+        return
+    try:
+        details = hook.get_instance(workflow_name, instance_id, account_id=account_id)
+    except CloudflareWorkflowsError as lookup_error:
+        log.warning("Could not read the instance's step log: %s", lookup_error)
+    else:
+        for line in lines_from(details):
+            log.error("  %s", line)

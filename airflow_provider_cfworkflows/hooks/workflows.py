@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import httpx
 import requests
@@ -174,6 +174,12 @@ class CloudflareWorkflowsHook(BaseHook):
         finally:
             response.close()
 
+    @overload
+    def _send(self, request: ApiRequest) -> Envelope: ...
+
+    @overload
+    def _send(self, request: ApiRequest, *, accept_stream: Literal[True]) -> Envelope | requests.Response: ...
+
     def _send(self, request: ApiRequest, *, accept_stream: bool = False) -> Envelope | requests.Response:
         """
         The sync send path: open, then either hand back a byte stream unread (only with
@@ -188,15 +194,9 @@ class CloudflareWorkflowsHook(BaseHook):
                 return protocol.parse_envelope(request, response.status_code, response.headers, body)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
-    def _call_envelope(self, request: ApiRequest) -> Envelope:
-        """Send ``request`` (with retries) and return its envelope."""
-        envelope = self._send(request)
-        assert not isinstance(envelope, requests.Response)  # only with accept_stream
-        return envelope
-
     def _call(self, request: ApiRequest) -> Any:
         """Send ``request`` (with retries) and return the envelope's ``result``."""
-        return self._call_envelope(request).result
+        return self._send(request).result
 
     def _paginate(
         self,
@@ -214,7 +214,7 @@ class CloudflareWorkflowsHook(BaseHook):
         """
         position: _Position | None = first
         while position is not None:
-            envelope = self._call_envelope(request_at(position))
+            envelope = self._send(request_at(position))
             items = list(envelope.result or [])
             yield from items
             position = following(position, envelope, len(items))
@@ -265,6 +265,12 @@ class CloudflareWorkflowsHook(BaseHook):
         finally:
             await response.aclose()
 
+    @overload
+    async def _asend(self, request: ApiRequest) -> Envelope: ...
+
+    @overload
+    async def _asend(self, request: ApiRequest, *, accept_stream: Literal[True]) -> Envelope | None: ...
+
     async def _asend(self, request: ApiRequest, *, accept_stream: bool = False) -> Envelope | None:
         """
         The async send path, as :meth:`_send`; a byte stream (only with ``accept_stream``) is closed
@@ -283,9 +289,7 @@ class CloudflareWorkflowsHook(BaseHook):
 
     async def _acall(self, request: ApiRequest) -> Any:
         """Async :meth:`_call`."""
-        envelope = await self._asend(request)
-        assert envelope is not None  # only with accept_stream
-        return envelope.result
+        return (await self._asend(request)).result
 
     def _account(self, account_id: str | None) -> str:
         return self.settings.resolve_account_id(account_id)
