@@ -86,11 +86,6 @@ class Credentials:
     api_key: str | None = field(default=None, repr=False)
 
     @property
-    def scheme(self) -> str:
-        """``"api_token"`` or ``"global_api_key"``."""
-        return "api_token" if self.api_token else "global_api_key"
-
-    @property
     def secrets(self) -> tuple[str, ...]:
         """The secret values, for masking."""
         return tuple(secret for secret in (self.api_token, self.api_key) if secret)

@@ -11,6 +11,14 @@ from dataclasses import dataclass
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+# Statuses worth another try: timeouts, rate limits, and server faults (520-524 are Cloudflare's own).
+RETRYABLE_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+# "Already exists" for a create with our own instance_id. Cloudflare does not document the REST answer
+# (inferred): a third-party emulator uses code 10405 (unverified), and the message has been seen as
+# "instance.already_exists" and in words; any 4xx with either counts (see ``is_already_exists``).
+ALREADY_EXISTS_ERROR_CODES = frozenset({10405})
+ALREADY_EXISTS_MESSAGE_FRAGMENT = "already_exists"
+
 
 @dataclass(frozen=True)
 class CloudflareErrorDetail:
@@ -58,6 +66,30 @@ class CloudflareWorkflowsError(AirflowException):
         """Cloudflare error codes of the response, in order."""
         return tuple(error.code for error in self.errors if error.code is not None)
 
+    @property
+    def is_transient(self) -> bool:
+        """
+        Whether the error may go away by itself, so the same call is worth another try: 408, 429, 5xx
+        (and Cloudflare's 520-524), ``success: false``, an unreadable body, or no complete response.
+        """
+        return False
+
+    @property
+    def is_already_exists(self) -> bool:
+        """
+        Whether a create failed only because the instance id is taken: any 4xx whose error code is
+        10405 or whose message says so (``already exists``, ``already_exists``,
+        ``instance.already_exists``; case does not matter).
+        """
+        if self.http_status is None or not 400 <= self.http_status < 500:
+            return False
+        if any(code in ALREADY_EXISTS_ERROR_CODES for code in self.error_codes):
+            return True
+        return any(
+            ALREADY_EXISTS_MESSAGE_FRAGMENT in detail.message.replace(" ", "_").lower()
+            for detail in self.errors
+        )
+
     def _render(self) -> str:
         parts = [self.message]
         if self.method and self.path:
@@ -98,17 +130,43 @@ class CloudflareWorkflowsRateLimitError(CloudflareWorkflowsError):
         self.retry_after = retry_after
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
+    @property
+    def is_transient(self) -> bool:
+        return True
+
 
 class CloudflareWorkflowsServerError(CloudflareWorkflowsError):
     """408 or 5xx, or HTTP 200 with ``success: false``: a fault on Cloudflare's side, usually transient."""
+
+    @property
+    def is_transient(self) -> bool:
+        return _transient_status(self.http_status)
 
 
 class CloudflareWorkflowsResponseError(CloudflareWorkflowsError):
     """The response could not be understood (malformed JSON, no envelope, unexpected shape)."""
 
+    @property
+    def is_transient(self) -> bool:
+        return _transient_status(self.http_status)
+
 
 class CloudflareWorkflowsConnectionError(CloudflareWorkflowsError):
     """No complete response: connection refused or dropped, or the request timed out."""
+
+    @property
+    def is_transient(self) -> bool:
+        return True
+
+
+def _transient_status(http_status: int | None) -> bool:
+    """No status or a 2xx (a bad body, ``success: false``), or a retryable status."""
+    return http_status is None or http_status < 300 or http_status in RETRYABLE_STATUS_CODES
+
+
+def is_transient_error(error: BaseException) -> bool:
+    """Whether ``error`` is a Cloudflare error that may go away by itself (a retry predicate)."""
+    return isinstance(error, CloudflareWorkflowsError) and error.is_transient
 
 
 class CloudflareWorkflowStepFailedError(AirflowFailException):
@@ -128,11 +186,21 @@ class CloudflareWorkflowStepNotReadyError(AirflowException):
     """The step's output was asked for before the step finished."""
 
 
-class CloudflareWorkflowOutputError(AirflowException):
-    """A step output cannot be delivered as asked (redacted, too large for XCom, binary without a path)."""
+class CloudflareWorkflowOutputDeliveryError(AirflowException):
+    """
+    A step output could not be delivered (written to ``output_path``, or returned through XCom).
+
+    Not an API error (those are :class:`CloudflareWorkflowsError`): the step's output was read, the
+    delivery failed. A storage failure is retryable; see :class:`CloudflareWorkflowOutputRejectedError`
+    for outputs that can never be delivered as configured.
+    """
 
 
-class CloudflareWorkflowOutputRejectedError(CloudflareWorkflowOutputError, AirflowFailException):
+# The earlier name, kept importable: one letter away from CloudflareWorkflowsError, another exception tree.
+CloudflareWorkflowOutputError = CloudflareWorkflowOutputDeliveryError
+
+
+class CloudflareWorkflowOutputRejectedError(CloudflareWorkflowOutputDeliveryError, AirflowFailException):
     """
     A step output that can never be delivered as configured: redacted (sensitive step), too large for
     XCom, or binary without ``output_path``. The task fails without retrying: a retry gets the same output.

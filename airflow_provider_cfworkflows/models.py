@@ -65,11 +65,6 @@ class StepOutput:
         """Whether the output is raw bytes (the step returned a ``ReadableStream``)."""
         return self.content_type == OCTET_STREAM_CONTENT_TYPE
 
-    @property
-    def is_redacted(self) -> bool:
-        """Whether the step is marked sensitive, so its real output is not available."""
-        return self.output == REDACTED_OUTPUT
-
 
 @dataclass
 class StepOutputStream:

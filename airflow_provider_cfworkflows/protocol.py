@@ -1,7 +1,8 @@
-"""Cloudflare Workflows REST API without I/O: build requests, parse responses, decide on retries.
+"""Cloudflare Workflows REST API without I/O: build requests, parse responses, pace retries.
 
 The sync (``requests``) and async (``httpx``) transports in the hook only move bytes; everything
 about the API lives here, so both behave the same and the tests can check each shape directly.
+Whether an error is worth a retry is a property of the error (see :mod:`.exceptions`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsAuthError,
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsConflictError,
-    CloudflareWorkflowsConnectionError,
     CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsRateLimitError,
@@ -55,18 +55,12 @@ from airflow_provider_cfworkflows.validation import (
     validate_workflow_name,
 )
 
-# "Already exists" for a create with our own instance_id. Cloudflare does not document the REST answer;
-# a third-party emulator uses code 10405 (unverified). We also accept a 409 whose message says so.
-ALREADY_EXISTS_ERROR_CODES = frozenset({10405})
-ALREADY_EXISTS_MESSAGE_FRAGMENT = "already_exists"
-
 # Waits between retries: exponential from BACKOFF_BASE_SECONDS, capped, with jitter (as the SDKs do).
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 # A Retry-After above this is capped: Cloudflare may block for 5 minutes, longer than a retry should
 # hold a worker slot; the task's own retries take over after the last attempt.
 RETRY_AFTER_MAX_SECONDS = 120.0
-RETRYABLE_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 # Step outputs are at most 1 MiB and every other answer is small: a larger JSON body is a fault (an
 # endless answer would exhaust memory, in the triggerer every trigger's). Byte streams are not capped.
@@ -464,6 +458,16 @@ def content_type_of(headers: Mapping[str, str]) -> str:
     return (header(headers, "content-type") or "").split(";")[0].strip().lower()
 
 
+def is_byte_stream(status_code: int, headers: Mapping[str, str]) -> bool:
+    """
+    Whether a response is a step's raw output (a ``ReadableStream``) rather than a JSON envelope.
+
+    Only a success status with ``application/octet-stream`` is one; anything else (an error, whatever
+    its content type) is read as a JSON envelope, so it becomes a typed error.
+    """
+    return 200 <= status_code < 300 and content_type_of(headers) == OCTET_STREAM_CONTENT_TYPE
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """``Retry-After`` as seconds: a number of seconds or an HTTP date; None when absent or unreadable."""
     if not value:
@@ -665,15 +669,6 @@ def parse_content_length(headers: Mapping[str, str]) -> int | None:
         return None
 
 
-def is_already_exists(error: CloudflareWorkflowsError) -> bool:
-    """Whether a create failed only because the instance id is taken (see ``ALREADY_EXISTS_*``)."""
-    if any(code in ALREADY_EXISTS_ERROR_CODES for code in error.error_codes):
-        return True
-    return error.http_status == 409 and any(
-        ALREADY_EXISTS_MESSAGE_FRAGMENT in detail.message.replace(" ", "_").lower() for detail in error.errors
-    )
-
-
 def next_cursor(result_info: Mapping[str, Any]) -> str | None:
     """The cursor of the next page; None (or empty) ends the listing (as wrangler does)."""
     cursor = result_info.get("cursor")
@@ -689,19 +684,6 @@ def has_next_page(result_info: Mapping[str, Any], page: int, received: int, per_
 
 
 # --- retries -----------------------------------------------------------------------------------
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether an error may go away by itself: 408, 429, 5xx, ``success: false``, bad body, network."""
-    if isinstance(error, CloudflareWorkflowsRateLimitError | CloudflareWorkflowsConnectionError):
-        return True
-    if isinstance(error, CloudflareWorkflowsServerError | CloudflareWorkflowsResponseError):
-        return (
-            error.http_status is None
-            or error.http_status < 300
-            or error.http_status in RETRYABLE_STATUS_CODES
-        )
-    return False
 
 
 def retry_delay(attempt_number: int, error: BaseException | None, *, jitter: float | None = None) -> float:

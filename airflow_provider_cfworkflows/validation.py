@@ -52,16 +52,18 @@ _RETENTION_DURATION = re.compile(
 )
 
 
-def _fail(message: str) -> CloudflareWorkflowsConfigurationError:
+def _config_error(message: str) -> CloudflareWorkflowsConfigurationError:
     return CloudflareWorkflowsConfigurationError(message)
 
 
 def require_text(value: Any, what: str, *, max_length: int) -> str:
     """A non-empty string of at most ``max_length`` characters."""
     if not isinstance(value, str) or not value:
-        raise _fail(f"{what} must be a non-empty string, got {value!r}.")
+        raise _config_error(f"{what} must be a non-empty string, got {value!r}.")
     if len(value) > max_length:
-        raise _fail(f"{what} must be at most {max_length} characters, got {len(value)}: {value[:40]!r}...")
+        raise _config_error(
+            f"{what} must be at most {max_length} characters, got {len(value)}: {value[:40]!r}..."
+        )
     return value
 
 
@@ -69,9 +71,9 @@ def require_name(value: Any, what: str, *, max_length: int) -> str:
     """:func:`require_text` that also refuses ``.``/``..`` and control characters (names and ids)."""
     require_text(value, what, max_length=max_length)
     if value in DOT_SEGMENTS:
-        raise _fail(f"{what} {value!r} is not allowed: '.' and '..' are path navigation, not names.")
+        raise _config_error(f"{what} {value!r} is not allowed: '.' and '..' are path navigation, not names.")
     if _CONTROL_CHARACTERS.search(value):
-        raise _fail(f"{what} {value!r} must not contain control characters (newline, tab, ...).")
+        raise _config_error(f"{what} {value!r} must not contain control characters (newline, tab, ...).")
     return str(value)
 
 
@@ -96,19 +98,21 @@ def validate_new_instance_id(value: Any) -> str:
     """
     require_text(value, "instance_id", max_length=MAX_INSTANCE_ID_LENGTH)
     if not ID_PATTERN.fullmatch(value):
-        raise _fail(
+        raise _config_error(
             f"instance_id {value!r} is not allowed: use 1-{MAX_INSTANCE_ID_LENGTH} characters of letters, "
             "digits, '_' and '-', not starting with '-'."
         )
     if RESERVED_ID_PATTERN.fullmatch(value):
-        raise _fail(f"instance_id {value!r} is reserved by Cloudflare ('cf_' followed by 64 hex characters).")
+        raise _config_error(
+            f"instance_id {value!r} is reserved by Cloudflare ('cf_' followed by 64 hex characters)."
+        )
     if value in RESERVED_ROUTE_INSTANCE_IDS:
-        raise _fail(
+        raise _config_error(
             f"instance_id {value!r} is not allowed: it is the name of an API route "
             f"(.../instances/{value}), so the instance could never be addressed. Choose another id."
         )
     if value in UNRENDERED_VALUES:
-        raise _fail(
+        raise _config_error(
             f"instance_id {value!r} looks like a missing value rendered into a template (a missing XCom "
             "renders as 'None' or 'null'): check the upstream task that should provide the id."
         )
@@ -126,7 +130,7 @@ def validate_step_name(value: Any) -> str:
     counter = _STEP_COUNTER.fullmatch(name)
     base = counter["base"] if counter else name
     if len(base) > MAX_STEP_NAME_LENGTH:
-        raise _fail(
+        raise _config_error(
             f"step_name must be at most {MAX_STEP_NAME_LENGTH} characters (plus the '-<n>' counter of a "
             f"logged name), got {len(base)}: {base[:40]!r}..."
         )
@@ -138,7 +142,7 @@ def validate_step_type(value: Any) -> StepType:
     try:
         return StepType(value)
     except ValueError:
-        raise _fail(f"step_type must be one of {_choices(StepType)}, got {value!r}.") from None
+        raise _config_error(f"step_type must be one of {_choices(StepType)}, got {value!r}.") from None
 
 
 def validate_attempt(value: Any) -> int | None:
@@ -157,7 +161,7 @@ def validate_attempt(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _fail(f"attempt must be a whole number >= 1 (or None for the latest), got {value!r}.")
+        raise _config_error(f"attempt must be a whole number >= 1 (or None for the latest), got {value!r}.")
     return value
 
 
@@ -168,7 +172,7 @@ def validate_event_type(value: Any) -> str:
     """
     require_text(value, "event_type", max_length=MAX_EVENT_TYPE_LENGTH)
     if not ID_PATTERN.fullmatch(value):
-        raise _fail(
+        raise _config_error(
             f"event_type {value!r} is not allowed: use letters, digits, '_' and '-' (no '.', spaces or "
             "other characters), not starting with '-', as in step.waitForEvent({type: ...})."
         )
@@ -180,7 +184,7 @@ def encode_json(value: Any, what: str) -> bytes:
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError) as error:
-        raise _fail(
+        raise _config_error(
             f"{what} must be JSON-serializable (dicts, lists, strings, numbers, booleans, None): {error}"
         ) from None
 
@@ -195,7 +199,7 @@ def validate_event_payload(value: Any) -> bytes:
     """
     body = encode_json({} if value is None else value, "payload")
     if len(body) > MAX_EVENT_PAYLOAD_BYTES:
-        raise _fail(
+        raise _config_error(
             f"payload is {len(body)} bytes as JSON; Cloudflare accepts at most {MAX_EVENT_PAYLOAD_BYTES} "
             "bytes (1 MiB) per event. Put large data in object storage and send its path instead."
         )
@@ -207,7 +211,7 @@ def validate_instance_status(value: Any) -> InstanceStatus:
     try:
         return InstanceStatus(value)
     except ValueError:
-        raise _fail(f"status must be one of {_choices(InstanceStatus)}, got {value!r}.") from None
+        raise _config_error(f"status must be one of {_choices(InstanceStatus)}, got {value!r}.") from None
 
 
 def validate_status_action(value: Any) -> StatusAction:
@@ -215,13 +219,15 @@ def validate_status_action(value: Any) -> StatusAction:
     try:
         return StatusAction(value)
     except ValueError:
-        raise _fail(f"action must be one of {_choices(StatusAction)}, got {value!r}.") from None
+        raise _config_error(f"action must be one of {_choices(StatusAction)}, got {value!r}.") from None
 
 
 def validate_states(value: Any, what: str) -> tuple[str, ...]:
     """A collection of instance/step statuses (a single string is a common mistake)."""
     if isinstance(value, str) or not isinstance(value, Iterable):
-        raise _fail(f"{what} must be a list or tuple of statuses such as ('complete',), got {value!r}.")
+        raise _config_error(
+            f"{what} must be a list or tuple of statuses such as ('complete',), got {value!r}."
+        )
     states = tuple(value)
     for state in states:
         validate_instance_status(state)
@@ -231,7 +237,7 @@ def validate_states(value: Any, what: str) -> tuple[str, ...]:
 def validate_per_page(value: Any) -> int:
     """Page size: 1-100."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PER_PAGE:
-        raise _fail(f"per_page must be a whole number from 1 to {MAX_PER_PAGE}, got {value!r}.")
+        raise _config_error(f"per_page must be a whole number from 1 to {MAX_PER_PAGE}, got {value!r}.")
     return value
 
 
@@ -243,9 +249,11 @@ def validate_positive_seconds(value: Any, what: str) -> float:
     """
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise _fail(f"{what} must be a number of seconds (or a timedelta), got {type(value).__name__}.")
+        raise _config_error(
+            f"{what} must be a number of seconds (or a timedelta), got {type(value).__name__}."
+        )
     if not math.isfinite(seconds) or seconds <= 0:
-        raise _fail(f"{what} must be a finite number of seconds greater than 0, got {value!r}.")
+        raise _config_error(f"{what} must be a finite number of seconds greater than 0, got {value!r}.")
     return float(seconds)
 
 
@@ -265,13 +273,15 @@ def validate_instance_retention(value: Any) -> dict[str, int | float | str] | No
         "or '7 days'"
     )
     if not isinstance(value, Mapping):
-        raise _fail(f"instance_retention must be a dict {shape}, got {type(value).__name__} {value!r}.")
+        raise _config_error(
+            f"instance_retention must be a dict {shape}, got {type(value).__name__} {value!r}."
+        )
     unknown = sorted(str(key) for key in value if key not in RETENTION_KEYS)
     if unknown:
-        raise _fail(f"instance_retention has unknown keys {unknown}: it must be a dict {shape}.")
+        raise _config_error(f"instance_retention has unknown keys {unknown}: it must be a dict {shape}.")
     for key, duration in value.items():
         if not _is_retention_duration(duration):
-            raise _fail(
+            raise _config_error(
                 f"instance_retention[{key!r}] must be a number of milliseconds > 0 or a string such as "
                 f"'5 minutes' or '30 days' (units: second, minute, hour, day, week, month, year), "
                 f"got {duration!r}."

@@ -20,6 +20,14 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import (
+    ACCOUNT_ID,
+    MOCK_API_BASE,
+    UNIT_TEST_TOKEN,
+    connection_json,
+    leaked_secrets,
+)
+
 assert "airflow" not in sys.modules, "tests/conftest.py must configure Airflow before it is imported"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,17 +49,6 @@ os.environ.update(
     }
 )
 
-# Credentials of the emulator's test account (the emulator's scenario defaults).
-ACCOUNT_ID = "0123456789abcdef0123456789abcdef"
-API_TOKEN = "emulator-token"
-LEGACY_EMAIL = "dev@example.com"
-LEGACY_API_KEY = "emulator-global-key"
-
-
-# Every credential the tests use. No test output (captured stdout/stderr/log records, or the text of
-# a failure) may contain one: the hook below fails the test that printed it.
-SECRETS = (API_TOKEN, LEGACY_API_KEY, "unit-test-token-4c1d", "legacy-key-77", "wrong-token-0xdead")
-
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
@@ -64,11 +61,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if leaked:
         report.outcome = "failed"
         report.longrepr = f"{len(leaked)} credential(s) appeared in the output of {item.nodeid}"
-
-
-def leaked_secrets(texts: list[str]) -> list[str]:
-    """The test credentials that occur in any of ``texts``."""
-    return sorted({secret for secret in SECRETS for text in texts if secret in text})
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -114,19 +106,6 @@ def fresh_emulator(emulator: Any) -> Any:
     return emulator
 
 
-def connection_json(api_base: str, **overrides: Any) -> str:
-    """An ``AIRFLOW_CONN_*`` value for a ``cloudflare_workflows`` connection to ``api_base``."""
-    conn: dict[str, Any] = {
-        "conn_type": "cloudflare_workflows",
-        "login": ACCOUNT_ID,
-        "password": API_TOKEN,
-        "host": api_base,
-        "extra": {"max_retries": 3},
-    }
-    conn.update(overrides)
-    return json.dumps(conn)
-
-
 @pytest.fixture
 def cloudflare_conn(fresh_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``cloudflare_default`` pointing at the (reset) emulator; returns the emulator."""
@@ -138,11 +117,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-# A made-up HTTPS API for wire-level unit tests (requests_mock / httpx.MockTransport answer it).
-MOCK_API_BASE = "https://api.cloudflare.test/client/v4"
-UNIT_TEST_TOKEN = "unit-test-token-4c1d"
 
 
 @pytest.fixture
@@ -160,11 +134,6 @@ def mocked_api_conn(monkeypatch: pytest.MonkeyPatch) -> str:
         ),
     )
     return MOCK_API_BASE
-
-
-def ok_envelope(result: Any) -> dict[str, Any]:
-    """A successful Cloudflare response envelope."""
-    return {"success": True, "errors": [], "messages": [], "result": result}
 
 
 @pytest.fixture(scope="session")
@@ -291,8 +260,3 @@ def s3_bucket(moto_s3: str, aws_conn: str) -> tuple[Any, str]:
     name = f"cfwf-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
     return client, name
-
-
-def s3_keys(client: Any, bucket: str) -> list[str]:
-    """Every key in ``bucket``, sorted."""
-    return sorted(item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", []))

@@ -13,7 +13,6 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsAuthError,
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsConflictError,
-    CloudflareWorkflowsConnectionError,
     CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsRateLimitError,
@@ -175,7 +174,7 @@ def test_success_false_with_http_200_is_an_error():
     assert caught.value.error_codes == (10001,)
     assert caught.value.cf_ray == "abc-KIX"
     assert "success=false" in str(caught.value)
-    assert protocol.is_transient(caught.value)
+    assert caught.value.is_transient
 
 
 def test_malformed_json_is_a_response_error():
@@ -209,7 +208,7 @@ def test_http_errors_map_to_types(status, error_type, transient):
     assert f"HTTP {status}" in str(error)
     assert "7003: nope" in str(error)
     assert "GET /accounts/x/workflows" in str(error)
-    assert protocol.is_transient(error) is transient
+    assert error.is_transient is transient
 
 
 def test_string_error_items_are_kept():
@@ -248,29 +247,6 @@ def test_retry_delay_is_exponential_with_jitter_and_capped():
     assert protocol.retry_delay(30, None, jitter=0.0) == protocol.BACKOFF_MAX_SECONDS
 
 
-def test_connection_errors_are_transient_and_config_errors_are_not():
-    assert protocol.is_transient(CloudflareWorkflowsConnectionError("dropped"))
-    assert not protocol.is_transient(CloudflareWorkflowsConfigurationError("bad"))
-    assert not protocol.is_transient(ValueError("x"))
-
-
-def test_already_exists_detection():
-    coded = CloudflareWorkflowsConflictError(
-        "x", http_status=409, errors=(protocol.CloudflareErrorDetail(10405, "m"),)
-    )
-    worded = CloudflareWorkflowsConflictError(
-        "x", http_status=409, errors=(protocol.CloudflareErrorDetail(None, "instance already exists"),)
-    )
-    other = CloudflareWorkflowsConflictError(
-        "x",
-        http_status=409,
-        errors=(protocol.CloudflareErrorDetail(None, "Instance not in a restartable state."),),
-    )
-    assert protocol.is_already_exists(coded)
-    assert protocol.is_already_exists(worded)
-    assert not protocol.is_already_exists(other)
-
-
 def test_step_output_parsing():
     retrying = protocol.parse_step_output(
         {"status": "running", "error": {"name": "Error", "message": "503"}, "output": None}
@@ -278,7 +254,7 @@ def test_step_output_parsing():
     assert retrying.is_retrying
     assert str(retrying.error) == "Error: 503"
     done = protocol.parse_step_output({"status": "complete", "error": None, "output": "[REDACTED]"})
-    assert done.is_redacted
+    assert done.output == "[REDACTED]"
     assert not done.is_retrying
     waiting = protocol.parse_step_output({"status": "waiting", "error": None, "event_type": "approval"})
     assert waiting.event_type == "approval"
@@ -437,7 +413,7 @@ def test_auth_error_codes_map_to_auth_errors_with_advice(status, code, fragment)
     assert type(error) is CloudflareWorkflowsAuthError
     assert fragment in str(error)
     assert error.http_status == status
-    assert not protocol.is_transient(error)
+    assert not error.is_transient
 
 
 def test_other_400_codes_stay_generic_errors():
@@ -474,3 +450,19 @@ def test_error_chain_is_rendered_into_the_details():
         ],
     )
     assert "1: a (b (3: c))" in str(protocol.error_for_response(GET, 400, {}, nested))
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "expected"),
+    [
+        (200, "application/octet-stream", True),
+        (206, "Application/Octet-Stream; charset=binary", True),
+        (200, "application/json", False),
+        (200, "", False),
+        (404, "application/octet-stream", False),  # an error is read as an envelope, whatever its type
+        (503, "application/octet-stream", False),
+        (302, "application/octet-stream", False),
+    ],
+)
+def test_byte_stream_means_success_and_octet_stream(status, content_type, expected):
+    assert protocol.is_byte_stream(status, {"Content-Type": content_type}) is expected

@@ -56,3 +56,24 @@ def test_airflow_providers_list_shows_the_provider():
     )
     line = next(line for line in listing.stdout.splitlines() if "airflow-provider-cfworkflows" in line)
     assert __version__ in line
+
+
+PUBLIC_CLASSES = {
+    "hooks": ["CloudflareWorkflowsHook"],
+    "operators": [
+        "CloudflareWorkflowChangeInstanceStatusOperator",
+        "CloudflareWorkflowCreateInstanceOperator",
+        "CloudflareWorkflowCreateInstancesOperator",
+        "CloudflareWorkflowSendEventOperator",
+        "CloudflareWorkflowStepOutputOperator",
+    ],
+    "sensors": ["CloudflareWorkflowInstanceSensor", "CloudflareWorkflowStepSensor"],
+    "triggers": ["CloudflareWorkflowInstanceTrigger", "CloudflareWorkflowStepTrigger"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PUBLIC_CLASSES))
+def test_public_classes_stay_importable_from_their_workflows_module(kind):
+    module = importlib.import_module(f"airflow_provider_cfworkflows.{kind}.workflows")
+    for name in PUBLIC_CLASSES[kind]:
+        assert isinstance(getattr(module, name, None), type), f"{kind}.workflows.{name}"

@@ -7,13 +7,16 @@ log records) or failure text contains one of the test credentials, for the whole
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import pytest
+from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsError
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
-from tests.conftest import SECRETS, UNIT_TEST_TOKEN, leaked_secrets
+from tests.helpers import SECRETS, UNIT_TEST_TOKEN, leaked_secrets
+from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi
 
 
 def test_the_run_wide_guard_detects_every_test_credential():
@@ -42,8 +45,13 @@ def test_token_absent_from_urls_logs_errors_and_reprs(mocked_api_conn, requests_
     assert leaked_secrets(texts) == []
 
 
-def test_trigger_kwargs_carry_the_connection_id_only(mocked_api_conn):
-    sensor = CloudflareWorkflowStepSensor(task_id="s", workflow_name="wf", instance_id="i", step_name="x")
-    trigger = sensor._trigger()
-    assert trigger.serialize()[1]["cloudflare_conn_id"] == "cloudflare_default"
-    assert leaked_secrets([json.dumps(trigger.serialize()[1])]) == []
+def test_trigger_kwargs_carry_the_connection_id_only(mocked_api_conn, requests_mock):
+    FakeApi().install(requests_mock)  # the step has not started: the sensor defers
+    sensor = CloudflareWorkflowStepSensor(
+        task_id="s", workflow_name=WORKFLOW, instance_id=INSTANCE, step_name="x", deferrable=True
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({"ti": mock.MagicMock()})
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert kwargs["cloudflare_conn_id"] == "cloudflare_default"
+    assert leaked_secrets([json.dumps(kwargs)]) == []

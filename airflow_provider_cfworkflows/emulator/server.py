@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -375,16 +374,3 @@ def run_emulator_process(
         if emulator is not None:
             emulator.close()
         _stop(process)
-
-
-def wait_until_ready(url: str, timeout: float = 10.0) -> None:
-    """Poll ``GET {url}/__emulator/clock`` until it answers (for emulators started some other way)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            httpx.get(f"{url}/__emulator/clock", timeout=1.0).raise_for_status()
-            return
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)

@@ -5,11 +5,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import httpx
 import requests
@@ -27,6 +27,7 @@ from airflow_provider_cfworkflows.connection import (
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsConnectionError,
     CloudflareWorkflowsError,
+    is_transient_error,
 )
 from airflow_provider_cfworkflows.models import (
     OCTET_STREAM_CONTENT_TYPE,
@@ -36,13 +37,14 @@ from airflow_provider_cfworkflows.models import (
 from airflow_provider_cfworkflows.statuses import StepType
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from airflow.sdk import Connection
 
-    from airflow_provider_cfworkflows.protocol import ApiRequest
+    from airflow_provider_cfworkflows.protocol import ApiRequest, Envelope
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
+# Page size of the page-numbered listings (workflows, versions): the API's maximum.
+LISTING_PAGE_SIZE = 100
+_Position = TypeVar("_Position", int, str)
 
 
 class CloudflareWorkflowsHook(BaseHook):
@@ -65,6 +67,9 @@ class CloudflareWorkflowsHook(BaseHook):
     default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
     hook_name = "Cloudflare Workflows"
+    # For tests: an httpx transport for the async client (e.g. ``httpx.MockTransport``); None means
+    # the network. Set it on the class or an instance before the first async call.
+    async_transport: httpx.AsyncBaseTransport | None = None
 
     def __init__(
         self,
@@ -141,7 +146,7 @@ class CloudflareWorkflowsHook(BaseHook):
         return {
             "stop": tenacity.stop_after_attempt(retries + 1),
             "wait": wait,
-            "retry": tenacity.retry_if_exception(protocol.is_transient),
+            "retry": tenacity.retry_if_exception(is_transient_error),
             "before_sleep": log_retry,
             "reraise": True,
         }
@@ -169,23 +174,68 @@ class CloudflareWorkflowsHook(BaseHook):
         finally:
             response.close()
 
-    def _call(self, request: ApiRequest) -> Any:
-        """Send ``request`` (with retries) and return the envelope's ``result``."""
-        return self._call_envelope(request).result
+    @overload
+    def _send(self, request: ApiRequest) -> Envelope: ...
 
-    def _call_envelope(self, request: ApiRequest) -> protocol.Envelope:
+    @overload
+    def _send(self, request: ApiRequest, *, accept_stream: Literal[True]) -> Envelope | requests.Response: ...
+
+    def _send(self, request: ApiRequest, *, accept_stream: bool = False) -> Envelope | requests.Response:
+        """
+        The sync send path: open, then either hand back a byte stream unread (only with
+        ``accept_stream``) or read and parse the JSON envelope; the whole is retried as one attempt.
+        """
         for attempt in tenacity.Retrying(**self._retrying(request, self.settings.max_retries)):
             with attempt:
                 response = self._open(request)
+                if accept_stream and protocol.is_byte_stream(response.status_code, response.headers):
+                    return response
                 body = self._read_body(request, response)
                 return protocol.parse_envelope(request, response.status_code, response.headers, body)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _call(self, request: ApiRequest) -> Any:
+        """Send ``request`` (with retries) and return the envelope's ``result``."""
+        return self._send(request).result
+
+    def _paginate(
+        self,
+        request_at: Callable[[_Position], ApiRequest],
+        first: _Position,
+        following: Callable[[_Position, Envelope, int], _Position | None],
+    ) -> Iterator[dict[str, Any]]:
+        """
+        Every item of a listing, page after page.
+
+        :param request_at: the request for a position (a page number, or a cursor).
+        :param first: the first position.
+        :param following: the next position from the current one, its envelope and its item count;
+            None ends the listing.
+        """
+        position: _Position | None = first
+        while position is not None:
+            envelope = self._send(request_at(position))
+            items = list(envelope.result or [])
+            yield from items
+            position = following(position, envelope, len(items))
+
+    def _numbered_pages(self, request_for_page: Callable[[int], ApiRequest]) -> Iterator[dict[str, Any]]:
+        """A page-numbered listing (pages of ``LISTING_PAGE_SIZE`` from 1, ``total_pages`` ends it)."""
+
+        def following(page: int, envelope: Envelope, received: int) -> int | None:
+            more = protocol.has_next_page(envelope.result_info, page, received, LISTING_PAGE_SIZE)
+            return page + 1 if more else None
+
+        return self._paginate(request_for_page, 1, following)
 
     async def _aclient(self) -> httpx.AsyncClient:
         if self._async_client is None:
             settings = await self.aget_settings()
             self._async_client = httpx.AsyncClient(
-                headers=settings.headers(), timeout=settings.timeout, follow_redirects=False
+                headers=settings.headers(),
+                timeout=settings.timeout,
+                follow_redirects=False,
+                transport=self.async_transport,
             )
         return self._async_client
 
@@ -195,35 +245,51 @@ class CloudflareWorkflowsHook(BaseHook):
             await self._async_client.aclose()
             self._async_client = None
 
-    @asynccontextmanager
-    async def _aopen(self, request: ApiRequest) -> AsyncIterator[httpx.Response]:
+    async def _aopen(self, request: ApiRequest) -> httpx.Response:
+        """Send one request and return the response with its body not yet read."""
         client = await self._aclient()
         settings = await self.aget_settings()
         http_request = client.build_request(
             request.method, request.url(settings.base_url), content=request.body, headers=request.headers()
         )
         try:
-            response = await client.send(http_request, stream=True)
+            return await client.send(http_request, stream=True)
         except httpx.HTTPError as error:
             raise _connection_error(request, error) from None
+
+    async def _aread_body(self, request: ApiRequest, response: httpx.Response) -> bytes:
         try:
-            yield response
+            return await response.aread()
+        except httpx.HTTPError as error:
+            raise _connection_error(request, error) from None
         finally:
             await response.aclose()
 
-    async def _acall(self, request: ApiRequest) -> Any:
+    @overload
+    async def _asend(self, request: ApiRequest) -> Envelope: ...
+
+    @overload
+    async def _asend(self, request: ApiRequest, *, accept_stream: Literal[True]) -> Envelope | None: ...
+
+    async def _asend(self, request: ApiRequest, *, accept_stream: bool = False) -> Envelope | None:
+        """
+        The async send path, as :meth:`_send`; a byte stream (only with ``accept_stream``) is closed
+        unread and answered with None: the async side only ever needs a step's status.
+        """
         settings = await self.aget_settings()
         async for attempt in tenacity.AsyncRetrying(**self._retrying(request, settings.max_retries)):
             with attempt:
-                async with self._aopen(request) as response:
-                    try:
-                        body = await response.aread()
-                    except httpx.HTTPError as error:
-                        raise _connection_error(request, error) from None
-                    return protocol.parse_envelope(
-                        request, response.status_code, response.headers, body
-                    ).result
+                response = await self._aopen(request)
+                if accept_stream and protocol.is_byte_stream(response.status_code, response.headers):
+                    await response.aclose()
+                    return None
+                body = await self._aread_body(request, response)
+                return protocol.parse_envelope(request, response.status_code, response.headers, body)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _acall(self, request: ApiRequest) -> Any:
+        """Async :meth:`_call`."""
+        return (await self._asend(request)).result
 
     def _account(self, account_id: str | None) -> str:
         return self.settings.resolve_account_id(account_id)
@@ -251,16 +317,11 @@ class CloudflareWorkflowsHook(BaseHook):
         :param account_id: defaults to the connection's login.
         """
         account = self._account(account_id)
-        page, per_page = 1, 100
-        while True:
-            envelope = self._call_envelope(
-                protocol.list_workflows_request(account, page=page, per_page=per_page, search=search)
+        yield from self._numbered_pages(
+            lambda page: protocol.list_workflows_request(
+                account, page=page, per_page=LISTING_PAGE_SIZE, search=search
             )
-            items = list(envelope.result or [])
-            yield from items
-            if not protocol.has_next_page(envelope.result_info, page, len(items), per_page):
-                return
-            page += 1
+        )
 
     def get_workflow(self, workflow_name: str, *, account_id: str | None = None) -> dict[str, Any]:
         """Details of one workflow, including instance counts by status."""
@@ -269,16 +330,11 @@ class CloudflareWorkflowsHook(BaseHook):
     def list_versions(self, workflow_name: str, *, account_id: str | None = None) -> Iterator[dict[str, Any]]:
         """Iterate over the deployed versions of a workflow (every page)."""
         account = self._account(account_id)
-        page, per_page = 1, 100
-        while True:
-            envelope = self._call_envelope(
-                protocol.list_versions_request(account, workflow_name, page=page, per_page=per_page)
+        yield from self._numbered_pages(
+            lambda page: protocol.list_versions_request(
+                account, workflow_name, page=page, per_page=LISTING_PAGE_SIZE
             )
-            items = list(envelope.result or [])
-            yield from items
-            if not protocol.has_next_page(envelope.result_info, page, len(items), per_page):
-                return
-            page += 1
+        )
 
     # --- instances ------------------------------------------------------------------------------
 
@@ -303,24 +359,22 @@ class CloudflareWorkflowsHook(BaseHook):
         :param per_page: page size, 1-100.
         """
         account = self._account(account_id)
-        cursor: str | None = None
-        while True:
-            envelope = self._call_envelope(
-                protocol.list_instances_request(
-                    account,
-                    workflow_name,
-                    cursor=cursor,
-                    direction=direction,
-                    status=status,
-                    date_start=date_start,
-                    date_end=date_end,
-                    per_page=per_page,
-                )
+
+        def request_at(cursor: str) -> ApiRequest:
+            return protocol.list_instances_request(
+                account,
+                workflow_name,
+                cursor=cursor or None,  # "" is the first page
+                direction=direction,
+                status=status,
+                date_start=date_start,
+                date_end=date_end,
+                per_page=per_page,
             )
-            yield from envelope.result or []
-            cursor = protocol.next_cursor(envelope.result_info)
-            if cursor is None:
-                return
+
+        yield from self._paginate(
+            request_at, "", lambda _cursor, envelope, _received: protocol.next_cursor(envelope.result_info)
+        )
 
     def get_instance(
         self,
@@ -497,15 +551,10 @@ class CloudflareWorkflowsHook(BaseHook):
 
     def _open_step_output(self, request: ApiRequest) -> requests.Response | StepOutput:
         """Open ``/step``: an unread octet-stream response, or the parsed JSON answer."""
-        for attempt in tenacity.Retrying(**self._retrying(request, self.settings.max_retries)):
-            with attempt:
-                response = self._open(request)
-                if response.ok and protocol.content_type_of(response.headers) == OCTET_STREAM_CONTENT_TYPE:
-                    return response
-                body = self._read_body(request, response)
-                envelope = protocol.parse_envelope(request, response.status_code, response.headers, body)
-                return protocol.parse_step_output(envelope.result)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+        answer = self._send(request, accept_stream=True)
+        if isinstance(answer, requests.Response):
+            return answer
+        return protocol.parse_step_output(answer.result)
 
     def _iter_body(
         self, request: ApiRequest, response: requests.Response, content_length: int | None, chunk_size: int
@@ -542,6 +591,28 @@ class CloudflareWorkflowsHook(BaseHook):
         )
         return await self._acall(request)
 
+    async def achange_instance_status(
+        self,
+        workflow_name: str,
+        instance_id: str,
+        action: str,
+        *,
+        rollback: bool | None = None,
+        restart_from: Mapping[str, Any] | None = None,
+        account_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Async :meth:`change_instance_status` (a trigger's ``on_kill`` terminates with it)."""
+        settings = await self.aget_settings()
+        request = protocol.change_instance_status_request(
+            settings.resolve_account_id(account_id),
+            workflow_name,
+            instance_id,
+            action,
+            rollback=rollback,
+            restart_from=restart_from,
+        )
+        return await self._acall(request)
+
     async def aget_step_output(
         self,
         workflow_name: str,
@@ -560,19 +631,10 @@ class CloudflareWorkflowsHook(BaseHook):
         request = protocol.step_output_request(
             settings.resolve_account_id(account_id), workflow_name, instance_id, step_name, step_type, attempt
         )
-        async for attempt_ in tenacity.AsyncRetrying(**self._retrying(request, settings.max_retries)):
-            with attempt_:
-                async with self._aopen(request) as response:
-                    is_stream = protocol.content_type_of(response.headers) == OCTET_STREAM_CONTENT_TYPE
-                    if response.is_success and is_stream:
-                        return protocol.stream_step_status()
-                    try:
-                        body = await response.aread()
-                    except httpx.HTTPError as error:
-                        raise _connection_error(request, error) from None
-                    envelope = protocol.parse_envelope(request, response.status_code, response.headers, body)
-                    return protocol.parse_step_output(envelope.result)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+        envelope = await self._asend(request, accept_stream=True)
+        if envelope is None:
+            return protocol.stream_step_status()
+        return protocol.parse_step_output(envelope.result)
 
 
 def _connection_error(

@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk import PokeReturnValue, conf
 from airflow.sdk.exceptions import (
-    AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
     AirflowTaskTimeout,
 )
 
-from airflow_provider_cfworkflows import protocol
+from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseSensor
 from airflow_provider_cfworkflows.connection import DEFAULT_CONN_ID
-from airflow_provider_cfworkflows.exceptions import (
-    CloudflareWorkflowInstanceFailedError,
-    CloudflareWorkflowsError,
-    CloudflareWorkflowsNotFoundError,
-    CloudflareWorkflowStepFailedError,
-)
-from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
-from airflow_provider_cfworkflows.links.workflows import CloudflareWorkflowInstanceLink, persist_instance_link
+from airflow_provider_cfworkflows.instance_wait import InstanceWait
 from airflow_provider_cfworkflows.statuses import InstanceStatus, StepType
 from airflow_provider_cfworkflows.triggers.workflows import (
-    EVENT_ERROR,
-    EVENT_FAILURE,
-    EVENT_STATUSES,
-    EVENT_TIMEOUT,
-    CloudflareWorkflowInstanceTrigger,
     CloudflareWorkflowStepTrigger,
+    InstanceWaitEvent,
+    StepWaitEvent,
 )
 from airflow_provider_cfworkflows.validation import (
     validate_instance_id,
@@ -43,133 +30,29 @@ from airflow_provider_cfworkflows.validation import (
     validate_step_type,
     validate_workflow_name,
 )
-from airflow_provider_cfworkflows.waiting import (
-    Check,
-    StepQuery,
-    Verdict,
-    check_states,
-    evaluate_instance,
-    instance_failure_lines,
-    instance_not_found_error,
-    plan_step_check,
-    step_failure_lines,
-    summary_output,
+from airflow_provider_cfworkflows.waiting import Check, Verdict, check_states, summary_output
+from airflow_provider_cfworkflows.waits import (
+    DEFERRAL_GRACE_SECONDS,
+    ProgressLog,
+    check_unless_transient,
+    defer_wait,
+    fail_step,
+    get_instance_details,
+    run_step_check,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# Fields every success/failure event of each trigger carries (see the trigger docstrings).
-STEP_EVENT_FIELDS = (
-    "workflow_name",
-    "instance_id",
-    "step_name",
-    "step_type",
-    "step_status",
-    "error",
-    "message",
-)
-INSTANCE_EVENT_FIELDS = ("workflow_name", "instance_id", "instance_status", "error", "message")
-# The task may stay deferred this much longer than the trigger's own deadline: the trigger's timeout
-# event (which says what was last seen) normally ends the wait; the scheduler's only if it never comes.
-DEFERRAL_GRACE_SECONDS = 60
+__all__ = [
+    "DEFERRAL_GRACE_SECONDS",
+    "CloudflareWorkflowInstanceSensor",
+    "CloudflareWorkflowStepSensor",
+]
 
 
-def run_step_check(
-    hook: CloudflareWorkflowsHook,
-    *,
-    workflow_name: str,
-    instance_id: str,
-    step_name: str,
-    step_type: str,
-    success_states: tuple[str, ...],
-    failure_states: tuple[str, ...],
-    account_id: str | None,
-    known_name: str | None = None,
-) -> Check:
-    """
-    Make the calls :func:`~airflow_provider_cfworkflows.waiting.plan_step_check` asks for (sync hook).
-
-    A byte-stream output is never downloaded here: only the response headers are read.
-    """
-    plan = plan_step_check(
-        step_name, success_states=success_states, failure_states=failure_states, known_name=known_name
-    )
-    answer: Any = None
-    while True:
-        try:
-            query = plan.send(answer)
-        except StopIteration as done:
-            return done.value
-        if isinstance(query, StepQuery):
-            try:
-                with hook.stream_step_output(
-                    workflow_name, instance_id, query.step_name, step_type, account_id=account_id
-                ) as stream:
-                    answer = stream.step
-            except CloudflareWorkflowsNotFoundError:
-                answer = None  # not started yet, or no such step: the plan decides with the instance
-        else:
-            try:
-                answer = hook.get_instance(
-                    workflow_name, instance_id, simple=query.simple, account_id=account_id
-                )
-            except CloudflareWorkflowsNotFoundError as error:
-                raise instance_not_found_error(error, workflow_name, instance_id) from None
-
-
-def validated_event(event: Any, required: Sequence[str]) -> dict[str, Any]:
-    """
-    Check a trigger event's shape: it crosses the triggerer/worker boundary through the metadata DB.
-
-    A timeout raises ``AirflowSensorTimeout`` (so ``soft_fail`` skips it), an error event an
-    ``AirflowException`` with the trigger's message; success and failure events need ``required``.
-    """
-    if not isinstance(event, dict):
-        raise AirflowException(f"The trigger sent no usable event: {event!r}")
-    if event.get("status") not in EVENT_STATUSES:
-        raise AirflowException(
-            f"The trigger sent an event with an unknown status {event.get('status')!r}; expected one of "
-            f"{sorted(EVENT_STATUSES)}."
-        )
-    if event["status"] == EVENT_TIMEOUT:
-        raise AirflowSensorTimeout(f"Sensor timed out: {event.get('message')}")
-    if event["status"] == EVENT_ERROR:
-        raise AirflowException(event.get("message") or "The trigger failed without a message.")
-    missing = [key for key in required if key not in event]
-    if missing:
-        raise AirflowException(f"The trigger's {event['status']} event lacks {missing}: {event!r}")
-    error = event.get("error")
-    if error is not None and not (isinstance(error, Mapping) and "name" in error and "message" in error):
-        raise AirflowException(f"The trigger's event has an unreadable error {error!r}.")
-    return event
-
-
-def fail_instance(
-    hook: CloudflareWorkflowsHook,
-    log: Any,
-    workflow_name: str,
-    instance_id: str,
-    account_id: str | None,
-    message: str,
-) -> NoReturn:
-    """Log an instance's failure readably (its error and failed steps), then fail without retries."""
-    log.error("%s", message)
-    try:
-        details = hook.get_instance(workflow_name, instance_id, account_id=account_id)
-    except CloudflareWorkflowsError as lookup_error:
-        log.warning("Could not read the instance's step log: %s", lookup_error)
-    else:
-        for line in instance_failure_lines(details):
-            log.error("  %s", line)
-    raise CloudflareWorkflowInstanceFailedError(message)
-
-
-class _CloudflareWorkflowsSensor(BaseSensorOperator):
-    """Shared plumbing: connection, hook, deferral, transient errors, progress logs, the instance link."""
-
-    operator_extra_links = (CloudflareWorkflowInstanceLink(),)
-    ui_color = "#f6821f"  # Cloudflare orange
+class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
+    """Shared plumbing: deferral after a first poke, the instance link, templated-argument checks."""
 
     def __init__(
         self,
@@ -183,59 +66,30 @@ class _CloudflareWorkflowsSensor(BaseSensorOperator):
         deferrable: bool,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(account_id=account_id, cloudflare_conn_id=cloudflare_conn_id, **kwargs)
         self.workflow_name = workflow_name
         self.instance_id = instance_id
-        self.account_id = account_id
-        self.cloudflare_conn_id = cloudflare_conn_id
         self.success_states, self.failure_states = check_states(success_states, failure_states)
         self.deferrable = deferrable
-        self._logged: str | None = None
-
-    @cached_property
-    def hook(self) -> CloudflareWorkflowsHook:
-        """The Cloudflare Workflows hook (built on first use, never in ``__init__``)."""
-        return CloudflareWorkflowsHook(self.cloudflare_conn_id)
 
     def _validate_templated(self) -> None:
         """Check the templated arguments once they are rendered (before any call)."""
         validate_workflow_name(self.workflow_name)
         validate_instance_id(self.instance_id)
 
-    def _trigger(self) -> CloudflareWorkflowStepTrigger | CloudflareWorkflowInstanceTrigger:
+    def _defer(self) -> NoReturn:
         raise NotImplementedError
-
-    def _trigger_kwargs(self) -> dict[str, Any]:
-        return {
-            "workflow_name": self.workflow_name,
-            "instance_id": self.instance_id,
-            "success_states": list(self.success_states),
-            "failure_states": list(self.failure_states),
-            "end_time": time.time() + self.timeout,
-            "poll_interval": self.poke_interval,
-            "account_id": self.account_id,
-            "cloudflare_conn_id": self.cloudflare_conn_id,
-        }
 
     def execute(self, context: Context) -> Any:
         self._validate_templated()
-        persist_instance_link(
-            context,
-            self.hook.settings.resolve_account_id(self.account_id),
-            self.workflow_name,
-            self.instance_id,
-        )
+        self.persist_instance_link(context, self.workflow_name, self.instance_id)
         if not self.deferrable:
             return super().execute(context)
         # Poke once first and defer only if not done: a finished step needs no trigger (dbt, PR #30968).
         done, xcom_value = self._first_poke(context)
         if done:
             return xcom_value
-        self.defer(
-            trigger=self._trigger(),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + DEFERRAL_GRACE_SECONDS),
-        )
+        self._defer()
 
     def _first_poke(self, context: Context) -> tuple[bool, Any]:
         """One poke, ending the task as ``BaseSensorOperator.execute`` would (soft/never/silent fail)."""
@@ -257,24 +111,6 @@ class _CloudflareWorkflowsSensor(BaseSensorOperator):
         if isinstance(result, PokeReturnValue):
             return bool(result.is_done), result.xcom_value
         return bool(result), None
-
-    def _look(self, check: Callable[[], Check]) -> Check | None:
-        """Run one check; a transient API error (after the hook's own retries) means "look again later"."""
-        try:
-            return check()
-        except CloudflareWorkflowsError as error:
-            if not protocol.is_transient(error):
-                raise
-            self.log.warning("Cloudflare did not answer usably this time; looking again later: %s", error)
-            return None
-
-    def _log_pending(self, check: Check) -> None:
-        """Log progress when it changes (a retry, a new step, a new status); otherwise at debug level."""
-        if check.message == self._logged:
-            self.log.debug("%s", check.message)
-            return
-        self.log.log(logging.WARNING if check.error else logging.INFO, "%s", check.message)
-        self._logged = check.message
 
 
 class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
@@ -350,6 +186,10 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
         self.step_type = step_type
         self._known_name: str | None = None
 
+    @cached_property
+    def _progress(self) -> ProgressLog:
+        return ProgressLog(self.log)
+
     def _validate_templated(self) -> None:
         super()._validate_templated()
         validate_step_name(self.step_name)
@@ -380,50 +220,61 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
         self._known_name = check.step_name or self._known_name
         return check
 
-    def _fail(self, message: str, step_name: str | None) -> NoReturn:
+    def _raise_failure(self, message: str, step_name: str | None) -> NoReturn:
         """Log what went wrong remotely (error, each failed attempt), then fail without retries."""
-        self.log.error("%s", message)
-        if step_name is not None:  # the step exists: its attempts are in the instance's step log
-            try:
-                details = self.hook.get_instance(
-                    self.workflow_name, self.instance_id, account_id=self.account_id
-                )
-            except CloudflareWorkflowsError as lookup_error:
-                self.log.warning("Could not read the instance's step log: %s", lookup_error)
-            else:
-                for line in step_failure_lines(details, step_name, self.step_type):
-                    self.log.error("  %s", line)
-        raise CloudflareWorkflowStepFailedError(message)
+        fail_step(
+            self.hook,
+            self.log,
+            workflow_name=self.workflow_name,
+            instance_id=self.instance_id,
+            account_id=self.account_id,
+            step_name=step_name,
+            step_type=self.step_type,
+            message=message,
+        )
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        check = self._look(self._check)
+        check = check_unless_transient(self.log, self._check)
         if check is None:
             return False
         if check.verdict is Verdict.PENDING:
-            self._log_pending(check)
+            self._progress.report(check)
             return False
         if check.verdict is Verdict.FAILURE:
-            self._fail(check.message, check.step_name if check.status is not None else None)
+            self._raise_failure(check.message, check.step_name if check.status is not None else None)
         self.log.info("%s", check.message)
         error = check.error.to_dict() if check.error else None
         return PokeReturnValue(
             is_done=True, xcom_value=self._summary(check.step_name or self.step_name, check.status, error)
         )
 
-    def _trigger(self) -> CloudflareWorkflowStepTrigger:
-        return CloudflareWorkflowStepTrigger(
-            step_name=self.step_name, step_type=self.step_type, **self._trigger_kwargs()
+    def _defer(self) -> NoReturn:
+        end_time = time.time() + self.timeout
+        trigger = CloudflareWorkflowStepTrigger(
+            workflow_name=self.workflow_name,
+            instance_id=self.instance_id,
+            step_name=self.step_name,
+            step_type=self.step_type,
+            success_states=list(self.success_states),
+            failure_states=list(self.failure_states),
+            end_time=end_time,
+            poll_interval=self.poke_interval,
+            account_id=self.account_id,
+            cloudflare_conn_id=self.cloudflare_conn_id,
         )
+        defer_wait(self, trigger, end_time=end_time)
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after the trigger: validate its event, then succeed or fail exactly as a poke would."""
         self._validate_templated()
-        event = validated_event(event, STEP_EVENT_FIELDS)
-        self.log.info("Resumed after deferral; the trigger reported %s.", event["status"])
-        if event["status"] == EVENT_FAILURE:
-            self._fail(event["message"], event["step_name"] if event["step_status"] is not None else None)
-        self.log.info("%s", event["message"])
-        return self._summary(event["step_name"], event["step_status"], event["error"])
+        resumed = StepWaitEvent.from_trigger(event)
+        self.log.info("Resumed after deferral; the trigger reported %s.", resumed.status)
+        if not resumed.is_success:
+            self._raise_failure(
+                resumed.message, resumed.step_name if resumed.step_status is not None else None
+            )
+        self.log.info("%s", resumed.message)
+        return self._summary(resumed.step_name, resumed.step_status, resumed.error)
 
 
 class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
@@ -471,8 +322,19 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
             **kwargs,
         )
 
-    def _fail(self, message: str) -> NoReturn:
-        fail_instance(self.hook, self.log, self.workflow_name, self.instance_id, self.account_id, message)
+    @cached_property
+    def _wait(self) -> InstanceWait:
+        """The instance-wait rule (shared with the create-and-wait operator)."""
+        return InstanceWait(
+            hook=self.hook,
+            log=self.log,
+            workflow_name=self.workflow_name,
+            instance_id=self.instance_id,
+            account_id=self.account_id,
+            cloudflare_conn_id=self.cloudflare_conn_id,
+            success_states=self.success_states,
+            failure_states=self.failure_states,
+        )
 
     def _summary(self, status: str | None, error: dict[str, str] | None, output: Any) -> dict[str, Any]:
         return {
@@ -483,42 +345,22 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
             **summary_output(output),
         }
 
-    def _details(self) -> dict[str, Any]:
-        try:
-            return self.hook.get_instance(
-                self.workflow_name, self.instance_id, simple=True, account_id=self.account_id
-            )
-        except CloudflareWorkflowsNotFoundError as error:
-            raise instance_not_found_error(error, self.workflow_name, self.instance_id) from None
-
-    def _check(self) -> Check:
-        return evaluate_instance(
-            self._details(), success_states=self.success_states, failure_states=self.failure_states
-        )
-
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        check = self._look(self._check)
+        check = self._wait.poke()
         if check is None:
             return False
-        if check.verdict is Verdict.PENDING:
-            self._log_pending(check)
-            return False
-        if check.verdict is Verdict.FAILURE:
-            self._fail(check.message)
-        self.log.info("%s", check.message)
         error = check.error.to_dict() if check.error else None
         return PokeReturnValue(is_done=True, xcom_value=self._summary(check.status, error, check.output))
 
-    def _trigger(self) -> CloudflareWorkflowInstanceTrigger:
-        return CloudflareWorkflowInstanceTrigger(**self._trigger_kwargs())
+    def _defer(self) -> NoReturn:
+        self._wait.defer(self, end_time=time.time() + self.timeout, poll_interval=self.poke_interval)
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after the trigger: validate its event; on success read the output here, on the worker."""
         self._validate_templated()
-        event = validated_event(event, INSTANCE_EVENT_FIELDS)
-        self.log.info("Resumed after deferral; the trigger reported %s.", event["status"])
-        if event["status"] == EVENT_FAILURE:
-            self._fail(event["message"])
-        self.log.info("%s", event["message"])
+        resumed = self._wait.resume(InstanceWaitEvent.from_trigger(event))
         # Trigger events stay small, so the output is read here.
-        return self._summary(event["instance_status"], event["error"], self._details().get("output"))
+        details = get_instance_details(
+            self.hook, self.workflow_name, self.instance_id, simple=True, account_id=self.account_id
+        )
+        return self._summary(resumed.instance_status, resumed.error, details.get("output"))

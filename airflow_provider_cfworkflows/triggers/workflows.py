@@ -4,35 +4,35 @@ They only make GET calls, so a triggerer restart that replays them is harmless. 
 (429, 5xx, timeouts, dropped connections) never fail the task: the hook retries a few times, and when
 it gives up the trigger keeps polling with backoff until its deadline. Each trigger yields exactly one
 small event (status and ids, never the output); the task resumes on a worker and acts on it there.
+
+This module owns the event contract: :class:`StepWaitEvent` and :class:`InstanceWaitEvent` are built
+here and validated here (``from_trigger``) when the task resumes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Self
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_cfworkflows import protocol
 from airflow_provider_cfworkflows.connection import DEFAULT_CONN_ID
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsError,
-    CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsRateLimitError,
 )
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
-from airflow_provider_cfworkflows.statuses import StepType
-from airflow_provider_cfworkflows.waiting import (
-    Check,
-    StepQuery,
-    Verdict,
-    evaluate_instance,
-    instance_not_found_error,
-    plan_step_check,
+from airflow_provider_cfworkflows.statuses import StatusAction, StepType
+from airflow_provider_cfworkflows.waiting import Check, Verdict
+from airflow_provider_cfworkflows.waits import (
+    ProgressLog,
+    arun_instance_check,
+    arun_step_check,
+    timeout_message,
 )
 
 # Event "status" values: the check's verdict, or why the wait ended without one.
@@ -47,42 +47,88 @@ MIN_ERROR_BACKOFF_SECONDS = 1.0
 MAX_ERROR_BACKOFF_SECONDS = 300.0
 
 
-async def arun_step_check(
-    hook: CloudflareWorkflowsHook,
-    *,
-    workflow_name: str,
-    instance_id: str,
-    step_name: str,
-    step_type: str,
-    success_states: tuple[str, ...],
-    failure_states: tuple[str, ...],
-    account_id: str | None,
-    known_name: str | None = None,
-) -> Check:
-    """Make the calls :func:`~airflow_provider_cfworkflows.waiting.plan_step_check` asks for (async hook)."""
-    plan = plan_step_check(
-        step_name, success_states=success_states, failure_states=failure_states, known_name=known_name
-    )
-    answer: Any = None
-    while True:
-        try:
-            query = plan.send(answer)
-        except StopIteration as done:
-            return done.value
-        if isinstance(query, StepQuery):
-            try:
-                answer = await hook.aget_step_output(
-                    workflow_name, instance_id, query.step_name, step_type, account_id=account_id
-                )
-            except CloudflareWorkflowsNotFoundError:
-                answer = None  # not started yet, or no such step: the plan decides with the instance
-        else:
-            try:
-                answer = await hook.aget_instance(
-                    workflow_name, instance_id, simple=query.simple, account_id=account_id
-                )
-            except CloudflareWorkflowsNotFoundError as error:
-                raise instance_not_found_error(error, workflow_name, instance_id) from None
+@dataclass(frozen=True)
+class WaitEvent:
+    """
+    The fields every trigger event carries (it crosses the triggerer/worker boundary as a plain dict).
+
+    :param status: ``success``, ``failure``, ``timeout`` or ``error`` (the ``EVENT_*`` constants).
+    :param workflow_name: the Workflow.
+    :param instance_id: the instance.
+    :param error: the remote error ``{"name", "message"}``, if any.
+    :param message: what was seen, in words.
+    """
+
+    status: str
+    workflow_name: str
+    instance_id: str
+    error: dict[str, str] | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as the trigger yields it."""
+        return asdict(self)
+
+    @classmethod
+    def from_trigger(cls, event: Any) -> Self:
+        """
+        Validate the event a resumed task received; return it typed.
+
+        A timeout event raises ``AirflowSensorTimeout`` (the task fails without retry; a sensor with
+        ``soft_fail`` skips), an error event an ``AirflowException`` with the trigger's message; success
+        and failure events need every field of this class.
+        """
+        if not isinstance(event, dict):
+            raise AirflowException(f"The trigger sent no usable event: {event!r}")
+        status = event.get("status")
+        if status not in EVENT_STATUSES:
+            raise AirflowException(
+                f"The trigger sent an event with an unknown status {status!r}; expected one of "
+                f"{sorted(EVENT_STATUSES)}."
+            )
+        if status == EVENT_TIMEOUT:
+            raise AirflowSensorTimeout(f"Sensor timed out: {event.get('message')}")
+        if status == EVENT_ERROR:
+            raise AirflowException(event.get("message") or "The trigger failed without a message.")
+        names = [field.name for field in fields(cls)]
+        missing = [name for name in names if name not in event]
+        if missing:
+            raise AirflowException(f"The trigger's {status} event lacks {missing}: {event!r}")
+        error = event["error"]
+        if error is not None and not (isinstance(error, Mapping) and "name" in error and "message" in error):
+            raise AirflowException(f"The trigger's event has an unreadable error {error!r}.")
+        return cls(**{name: event[name] for name in names})
+
+    @property
+    def is_success(self) -> bool:
+        """Whether the wait ended in a success state (else: a failure state)."""
+        return self.status == EVENT_SUCCESS
+
+
+@dataclass(frozen=True)
+class StepWaitEvent(WaitEvent):
+    """
+    The event of :class:`CloudflareWorkflowStepTrigger`.
+
+    :param step_name: the exact logged name once found, else the name as given.
+    :param step_type: ``"step"`` or ``"waitForEvent"``.
+    :param step_status: the step's status, or None when it was not seen.
+    """
+
+    step_name: str
+    step_type: str
+    step_status: str | None
+
+
+@dataclass(frozen=True)
+class InstanceWaitEvent(WaitEvent):
+    """
+    The event of :class:`CloudflareWorkflowInstanceTrigger` (never the output: read it on the worker).
+
+    :param instance_status: the instance's status, or None when it was not seen.
+    """
+
+    instance_status: str | None
 
 
 class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
@@ -126,13 +172,17 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", self._kwargs()
 
-    def _what(self) -> str:
+    def _describe_awaited(self) -> str:
+        """What this trigger waits for, for messages."""
         raise NotImplementedError
 
     async def _check(self, hook: CloudflareWorkflowsHook) -> Check:
         raise NotImplementedError
 
-    def _event(self, status: str, check: Check | None, message: str) -> dict[str, Any]:
+    def _event(self, status: str, check: Check | None, message: str) -> WaitEvent:
+        raise NotImplementedError
+
+    def _common_event_fields(self, status: str, check: Check | None, message: str) -> dict[str, Any]:
         return {
             "status": status,
             "workflow_name": self.workflow_name,
@@ -152,15 +202,17 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
         hook = CloudflareWorkflowsHook(self.cloudflare_conn_id)
         failures = 0
         last: Check | None = None
-        logged: str | None = None
+        progress = ProgressLog(self.log)
         try:
             while True:
                 try:
                     check = await self._check(hook)
                 except CloudflareWorkflowsError as error:
-                    if not protocol.is_transient(error):
-                        message = f"Cloudflare API error while waiting for {self._what()}: {error}"
-                        yield TriggerEvent(self._event(EVENT_ERROR, last, message))
+                    if not error.is_transient:
+                        message = (
+                            f"Cloudflare API error while waiting for {self._describe_awaited()}: {error}"
+                        )
+                        yield TriggerEvent(self._event(EVENT_ERROR, last, message).to_dict())
                         return
                     failures += 1
                     delay = self._error_delay(failures, error)
@@ -171,24 +223,21 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
                         error,
                     )
                 except AirflowException as error:  # e.g. the connection does not exist
-                    message = f"Cannot poll Cloudflare for {self._what()}: {error}"
-                    yield TriggerEvent(self._event(EVENT_ERROR, last, message))
+                    message = f"Cannot poll Cloudflare for {self._describe_awaited()}: {error}"
+                    yield TriggerEvent(self._event(EVENT_ERROR, last, message).to_dict())
                     return
                 else:
                     failures = 0
                     last = check
                     if check.verdict is not Verdict.PENDING:
-                        yield TriggerEvent(self._event(check.verdict.value, check, check.message))
+                        yield TriggerEvent(self._event(check.verdict.value, check, check.message).to_dict())
                         return
-                    if check.message != logged:  # each change once, not every poll
-                        self.log.log(logging.WARNING if check.error else logging.INFO, "%s", check.message)
-                        logged = check.message
+                    progress.report(check)
                     delay = self.poll_interval
                 remaining = self.end_time - time.time()
                 if remaining <= 0:
-                    seen = last.message if last else "no usable answer from Cloudflare"
-                    message = f"Timed out waiting for {self._what()}; last seen: {seen}"
-                    yield TriggerEvent(self._event(EVENT_TIMEOUT, last, message))
+                    message = timeout_message(self._describe_awaited(), last)
+                    yield TriggerEvent(self._event(EVENT_TIMEOUT, last, message).to_dict())
                     return
                 await asyncio.sleep(min(delay, remaining))
         finally:
@@ -224,16 +273,16 @@ class CloudflareWorkflowStepTrigger(_CloudflareWorkflowsPollingTrigger):
     def _kwargs(self) -> dict[str, Any]:
         return {**super()._kwargs(), "step_name": self.step_name, "step_type": self.step_type}
 
-    def _what(self) -> str:
+    def _describe_awaited(self) -> str:
         return f"step {self.step_name!r} ({self.step_type}) of instance {self.instance_id!r}"
 
-    def _event(self, status: str, check: Check | None, message: str) -> dict[str, Any]:
-        return {
-            **super()._event(status, check, message),
-            "step_name": check.step_name if check and check.step_name else self.step_name,
-            "step_type": self.step_type,
-            "step_status": check.status if check else None,
-        }
+    def _event(self, status: str, check: Check | None, message: str) -> StepWaitEvent:
+        return StepWaitEvent(
+            **self._common_event_fields(status, check, message),
+            step_name=check.step_name if check and check.step_name else self.step_name,
+            step_type=self.step_type,
+            step_status=check.status if check else None,
+        )
 
     async def _check(self, hook: CloudflareWorkflowsHook) -> Check:
         check = await arun_step_check(
@@ -268,21 +317,56 @@ class CloudflareWorkflowInstanceTrigger(_CloudflareWorkflowsPollingTrigger):
     :param poll_interval: seconds between polls.
     :param account_id: defaults to the connection's login.
     :param cloudflare_conn_id: the connection; the trigger carries its id, never a credential.
+    :param terminate_on_kill: terminate the instance when a user kills the deferred task (marks it
+        failed or succeeded, or clears it); Airflow then calls :meth:`on_kill`. Only for instances the
+        task created.
     """
 
-    def _what(self) -> str:
-        return f"instance {self.instance_id!r} of workflow {self.workflow_name!r}"
+    def __init__(self, *, terminate_on_kill: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.terminate_on_kill = bool(terminate_on_kill)
 
-    def _event(self, status: str, check: Check | None, message: str) -> dict[str, Any]:
-        return {**super()._event(status, check, message), "instance_status": check.status if check else None}
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "terminate_on_kill": self.terminate_on_kill}
+
+    async def on_kill(self) -> None:
+        """A user killed the deferred task: terminate the instance (one PATCH) if ``terminate_on_kill``."""
+        if not self.terminate_on_kill:
+            return
+        self.log.warning(
+            "The task was killed while deferred: terminating instance %r of workflow %r, which it created.",
+            self.instance_id,
+            self.workflow_name,
+        )
+        hook = CloudflareWorkflowsHook(self.cloudflare_conn_id)
+        try:
+            result = await hook.achange_instance_status(
+                self.workflow_name, self.instance_id, StatusAction.TERMINATE.value, account_id=self.account_id
+            )
+        finally:
+            await hook.aclose()
+        self.log.info("Instance %r: status now %s.", self.instance_id, result.get("status"))
+
+    def _describe_awaited(self) -> str:
+        return describe_awaited_instance(self.workflow_name, self.instance_id)
+
+    def _event(self, status: str, check: Check | None, message: str) -> InstanceWaitEvent:
+        return InstanceWaitEvent(
+            **self._common_event_fields(status, check, message),
+            instance_status=check.status if check else None,
+        )
 
     async def _check(self, hook: CloudflareWorkflowsHook) -> Check:
-        try:
-            details = await hook.aget_instance(
-                self.workflow_name, self.instance_id, simple=True, account_id=self.account_id
-            )
-        except CloudflareWorkflowsNotFoundError as error:
-            raise instance_not_found_error(error, self.workflow_name, self.instance_id) from None
-        return evaluate_instance(
-            details, success_states=self.success_states, failure_states=self.failure_states
+        return await arun_instance_check(
+            hook,
+            workflow_name=self.workflow_name,
+            instance_id=self.instance_id,
+            success_states=self.success_states,
+            failure_states=self.failure_states,
+            account_id=self.account_id,
         )
+
+
+def describe_awaited_instance(workflow_name: str, instance_id: str) -> str:
+    """``instance 'i' of workflow 'wf'``: what an instance wait waits for, in messages."""
+    return f"instance {instance_id!r} of workflow {workflow_name!r}"

@@ -371,8 +371,7 @@ async def async_hook(hook):
         sent.append(request)
         return responses.pop(0)
 
-    settings = await hook.aget_settings()
-    hook._async_client = httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=settings.headers())
+    hook.async_transport = httpx.MockTransport(handler)
     yield hook, sent, responses
     await hook.aclose()
 
@@ -403,15 +402,14 @@ async def test_async_instance_and_step(async_hook):
     assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in sent)
 
 
-async def test_async_transport_errors_are_typed(async_hook):
-    hook, _sent, _responses = async_hook
-
+async def test_async_transport_errors_are_typed(hook):
     def refuse(request):
         raise httpx.ConnectError("refused", request=request)
 
-    hook._async_client._transport = httpx.MockTransport(refuse)
+    hook.async_transport = httpx.MockTransport(refuse)
     with pytest.raises(CloudflareWorkflowsConnectionError, match="ConnectError"):
         await hook.aget_instance("wf", "i")
+    await hook.aclose()
 
 
 async def test_async_not_found_is_not_retried(async_hook):

@@ -23,7 +23,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsServerError,
 )
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
-from tests.conftest import ACCOUNT_ID, connection_json
+from tests.helpers import ACCOUNT_ID, connection_json
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +108,7 @@ def test_duplicate_instance_id_is_a_recognisable_conflict(hook, quick_workflow):
     hook.create_instance(quick_workflow, instance_id="dup")
     with pytest.raises(CloudflareWorkflowsConflictError) as caught:
         hook.create_instance(quick_workflow, instance_id="dup")
-    assert protocol.is_already_exists(caught.value)
+    assert caught.value.is_already_exists
 
 
 def test_create_without_id_gets_a_generated_one(hook, quick_workflow):

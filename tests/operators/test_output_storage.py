@@ -17,7 +17,7 @@ from airflow_provider_cfworkflows.output_storage import (
     to_object_storage_path,
     write_object,
 )
-from tests.conftest import s3_keys
+from tests.helpers import s3_keys
 
 MIB = 1024 * 1024
 

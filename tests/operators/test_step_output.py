@@ -14,7 +14,7 @@ from airflow.sdk.execution_time.context import OutletEventAccessors
 
 from airflow_provider_cfworkflows import protocol
 from airflow_provider_cfworkflows.exceptions import (
-    CloudflareWorkflowOutputError,
+    CloudflareWorkflowOutputDeliveryError,
     CloudflareWorkflowOutputRejectedError,
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsConnectionError,
@@ -455,7 +455,7 @@ def test_storage_failure_is_a_clear_retryable_error(context, requests_mock, tmp_
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
 
-    with pytest.raises(CloudflareWorkflowOutputError) as raised:
+    with pytest.raises(CloudflareWorkflowOutputDeliveryError) as raised:
         operator(output_path=f"file://{blocker}/out.json").execute(context)
 
     assert not isinstance(raised.value, AirflowFailException)

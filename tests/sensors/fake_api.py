@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
-from tests.conftest import ACCOUNT_ID, MOCK_API_BASE, ok_envelope
+from tests.helpers import ACCOUNT_ID, MOCK_API_BASE, ok_envelope
 
 WORKFLOW = "wf"
 INSTANCE = "i"
@@ -91,13 +91,6 @@ class FakeApi:
             status, headers, body = self.respond(str(request.url))
             return httpx.Response(status, headers=headers, content=body)
 
-        async def client(hook: CloudflareWorkflowsHook) -> httpx.AsyncClient:
-            if hook._async_client is None:
-                settings = await hook.aget_settings()
-                hook._async_client = httpx.AsyncClient(
-                    headers=settings.headers(), transport=httpx.MockTransport(handler)
-                )
-            return hook._async_client
-
-        with mock.patch.object(CloudflareWorkflowsHook, "_aclient", client):
+        # Every hook made meanwhile (the triggers make their own) answers through the fake.
+        with mock.patch.object(CloudflareWorkflowsHook, "async_transport", httpx.MockTransport(handler)):
             yield self

@@ -34,7 +34,7 @@ from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
     CloudflareWorkflowStepTrigger,
 )
-from tests.conftest import UNIT_TEST_TOKEN
+from tests.helpers import UNIT_TEST_TOKEN
 from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi, step_result
 
 ALL_STATUSES = [status.value for status in InstanceStatus]

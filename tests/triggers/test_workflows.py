@@ -9,6 +9,7 @@ import time
 from unittest import mock
 
 import pytest
+from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsAuthError,
@@ -25,8 +26,10 @@ from airflow_provider_cfworkflows.triggers import workflows as triggers
 from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
     CloudflareWorkflowStepTrigger,
+    InstanceWaitEvent,
+    StepWaitEvent,
 )
-from tests.conftest import UNIT_TEST_TOKEN
+from tests.helpers import UNIT_TEST_TOKEN
 from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi, step_result
 
 COMMON = {
@@ -117,7 +120,7 @@ def test_instance_trigger_serialization_round_trip():
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_cfworkflows.triggers.workflows.CloudflareWorkflowInstanceTrigger"
     assert CloudflareWorkflowInstanceTrigger(**kwargs).serialize() == (classpath, kwargs)
-    assert set(kwargs) == {*COMMON, "end_time"}  # a connection id, never a credential
+    assert set(kwargs) == {*COMMON, "end_time", "terminate_on_kill"}  # a connection id, never a credential
     assert UNIT_TEST_TOKEN not in json.dumps(kwargs)
 
 
@@ -322,3 +325,31 @@ async def test_trigger_and_poke_decide_alike(requests_mock, scenario, step_name,
     assert poked == resumed
     assert async_api.calls  # the trigger went over the (mocked) wire
     assert async_api.calls == sync_api.calls[: len(async_api.calls)]  # the same calls, in order
+
+
+# --- the event contract ------------------------------------------------------------------------------
+
+
+def test_events_keep_their_dict_shape_and_validate_in_one_place():
+    event = StepWaitEvent(
+        status=triggers.EVENT_FAILURE,
+        workflow_name="wf",
+        instance_id="i",
+        error={"name": "Error", "message": "boom"},
+        message="Step 's-1' is errored: Error: boom.",
+        step_name="s-1",
+        step_type="step",
+        step_status="errored",
+    )
+    as_dict = event.to_dict()
+    assert set(as_dict) == STEP_EVENT_KEYS
+    assert StepWaitEvent.from_trigger(as_dict) == event
+    assert not event.is_success
+    # A step event is not an instance event: the instance fields are missing.
+    with pytest.raises(AirflowException, match=r"lacks \['instance_status'\]"):
+        InstanceWaitEvent.from_trigger(as_dict)
+    instance_event = InstanceWaitEvent.from_trigger(
+        {**as_dict, "status": triggers.EVENT_SUCCESS, "instance_status": "complete"}
+    )
+    assert instance_event.is_success
+    assert set(instance_event.to_dict()) == INSTANCE_EVENT_KEYS

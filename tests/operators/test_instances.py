@@ -1,4 +1,4 @@
-"""Create, batch-create, send-event and status operators: validation before any call, and wire shapes."""
+"""Create, batch-create and status operators: validation before any call, and wire shapes."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ from airflow_provider_cfworkflows.operators.workflows import (
     CloudflareWorkflowChangeInstanceStatusOperator,
     CloudflareWorkflowCreateInstanceOperator,
     CloudflareWorkflowCreateInstancesOperator,
-    CloudflareWorkflowSendEventOperator,
 )
-from tests.conftest import ACCOUNT_ID as ACCOUNT
-from tests.conftest import MOCK_API_BASE as BASE
-from tests.conftest import ok_envelope
+from tests.helpers import ACCOUNT_ID as ACCOUNT
+from tests.helpers import MOCK_API_BASE as BASE
+from tests.helpers import ok_envelope
 
 WF = f"{BASE}/accounts/{ACCOUNT}/workflows/wf"
 
@@ -43,28 +42,6 @@ def context():
 @pytest.mark.parametrize(
     ("operator", "fragment"),
     [
-        (
-            CloudflareWorkflowSendEventOperator(
-                task_id="t", workflow_name="wf", instance_id="i", event_type="order.paid", payload={}
-            ),
-            "event_type 'order.paid' is not allowed",
-        ),
-        (
-            CloudflareWorkflowSendEventOperator(
-                task_id="t",
-                workflow_name="wf",
-                instance_id="i",
-                event_type="go",
-                payload="x" * (1024 * 1024 + 1),
-            ),
-            "at most 1048576 bytes",
-        ),
-        (
-            CloudflareWorkflowSendEventOperator(
-                task_id="t", workflow_name="wf", instance_id="i", event_type="go", payload={1, 2}
-            ),
-            "payload must be JSON-serializable",
-        ),
         (
             CloudflareWorkflowCreateInstanceOperator(
                 task_id="t", workflow_name="wf", instance_params={"when": object()}
@@ -180,19 +157,6 @@ def test_batch_splits_by_100_and_accepts_skipped_ids(context, requests_mock):
     ]
 
 
-def test_send_event_shape(context, requests_mock):
-    requests_mock.post(f"{WF}/instances/i%201/events/approval", json=ok({}))
-    operator = CloudflareWorkflowSendEventOperator(
-        task_id="t", workflow_name="wf", instance_id="i 1", event_type="approval", payload={"ok": True}
-    )
-    assert operator.execute(context) == {
-        "workflow_name": "wf",
-        "instance_id": "i 1",
-        "event_type": "approval",
-    }
-    assert requests_mock.last_request.json() == {"ok": True}
-
-
 def test_restart_conflict_has_a_clear_message(context, requests_mock):
     requests_mock.patch(
         f"{WF}/instances/i/status",
@@ -223,3 +187,23 @@ def test_create_attaches_asset_event_metadata(context, requests_mock):
     )
     operator.execute(context)
     assert events[asset].extra == {"workflow_name": "wf", "instance_id": "mine", "account_id": ACCOUNT}
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), True, "10", None])
+@pytest.mark.parametrize("argument", ["poll_interval", "timeout"])
+def test_wait_seconds_must_be_finite_and_positive(argument, value):
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match=f"{argument} must be a finite number"):
+        CloudflareWorkflowCreateInstanceOperator(task_id="t", workflow_name="wf", **{argument: value})
+
+
+def test_create_treats_any_4xx_already_exists_as_success(context, requests_mock):
+    requests_mock.post(
+        f"{WF}/instances",
+        status_code=400,
+        json={"success": False, "errors": [{"code": 10001, "message": "Instance already exists"}]},
+    )
+    requests_mock.get(f"{WF}/instances/mine", json=ok({"status": "complete"}))
+    operator = CloudflareWorkflowCreateInstanceOperator(
+        task_id="start", workflow_name="wf", instance_id="mine"
+    )
+    assert operator.execute(context) == "mine"

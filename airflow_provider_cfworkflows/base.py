@@ -1,0 +1,77 @@
+"""What every Cloudflare Workflows operator and sensor has: the connection, the account, the hook and
+the dashboard link (in the spirit of the Amazon provider's ``AwsBaseOperator`` / ``AwsBaseSensor``)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, BaseOperatorLink, BaseSensorOperator
+
+from airflow_provider_cfworkflows.connection import DEFAULT_CONN_ID
+from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+from airflow_provider_cfworkflows.links.workflows import CloudflareWorkflowInstanceLink, persist_instance_link
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+CLOUDFLARE_ORANGE = "#f6821f"
+
+
+class CloudflareWorkflowsMixin:
+    """
+    The shared plumbing: ``account_id``, ``cloudflare_conn_id``, the hook (built on first use, never in
+    ``__init__``), the account id to use, and the instance's dashboard link.
+
+    :param account_id: Cloudflare account id; defaults to the connection's login.
+    :param cloudflare_conn_id: connection of type ``cloudflare_workflows``.
+    """
+
+    operator_extra_links: Collection[BaseOperatorLink] = (CloudflareWorkflowInstanceLink(),)
+    ui_color = CLOUDFLARE_ORANGE
+
+    def __init__(
+        self, *, account_id: str | None = None, cloudflare_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.account_id = account_id
+        self.cloudflare_conn_id = cloudflare_conn_id
+
+    @cached_property
+    def hook(self) -> CloudflareWorkflowsHook:
+        """The Cloudflare Workflows hook."""
+        return CloudflareWorkflowsHook(self.cloudflare_conn_id)
+
+    def resolve_account_id(self) -> str:
+        """The task's ``account_id``, else the connection's login."""
+        return self.hook.settings.resolve_account_id(self.account_id)
+
+    def persist_instance_link(self, context: Context, workflow_name: str, instance_id: str) -> str:
+        """
+        Push the instance's dashboard URL before any other call, so the link works even if the task
+        fails; returns the account id it resolved.
+        """
+        account_id = self.resolve_account_id()
+        persist_instance_link(context, account_id, workflow_name, instance_id)
+        return account_id
+
+
+class CloudflareWorkflowsBaseOperator(CloudflareWorkflowsMixin, BaseOperator):
+    """Base of the Cloudflare Workflows operators (see :class:`CloudflareWorkflowsMixin`)."""
+
+
+class CloudflareWorkflowsBaseSensor(CloudflareWorkflowsMixin, BaseSensorOperator):
+    """Base of the Cloudflare Workflows sensors (see :class:`CloudflareWorkflowsMixin`)."""
+
+
+def annotate_outlet_events(context: Context, operator: BaseOperator, extra: Mapping[str, Any]) -> None:
+    """Attach ``extra`` to the asset event of every ``Asset`` outlet, so downstream DAGs find the result."""
+    from airflow.sdk import Asset
+
+    outlet_events = context.get("outlet_events")
+    if outlet_events is None:
+        return
+    for outlet in operator.outlets or ():
+        if isinstance(outlet, Asset):
+            outlet_events[outlet].extra.update(extra)

@@ -1,0 +1,387 @@
+"""Operators that start Workflow instances or change their status."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import conf
+
+from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseOperator, annotate_outlet_events
+from airflow_provider_cfworkflows.exceptions import (
+    CloudflareWorkflowsConfigurationError,
+    CloudflareWorkflowsConflictError,
+    CloudflareWorkflowsError,
+)
+from airflow_provider_cfworkflows.instance_ids import derive_instance_id
+from airflow_provider_cfworkflows.instance_wait import InstanceWait
+from airflow_provider_cfworkflows.statuses import InstanceStatus, StatusAction
+from airflow_provider_cfworkflows.triggers.workflows import InstanceWaitEvent
+from airflow_provider_cfworkflows.validation import (
+    MAX_BATCH_SIZE,
+    encode_json,
+    validate_instance_id,
+    validate_new_instance_id,
+    validate_status_action,
+    validate_workflow_name,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+DEFAULT_WAIT_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+# What the create-and-wait operator waits for (the instance sensor's defaults).
+SUCCESS_STATES = (InstanceStatus.COMPLETE.value,)
+FAILURE_STATES = (InstanceStatus.ERRORED.value, InstanceStatus.TERMINATED.value)
+
+
+@dataclass(frozen=True)
+class _OwnInstance:
+    """An instance this task created, so ``on_kill`` may terminate it."""
+
+    workflow_name: str
+    instance_id: str
+    account_id: str
+
+
+def _positive_seconds(value: Any, what: str) -> float:
+    """A finite number of seconds > 0 (NaN and infinity are refused)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise CloudflareWorkflowsConfigurationError(
+            f"{what} must be a finite number of seconds > 0, got {value!r}."
+        )
+    return float(value)
+
+
+def _map_index(ti: Any) -> int:
+    return ti.map_index if ti.map_index is not None else -1
+
+
+class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
+    """
+    Start a Workflow instance; idempotent across task retries; optionally wait for it to finish.
+
+    Without ``instance_id`` the id is derived from the dag id, run id, task id and map index, so a
+    retried task finds the instance its earlier try created instead of starting a duplicate. An
+    "already exists" answer for that id is success.
+
+    With ``wait_for_completion`` the task waits exactly as ``CloudflareWorkflowInstanceSensor`` does
+    (the same code): a transient API error means "look again later", each change of status is logged
+    once, ``errored`` or ``terminated`` fails the task without retry after logging the remote error and
+    the failed steps, and a timeout fails it without retry (``AirflowSensorTimeout``), in the worker and
+    after a deferral alike.
+
+    :param workflow_name: the Workflow to run.
+    :param instance_id: explicit id (1-100 of ``[a-zA-Z0-9_-]``); derived when None.
+    :param instance_params: JSON-serializable value given to the Workflow as ``event.payload``.
+    :param instance_retention: ``{"success_retention": ..., "error_retention": ...}``.
+    :param wait_for_completion: wait until the instance is ``complete``; fail with the remote error when
+        it ends ``errored`` or ``terminated``.
+    :param deferrable: wait in the triggerer instead of a worker slot (after one look); defaults to
+        ``[operators] default_deferrable``.
+    :param poll_interval: seconds between status checks while waiting (a finite number > 0).
+    :param timeout: seconds to wait at most (a finite number > 0; default 7 days). A timeout fails the
+        task without retry.
+    :param terminate_on_kill: when the task is killed while waiting (marked failed or cleared, or its
+        ``execution_timeout`` passed), terminate the instance, if this task created it: in this try, or
+        (for a derived id) in an earlier try. An explicit ``instance_id`` that already existed is never
+        terminated. Default True.
+    :param account_id: defaults to the connection's login.
+    :param cloudflare_conn_id: connection of type ``cloudflare_workflows``.
+    """
+
+    template_fields: Sequence[str] = (
+        "workflow_name",
+        "instance_id",
+        "instance_params",
+        "account_id",
+        "cloudflare_conn_id",
+    )
+    template_fields_renderers = {"instance_params": "json"}
+
+    def __init__(
+        self,
+        *,
+        workflow_name: str,
+        instance_id: str | None = None,
+        instance_params: Any = None,
+        instance_retention: Mapping[str, Any] | None = None,
+        wait_for_completion: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 10.0,
+        timeout: float = DEFAULT_WAIT_TIMEOUT_SECONDS,
+        terminate_on_kill: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.workflow_name = workflow_name
+        self.instance_id = instance_id
+        self.instance_params = instance_params
+        self.instance_retention = instance_retention
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = _positive_seconds(poll_interval, "poll_interval")
+        self.timeout = _positive_seconds(timeout, "timeout")
+        self.terminate_on_kill = terminate_on_kill
+        # Set only while this task waits for an instance it owns (see terminate_on_kill); on_kill reads it.
+        self._waiting_for_own: _OwnInstance | None = None
+        self._stop_waiting: threading.Event | None = None
+
+    def execute(self, context: Context) -> str:
+        workflow_name = validate_workflow_name(self.workflow_name)
+        instance_id, derived = self._instance_id(context)
+        encode_json(self.instance_params, "instance_params")
+        account_id = self.persist_instance_link(context, workflow_name, instance_id)
+        created = self._create(workflow_name, instance_id, account_id)
+        annotate_outlet_events(
+            context,
+            self,
+            {"workflow_name": workflow_name, "instance_id": instance_id, "account_id": account_id},
+        )
+        if self.wait_for_completion:
+            # A derived id is this task's own even when an earlier try created it.
+            owned = _OwnInstance(workflow_name, instance_id, account_id) if created or derived else None
+            self._wait(workflow_name, instance_id, account_id, owned)
+        return instance_id
+
+    def _instance_id(self, context: Context) -> tuple[str, bool]:
+        """The explicit id (checked), or the id derived from the task instance; and whether derived."""
+        if self.instance_id:
+            return validate_new_instance_id(self.instance_id), False
+        ti = context["ti"]
+        return derive_instance_id(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti)), True
+
+    def _create(self, workflow_name: str, instance_id: str, account_id: str) -> bool:
+        """Start the instance: True when this call created it, False when it already existed."""
+        try:
+            created = self.hook.create_instance(
+                workflow_name,
+                instance_id=instance_id,
+                params=self.instance_params,
+                instance_retention=self.instance_retention,
+                account_id=account_id,
+            )
+        except CloudflareWorkflowsError as error:
+            if not error.is_already_exists:
+                raise
+            existing = self.hook.get_instance(workflow_name, instance_id, simple=True, account_id=account_id)
+            self.log.info(
+                "Instance %r already exists (an earlier try of this task, or another task, created it); "
+                "status %s.",
+                instance_id,
+                existing.get("status"),
+            )
+            return False
+        self.log.info(
+            "Started instance %r of workflow %r (status %s).",
+            instance_id,
+            workflow_name,
+            created.get("status"),
+        )
+        return True
+
+    def _instance_wait(self, workflow_name: str, instance_id: str, account_id: str) -> InstanceWait:
+        return InstanceWait(
+            hook=self.hook,
+            log=self.log,
+            workflow_name=workflow_name,
+            instance_id=instance_id,
+            account_id=account_id,
+            cloudflare_conn_id=self.cloudflare_conn_id,
+            success_states=SUCCESS_STATES,
+            failure_states=FAILURE_STATES,
+        )
+
+    def _wait(
+        self, workflow_name: str, instance_id: str, account_id: str, owned: _OwnInstance | None
+    ) -> None:
+        wait = self._instance_wait(workflow_name, instance_id, account_id)
+        if self.deferrable:
+            end_time = time.time() + self.timeout
+            if wait.poke() is None:  # one look first: a finished instance needs no trigger
+                wait.defer(
+                    self,
+                    end_time=end_time,
+                    poll_interval=self.poll_interval,
+                    terminate_on_kill=owned is not None and self.terminate_on_kill,
+                )
+            return
+        self._stop_waiting = threading.Event()
+        self._waiting_for_own = owned
+        try:
+            wait.wait(timeout=self.timeout, poll_interval=self.poll_interval, stop=self._stop_waiting)
+        finally:
+            self._waiting_for_own = None
+
+    def execute_complete(self, context: Context, event: Any = None) -> str:
+        """Resume after the trigger: validate its event; fail as the wait would, or return the id."""
+        resumed = InstanceWaitEvent.from_trigger(event)
+        wait = self._instance_wait(
+            validate_workflow_name(self.workflow_name), resumed.instance_id, self.resolve_account_id()
+        )
+        wait.resume(resumed)
+        return resumed.instance_id
+
+    def on_kill(self) -> None:
+        """Terminate the instance this task created, if it is killed while waiting for it."""
+        owned, stop = self._waiting_for_own, self._stop_waiting
+        if stop is not None:
+            stop.set()
+        if owned is None or not self.terminate_on_kill:
+            return
+        self.log.warning(
+            "The task is being killed while waiting: terminating instance %r of workflow %r, which it "
+            "created (terminate_on_kill=True).",
+            owned.instance_id,
+            owned.workflow_name,
+        )
+        result = self.hook.change_instance_status(
+            owned.workflow_name, owned.instance_id, StatusAction.TERMINATE.value, account_id=owned.account_id
+        )
+        self.log.info("Instance %r: status now %s.", owned.instance_id, result.get("status"))
+
+
+class CloudflareWorkflowCreateInstancesOperator(CloudflareWorkflowsBaseOperator):
+    """
+    Start many instances of a Workflow, 100 per API call, idempotent across task retries.
+
+    :param workflow_name: the Workflow.
+    :param instances: one item per instance: ``{"instance_id"?: ..., "params"?: ...,
+        "instance_retention"?: ...}``. Items without an id get one derived from the task and the item's
+        position, so a retried task finds them instead of starting duplicates.
+    """
+
+    template_fields: Sequence[str] = ("workflow_name", "instances", "account_id", "cloudflare_conn_id")
+    template_fields_renderers = {"instances": "json"}
+    operator_extra_links = ()  # many instances: no single dashboard page
+
+    def __init__(self, *, workflow_name: str, instances: Sequence[Mapping[str, Any]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.workflow_name = workflow_name
+        self.instances = instances
+
+    def _items(self, context: Context) -> list[dict[str, Any]]:
+        if isinstance(self.instances, str | bytes) or not isinstance(self.instances, Sequence):
+            raise CloudflareWorkflowsConfigurationError(
+                "instances must be a list of dicts like {'params': {...}}, "
+                f"got {type(self.instances).__name__}."
+            )
+        ti = context["ti"]
+        items = []
+        for position, item in enumerate(self.instances):
+            if not isinstance(item, Mapping):
+                raise CloudflareWorkflowsConfigurationError(
+                    f"instances[{position}] must be a dict with optional 'instance_id', 'params', "
+                    f"'instance_retention', got {item!r}."
+                )
+            unknown = set(item) - {"instance_id", "params", "instance_retention"}
+            if unknown:
+                raise CloudflareWorkflowsConfigurationError(
+                    f"instances[{position}] has unknown keys {sorted(unknown)}; "
+                    "allowed: 'instance_id', 'params', 'instance_retention'."
+                )
+            instance_id = item.get("instance_id") or derive_instance_id(
+                ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), item=position
+            )
+            encode_json(item.get("params"), f"instances[{position}].params")
+            items.append({**item, "instance_id": validate_new_instance_id(instance_id)})
+        ids = [item["instance_id"] for item in items]
+        if len(set(ids)) != len(ids):
+            raise CloudflareWorkflowsConfigurationError(
+                "instances contains the same instance_id more than once."
+            )
+        return items
+
+    def execute(self, context: Context) -> list[str]:
+        workflow_name = validate_workflow_name(self.workflow_name)
+        items = self._items(context)
+        account_id = self.resolve_account_id()
+        for start in range(0, len(items), MAX_BATCH_SIZE):
+            chunk = items[start : start + MAX_BATCH_SIZE]
+            created = {
+                item.get("id")
+                for item in self.hook.create_instances_batch(workflow_name, chunk, account_id=account_id)
+            }
+            # Cloudflare skips ids that already exist; they were created by an earlier try of this task.
+            skipped = [item["instance_id"] for item in chunk if item["instance_id"] not in created]
+            for instance_id in skipped:
+                self.hook.get_instance(workflow_name, instance_id, simple=True, account_id=account_id)
+            self.log.info(
+                "Batch %d: started %d instance(s), %d already existed.",
+                start // MAX_BATCH_SIZE + 1,
+                len(chunk) - len(skipped),
+                len(skipped),
+            )
+        ids = [item["instance_id"] for item in items]
+        annotate_outlet_events(context, self, {"workflow_name": workflow_name, "instance_ids": ids})
+        return ids
+
+
+class CloudflareWorkflowChangeInstanceStatusOperator(CloudflareWorkflowsBaseOperator):
+    """
+    Pause, resume, terminate or restart a Workflow instance.
+
+    :param workflow_name: the Workflow.
+    :param instance_id: the instance.
+    :param action: ``"pause"``, ``"resume"``, ``"terminate"`` or ``"restart"``.
+    :param rollback: with ``terminate``: run the Workflow's rollback handlers first.
+    :param restart_from: with ``restart``: ``{"name": <step name as written in code>, "count"?: n,
+        "type"?: "do" | "sleep" | "waitForEvent"}`` to restart from that step instead of the start.
+    """
+
+    template_fields: Sequence[str] = (
+        "workflow_name",
+        "instance_id",
+        "action",
+        "account_id",
+        "cloudflare_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        workflow_name: str,
+        instance_id: str,
+        action: str,
+        rollback: bool | None = None,
+        restart_from: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.workflow_name = workflow_name
+        self.instance_id = instance_id
+        self.action = action
+        self.rollback = rollback
+        self.restart_from = restart_from
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        workflow_name = validate_workflow_name(self.workflow_name)
+        instance_id = validate_instance_id(self.instance_id)
+        action = validate_status_action(self.action)
+        account_id = self.persist_instance_link(context, workflow_name, instance_id)
+        try:
+            result = self.hook.change_instance_status(
+                workflow_name,
+                instance_id,
+                action,
+                rollback=self.rollback,
+                restart_from=self.restart_from,
+                account_id=account_id,
+            )
+        except CloudflareWorkflowsConflictError as error:
+            raise CloudflareWorkflowsError(
+                f"Cannot {action} instance {instance_id!r} of {workflow_name!r} in its current state "
+                f"({'not in a restartable state' if action is StatusAction.RESTART else 'state conflict'}); "
+                f"Cloudflare said: {error}"
+            ) from error
+        self.log.info("Asked instance %r to %s; status now %s.", instance_id, action, result.get("status"))
+        return {"workflow_name": workflow_name, "instance_id": instance_id, "action": str(action), **result}
