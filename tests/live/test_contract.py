@@ -182,6 +182,26 @@ def test_command_line_prints_the_table_and_passes_against_the_emulator(
     assert instances_left(contract_emulator) == []
 
 
+def test_instances_are_deleted_when_a_probe_fails_midway(contract_emulator: EmulatorProcess) -> None:
+    contract_emulator.reset()
+    target = emulator_target(contract_emulator)
+
+    def fail_while_waiting(line: str) -> None:
+        if line.startswith("Waiting"):  # every instance exists by then
+            raise RuntimeError("interrupted")
+
+    with live_hook(target) as hook:
+        probe = ContractProbe(target, hook, fail_while_waiting)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            probe.run()
+
+    assert len(probe.created) == 3
+    assert probe.leftovers == []
+    assert instances_left(contract_emulator) == []
+    deletes = [entry for entry in contract_emulator.requests_log() if entry["endpoint"] == "delete_instance"]
+    assert sorted(entry["status"] for entry in deletes) == [200, 200, 200]
+
+
 def test_a_missing_workflow_aborts_without_leaving_instances(contract_emulator: EmulatorProcess) -> None:
     contract_emulator.reset()
     environ = {
