@@ -65,6 +65,8 @@ PAUSE_JITTER_FRACTION = 0.1
 PAUSE_JITTER_MAX_SECONDS = 5.0
 # A reset time or Retry-After beyond this is capped, so that every wait ends.
 MAX_WAIT_SECONDS = 3600.0
+# Others' spending rate is measured over at least this much of a window (earlier: the previous value).
+OTHERS_RATE_MIN_SECONDS = 5.0
 # Waits at least this long are logged, so a slow task says why it is slow.
 LOG_WAIT_SECONDS = 5.0
 
@@ -207,6 +209,9 @@ class _Window:
     estimate: float  # requests left that the server has not seen from us yet
     reset_at: float
     reserve: int
+    started_at: float  # first response seen from this window
+    observed_at: float  # latest response seen from this window
+    others_spent: float = 0.0  # requests others (processes, dashboard) spent since started_at
 
 
 def _burst(budget: float) -> float:
@@ -253,6 +258,7 @@ class RateLimiter:
         self._tat = -math.inf  # theoretical arrival time of the next request (GCRA)
         self._pause_until = -math.inf
         self._pause_jitter = 0.0
+        self._others_rate = 0.0  # requests per second spent by other clients of the token
 
     @property
     def rate_limit(self) -> int | None:
@@ -262,6 +268,11 @@ class RateLimiter:
     @rate_limit.setter
     def rate_limit(self, rate_limit: int | None) -> None:
         self._rate_limit = _validate_rate_limit(rate_limit)
+
+    @property
+    def in_flight(self) -> int:
+        """Slots taken whose response has not been observed or released yet."""
+        return self._in_flight
 
     # --- decision core (no sleeping; ``now`` is the clock's time) ----------------------------------
 
@@ -334,8 +345,13 @@ class RateLimiter:
     #             every granted slot then takes 1 from E. Counting unanswered requests as spent errs on
     #             the safe side. Within one window E only falls: E = min(E, r - in_flight), so a late
     #             response that saw an older r cannot raise it; a later reset_at starts a new window.
-    #   U         usable = E - reserve, reserve = ceil(DASHBOARD_RESERVE_FRACTION * q) (60 of 1,200).
-    #   pace      slots at interval (reset_at - now) / U, i.e. U spread evenly until the reset, with a
+    #   U         usable = E - reserve - others_rate * (time since our latest response), reserve =
+    #             ceil(DASHBOARD_RESERVE_FRACTION * q) (60 of 1,200); others_rate = what r fell by beyond
+    #             our own requests, per second, over this window: what other processes and the
+    #             dashboard have probably spent since we last looked, so a process that looks rarely
+    #             does not spend budget that others already took.
+    #   pace      slots at interval (reset_at - max(now, tat)) / U, i.e. U spread evenly until the
+    #             reset (tat: when the slots already granted are used up; U excludes them), with a
     #             burst of _burst(U) after idleness (GCRA: slot = max(now, tat - (burst - 1) * interval)).
     #             When other processes spend, r falls, so U falls and every process slows down together.
     #   cap       a slot in this window only while U >= 1: never past r - reserve. Other processes'
@@ -357,9 +373,10 @@ class RateLimiter:
         """
         window = self._window
         if window is not None and start < window.reset_at:
-            usable = window.estimate - window.reserve
+            base = max(start, self._tat)
+            usable = window.estimate - window.reserve - self._others_rate * (base - window.observed_at)
             if usable >= 1:
-                interval = (window.reset_at - start) / usable
+                interval = (window.reset_at - base) / usable
                 slot = self._gcra_slot(start, interval, _burst(usable))
                 if slot < window.reset_at:
                     return slot, interval, True
@@ -375,6 +392,8 @@ class RateLimiter:
         return FALLBACK_WINDOW_SECONDS / max(self._rate_limit - burst, 1.0), burst
 
     def _gcra_slot(self, start: float, interval: float, burst: float) -> float:
+        if interval <= 0:  # no pace: each caller keeps its own (jittered) start
+            return start
         return max(start, self._tat - (burst - 1) * interval)
 
     def _update_window(self, now: float, current: RemainingBudget, policies: list[QuotaPolicy]) -> None:
@@ -387,9 +406,15 @@ class RateLimiter:
             or now >= window.reset_at
             or reset_at > window.reset_at + SAME_WINDOW_TOLERANCE_SECONDS
         ):
-            self._window = _Window(estimate, reset_at, math.ceil(DASHBOARD_RESERVE_FRACTION * quota))
-        else:
-            window.estimate = min(window.estimate, estimate)
+            reserve = math.ceil(DASHBOARD_RESERVE_FRACTION * quota)
+            self._window = _Window(estimate, reset_at, reserve, started_at=now, observed_at=now)
+            return
+        # What r fell by beyond our own requests was spent by others (other processes, the dashboard).
+        window.others_spent += max(0.0, window.estimate - estimate)
+        window.estimate = min(window.estimate, estimate)
+        window.observed_at = max(window.observed_at, now)
+        if now - window.started_at >= OTHERS_RATE_MIN_SECONDS:
+            self._others_rate = window.others_spent / (now - window.started_at)
 
     # --- waiting -----------------------------------------------------------------------------------
 
