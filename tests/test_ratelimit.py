@@ -250,8 +250,8 @@ def test_429_from_the_server_pauses_until_its_retry_after():
     simulate(server, {limiter: 10}, duration=170)
     # The first request of each caller meets the 429 (they all went out before any answer), none after.
     assert server.rejected == 10
-    assert server.used[1] > 150
-    assert server.used[2] > 150
+    assert server.used[1] >= 45  # of 50 - 3 (reserve) usable
+    assert server.used[2] >= 45
 
 
 # --- fallback bucket ---------------------------------------------------------------------------------
