@@ -247,7 +247,7 @@ def test_429_from_the_server_pauses_until_its_retry_after():
     server = SimulatedServer(quota=50, window=60.0)
     server.used[0] = 50  # someone else spent the window before our first request
     limiter = RateLimiter(rate_limit=None, jitter=random.Random(7).random)
-    simulate(server, {limiter: 10}, duration=170)
+    simulate(server, {limiter: 10}, duration=200)
     # The first request of each caller meets the 429 (they all went out before any answer), none after.
     assert server.rejected == 10
     assert server.used[1] >= 45  # of 50 - 3 (reserve) usable
