@@ -34,29 +34,9 @@ from airflow_provider_cfworkflows.ratelimit import (
     parse_ratelimit,
     parse_ratelimit_policy,
 )
+from tests.fakes import FakeClock
 
-T0 = 1000.0
-
-
-class FakeClock:
-    """A clock that only moves when someone sleeps on it (thread-safe)."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.time = start
-        self.slept: list[float] = []
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        return self.time
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.slept.append(seconds)
-            self.time += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
-        await asyncio.sleep(0)
+T0 = 1000.0  # FakeClock's start
 
 
 def cf_headers(remaining: int, reset: float, quota: int = 1200, window: int = 300) -> dict[str, str]:
@@ -64,13 +44,6 @@ def cf_headers(remaining: int, reset: float, quota: int = 1200, window: int = 30
         "Ratelimit": f'"default";r={remaining};t={reset:g}',
         "Ratelimit-Policy": f'"default";q={quota};w={window}',
     }
-
-
-@pytest.fixture(autouse=True)
-def empty_registry():
-    ratelimit.reset_limiters()
-    yield
-    ratelimit.reset_limiters()
 
 
 # --- header parsing -------------------------------------------------------------------------------
