@@ -21,9 +21,10 @@ import hashlib
 import logging
 import math
 import random
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -70,6 +71,9 @@ OTHERS_RATE_MIN_SECONDS = 5.0
 # Waits at least this long are logged, so a slow task says why it is slow.
 LOG_WAIT_SECONDS = 5.0
 
+# Quoted strings, left to right: only one holding a separator or an escape needs the slow split.
+_QUOTED = re.compile(r'"[^"]*"?')
+
 RATELIMIT_HEADER = "ratelimit"
 RATELIMIT_POLICY_HEADER = "ratelimit-policy"
 RETRY_AFTER_HEADER = "retry-after"
@@ -109,7 +113,8 @@ class QuotaPolicy:
     window_seconds: float
 
 
-def _split_outside_quotes(text: str, separator: str) -> Iterator[str]:
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    parts: list[str] = []
     part: list[str] = []
     quoted = escaped = False
     for char in text:
@@ -120,23 +125,44 @@ def _split_outside_quotes(text: str, separator: str) -> Iterator[str]:
         elif char == '"':
             quoted = not quoted
         elif char == separator and not quoted:
-            yield "".join(part).strip()
+            parts.append("".join(part).strip())
             part = []
             continue
         part.append(char)
-    yield "".join(part).strip()
+    parts.append("".join(part).strip())
+    return parts
 
 
-def _structured_items(value: str | None) -> Iterator[tuple[str, dict[str, str]]]:
+def _split_plainly(text: str, separator: str) -> list[str]:
+    return [part.strip() for part in text.split(separator)]
+
+
+def _structured_items(value: str | None) -> list[tuple[str, dict[str, str]]]:
     """``"name";k=v;k=v, token;k=v`` (RFC 8941 list of items with parameters) as (name, params)."""
-    for item in _split_outside_quotes(value or "", ","):
-        name, *params = _split_outside_quotes(item, ";")
+    if not value:
+        return []
+    # Only a quoted name holding a separator or an escape needs the character-wise split.
+    tricky = any(char in quoted for quoted in _QUOTED.findall(value) for char in ",;\\")
+    split = _split_outside_quotes if tricky else _split_plainly
+    items = []
+    for item in split(value, ","):
+        name, *params = split(item, ";")
         if len(name) >= 2 and name[0] == name[-1] == '"':
             name = name[1:-1]
         if not name or '"' in name:
             continue
-        pairs = dict(param.partition("=")[::2] for param in params)
-        yield name, {key.strip().lower(): number.strip() for key, number in pairs.items()}
+        parsed = {}
+        for param in params:
+            key, _, number = param.partition("=")
+            parsed[key.strip().lower()] = number.strip()
+        items.append((name, parsed))
+    return items
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # requests' and httpx's headers look up any case in O(1); only a plain dict needs the scan.
+    value = headers.get(name)
+    return header(headers, name) if value is None and isinstance(headers, dict) else value
 
 
 def _non_negative(text: str | None) -> float | None:
@@ -307,13 +333,13 @@ class RateLimiter:
 
     def observe(self, now: float, status_code: int, headers: Mapping[str, str]) -> None:
         """Update the budget from a response to a request that had a slot."""
-        budgets = parse_ratelimit(header(headers, RATELIMIT_HEADER))
-        policies = parse_ratelimit_policy(header(headers, RATELIMIT_POLICY_HEADER)) if budgets else []
+        budgets = parse_ratelimit(_header(headers, RATELIMIT_HEADER))
+        policies = parse_ratelimit_policy(_header(headers, RATELIMIT_POLICY_HEADER)) if budgets else []
         current = _tightest(budgets) if budgets else None
         pause = None
         if status_code == TOO_MANY_REQUESTS:
             # Wait what the server says, or for the reset, or (neither given) the 5-minute lockout.
-            pause = parse_retry_after(header(headers, RETRY_AFTER_HEADER))
+            pause = parse_retry_after(_header(headers, RETRY_AFTER_HEADER))
             if pause is None:
                 pause = current.reset_seconds + RESET_MARGIN_SECONDS if current else LOCKOUT_SECONDS
             pause = min(pause, MAX_WAIT_SECONDS)
