@@ -67,6 +67,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def inherited_environment() -> dict[str, str]:
+    """This process's environment less Airflow settings (a stack is configured by its own alone)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("AIRFLOW__") and name not in ("AIRFLOW_HOME", "AIRFLOW_CONFIG")
+    }
+
+
 def stack_environment(home: Path, dags_folder: Path, api_port: int) -> dict[str, str]:
     """The Airflow settings every component and CLI call of one stack shares."""
     api_url = f"http://127.0.0.1:{api_port}"
@@ -168,7 +177,11 @@ class AirflowStack:
         port = free_port()
         stack = cls(
             home=home,
-            env={**os.environ, **stack_environment(home, dags_folder.resolve(), port), **(env or {})},
+            env={
+                **inherited_environment(),
+                **stack_environment(home, dags_folder.resolve(), port),
+                **(env or {}),
+            },
             api_port=port,
         )
         failed = False

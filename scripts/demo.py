@@ -30,7 +30,9 @@ from typing import Any
 from scripts.airflow_stack import AirflowStack, StackError
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_HOME = REPO / ".demo"
+DEMO_HOME = Path(
+    os.environ.get("CFWORKFLOWS_DEMO_DIR") or REPO / ".demo"
+)  # the output, and `dags test` state
 EXAMPLE_DAGS = REPO / "example_dags"
 DAG_ID = "example_cfworkflows_pipeline"
 WORKFLOW = "demo-pipeline"
@@ -126,7 +128,7 @@ def _dags_test(output_dir: Path) -> None:
         _run([sys.executable, "-m", "airflow", "db", "migrate"], env)
         _run([sys.executable, "-m", "airflow", "dags", "test", DAG_ID], env)
         _report(conn_json, _created_instance_id(env), output_dir)
-    print("\nDone: the emulator (if any) is stopped; Airflow state is in .demo/airflow.")
+    print(f"\nDone: the emulator (if any) is stopped; Airflow state is in {DEMO_HOME / 'airflow'}.")
 
 
 def _stop_on_sigterm() -> None:
@@ -150,6 +152,7 @@ def _multi_process(output_dir: Path, timeout: float, keep_running: bool) -> int:
         }
         with AirflowStack.running(dags_folder=EXAMPLE_DAGS, env=env) as stack:
             print(f"Airflow is up: UI and REST API at {stack.ui_url}", flush=True)
+            print(f"AIRFLOW_HOME={stack.home} (removed at the end unless something fails)", flush=True)
             stack.wait_for_dag(DAG_ID)
             print(f"$ airflow dags unpause {DAG_ID}", flush=True)
             stack.unpause(DAG_ID)
