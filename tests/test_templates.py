@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def assert_all_rendered(dag: Any, dag_run: Any, recorder: RenderRecorder) -> Non
 
 
 @pytest.fixture
-def readme_dags(airflow_db: Path) -> dict[str, Any]:
+def readme_dags(airflow_db: Path) -> Iterator[dict[str, Any]]:
     """README.md's examples (and the control DAG) as a DAG file in the DAGs folder."""
     from airflow.dag_processing.dagbag import DagBag
 
@@ -152,10 +153,12 @@ def readme_dags(airflow_db: Path) -> dict[str, Any]:
     path.write_text(
         README_DAG_FILE.format(blocks=readme_python_blocks(), dag_id=README_DAG_ID, control_id=CONTROL_DAG_ID)
     )
-    bag = DagBag(dag_folder=str(path))
-    assert not bag.import_errors, bag.import_errors
-    yield {dag_id: bag.get_dag(dag_id) for dag_id in (README_DAG_ID, CONTROL_DAG_ID)}
-    path.unlink()
+    try:
+        bag = DagBag(dag_folder=str(path))
+        assert not bag.import_errors, bag.import_errors
+        yield {dag_id: bag.get_dag(dag_id) for dag_id in (README_DAG_ID, CONTROL_DAG_ID)}
+    finally:
+        path.unlink()
 
 
 @pytest.mark.parametrize("dag_id", EXAMPLE_DAG_IDS)
