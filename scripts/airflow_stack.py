@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -331,6 +332,8 @@ class AirflowStack:
         A component that exits meanwhile, or an API that does not answer, counts as "not yet" until
         the deadline; the error then says what was awaited and shows each component's output.
         """
+        if not 0 < timeout < math.inf:
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while True:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -197,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.keep_running and not args.airflow:
         parser.error("--keep-running needs --airflow")
+    if not 0 < args.timeout < math.inf:
+        parser.error(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
     output_dir = DEMO_HOME / "output"
     shutil.rmtree(output_dir, ignore_errors=True)
     output_dir.mkdir(parents=True)
