@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 
-.venv/bin/python -m pytest -n 0 -m multiprocess "$@"
+.venv/bin/python -m pytest -n 0 -m multiprocess tests/multiprocess "$@"
