@@ -34,10 +34,10 @@ from airflow_provider_cfworkflows.emulator.server import run_emulator_process
 from airflow_provider_cfworkflows.triggers import workflows as triggers
 from tests.helpers import connection_json
 from tests.reliability.components import COMPONENTS, Component, Run, file_left_behind
+from tests.reliability.guarded import SCENARIO, TOKEN_WITH_NEWLINE
 
 pytestmark = pytest.mark.integration
 
-SCENARIO = Path(__file__).with_name("scenario.yaml")
 MAX_RETRIES = 2
 CONNECTION_TIMEOUT = 5.0
 # A drip sends one byte every DRIP_INTERVAL s: a JSON answer of a few hundred bytes would take 15 s or
@@ -71,7 +71,10 @@ _NO_COMPLETE_ANSWER = r"complete response|cut off|ended after|[Dd]isconnected|Co
 FAULTS: tuple[Fault, ...] = (
     Fault("429 + Retry-After", {"kind": "rate_limit", "retry_after": "1"}, r"HTTP 429"),
     Fault("429, no Retry-After", {"kind": "server_error", "status": 429}, r"HTTP 429"),
-    *(Fault(str(status), {"kind": "server_error", "status": status}, rf"HTTP {status}") for status in (500, 502, 503, 504)),
+    *(
+        Fault(str(status), {"kind": "server_error", "status": status}, rf"HTTP {status}")
+        for status in (500, 502, 503, 504)
+    ),
     Fault("connection refused", None, r"could not connect|[Cc]onnection refused"),
     Fault("reset mid-response", {"kind": "drop_connection", "after_bytes": 0}, _NO_COMPLETE_ANSWER),
     # JSON: the body ends cleanly halfway without Content-Length (only parsing can tell); a byte stream
@@ -119,25 +122,26 @@ UNKNOWN_1 = Outcome("unknown/1", "CloudflareWorkflowOutcomeUnknownError", effect
 CUT = Outcome("cut", "CloudflareWorkflowsConnectionError")
 
 # fmt: off
-# Columns in the order of FAULTS:
-#   429+RA  429     500     502     503     504     refused  reset   cut     s:false malformed html  drip  lost
-_READ = (OK, OK, OK, OK, OK, OK, REFUSED, OK, OK, OK, OK, OK, OK, OK)
-_ONCE = (OK, OK, UNKNOWN_0, UNKNOWN_0, UNKNOWN_0, UNKNOWN_0, REFUSED,
-         UNKNOWN_1, UNKNOWN_1, UNKNOWN_1, UNKNOWN_1, UNKNOWN_0, UNKNOWN_1, UNKNOWN_1)
+# One row per component, one column per fault, in the order of FAULTS: 429 with Retry-After (RA), 429
+# without, 500-504, connection refused (ref), reset mid-response (rst), cut mid-body (cut), 200 with
+# success:false (s:f), malformed JSON (bad), HTML error page (htm), slow drip (drp), lost answer (lst).
+# docs/reliability.md shows this table.
+R, U0, U1, C = REFUSED, UNKNOWN_0, UNKNOWN_1, CUT
 MATRIX: dict[str, tuple[Outcome, ...]] = {
-    "step sensor":                  _READ,
-    "step sensor (deferrable)":     _READ,
-    "instance sensor":              _READ,
-    "instance sensor (deferrable)": _READ,
-    "create":                       _READ,
-    "create and wait":              _READ,
-    "create and wait (deferrable)": _READ,
-    "batch create":                 _READ,
-    "send event":                   _ONCE,
-    "terminate":                    _READ,
-    "restart":                      _ONCE,
-    "step output to XCom":          _READ,
-    "step output to file://":       (OK, OK, OK, OK, OK, OK, REFUSED, CUT, CUT, OK, OK, OK, OK, OK),
+    #                                RA  429 500 502 503 504 ref rst cut s:f bad htm drp lst
+    "step sensor":                  (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "step sensor (deferrable)":     (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "instance sensor":              (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "instance sensor (deferrable)": (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "create":                       (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "create and wait":              (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "create and wait (deferrable)": (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "batch create":                 (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "send event":                   (OK, OK, U0, U0, U0, U0, R,  U1, U1, U1, U1, U0, U1, U1),
+    "terminate":                    (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "restart":                      (OK, OK, U0, U0, U0, U0, R,  U1, U1, U1, U1, U0, U1, U1),
+    "step output to XCom":          (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "step output to file://":       (OK, OK, OK, OK, OK, OK, R,  C,  C,  OK, OK, OK, OK, OK),
 }
 # fmt: on
 
@@ -147,7 +151,9 @@ def _slug(text: str) -> str:
 
 
 CELLS = [
-    pytest.param(component, fault, MATRIX[component.name][column], id=f"{_slug(component.name)}--{_slug(fault.name)}")
+    pytest.param(
+        component, fault, MATRIX[component.name][column], id=f"{_slug(component.name)}--{_slug(fault.name)}"
+    )
     for component in COMPONENTS
     for column, fault in enumerate(FAULTS)
 ]
@@ -206,7 +212,9 @@ def test_fault_matrix(
     emulator.reset()
     api_base = emulator.api_base if fault.spec is not None else refusing_address
     extra = {"max_retries": MAX_RETRIES, "timeout": fault.timeout}
-    monkeypatch.setenv("AIRFLOW_CONN_CLOUDFLARE_DEFAULT", connection_json(api_base, extra=extra))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLOUDFLARE_DEFAULT", connection_json(api_base, password=TOKEN_WITH_NEWLINE, extra=extra)
+    )
     spec = fault.stream_spec if component.body == "stream" and fault.stream_spec else fault.spec
 
     def inject() -> None:
