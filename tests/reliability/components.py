@@ -153,11 +153,11 @@ def status_of(emulator: Any, workflow: str, instance_id: str) -> str | None:
     return str(answer.json()["result"]["status"])
 
 
-def restarts(emulator: Any) -> int:
+def restarts(r: Run) -> int:
     """Restarts that reached the emulator and took effect (answered 2xx, or not answered at all)."""
     return sum(
         1
-        for entry in emulator.requests_log()
+        for entry in r.emulator.requests_log()
         if entry["endpoint"] == "change_status"
         and (entry["body"] or {}).get("status") == "restart"
         and (entry["status"] is None or 200 <= entry["status"] < 300)
