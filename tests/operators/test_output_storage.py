@@ -11,9 +11,10 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsConfigurationError
 from airflow_provider_cfworkflows.output_storage import (
+    PIPELINE_BUFFERS,
     WRITE_BLOCK_SIZE,
+    ChunksReader,
     OutputSizeMismatchError,
-    fixed_size_blocks,
     to_object_storage_path,
     write_object,
 )
@@ -42,23 +43,54 @@ def payload(size: int) -> bytes:
     return random.Random(size).randbytes(size)
 
 
-def test_fixed_size_blocks_cuts_exact_blocks():
+def read_all(reader, size: int) -> list[bytes]:
+    reads = []
+    buffer = bytearray(size)
+    while count := reader.readinto(memoryview(buffer)):
+        reads.append(bytes(buffer[:count]))
+    return reads
+
+
+def test_chunks_reader_fills_every_buffer_until_the_end():
     data = payload(1000)
-    blocks = list(fixed_size_blocks(chunks_of(data), 64))
+    reads = read_all(ChunksReader(chunks_of(data)), 64)
 
-    assert b"".join(blocks) == data
-    assert {len(block) for block in blocks[:-1]} == {64}
-    assert 0 < len(blocks[-1]) <= 64
-    assert list(fixed_size_blocks([], 64)) == []
-    assert list(fixed_size_blocks([b"", b"ab", b""], 64)) == [b"ab"]
+    assert b"".join(reads) == data
+    assert {len(read) for read in reads[:-1]} == {64}
+    assert 0 < len(reads[-1]) <= 64
+    assert read_all(ChunksReader([]), 64) == []
+    assert read_all(ChunksReader([b"", b"ab", b""]), 64) == [b"ab"]
+    assert read_all(ChunksReader([b"abc", bytearray(b"de"), memoryview(b"fgh")]), 3) == [
+        b"abc",
+        b"def",
+        b"gh",
+    ]
 
 
-def test_fixed_size_blocks_passes_block_sized_chunks_through():
-    first, second = b"a" * 64, b"c" * 64
-    blocks = list(fixed_size_blocks([first, b"b" * 10, second, b"d" * 54], 64))
+class ReadIntoBody:
+    """A ReadableBody that records the buffers it was given."""
 
-    assert blocks[0] is first  # no copy
-    assert blocks[1:] == [b"b" * 10 + b"c" * 54, b"c" * 10 + b"d" * 54]
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.buffers: set[int] = set()
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        self.buffers.add(id(buffer.obj))
+        count = min(len(buffer), len(self.data))
+        buffer[:count] = self.data[:count]
+        self.data = self.data[count:]
+        return count
+
+
+def test_readinto_body_is_read_into_a_few_reused_buffers(tmp_path):
+    data = payload(20 * 64 * 1024 + 5)
+    body = ReadIntoBody(data)
+
+    written = write_object(ObjectStoragePath(f"file://{tmp_path}/out.bin"), body, block_size=64 * 1024)
+
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert written.sha256 == hashlib.sha256(data).hexdigest()
+    assert len(body.buffers) <= PIPELINE_BUFFERS  # 21 blocks went through at most 3 buffers
 
 
 @pytest.mark.parametrize(
