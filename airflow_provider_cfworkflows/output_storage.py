@@ -138,11 +138,7 @@ def remove_stale_temporaries(target: ObjectStoragePath, owner_tag: str) -> list[
     fs = target.fs
     pattern = re.compile(re.escape(f"{target.path}.{owner_tag}.") + _UUID_HEX + re.escape(PARTIAL_SUFFIX))
     removed: list[str] = []
-    try:
-        siblings = fs.ls(target.parent.path, detail=False, refresh=True)
-    except FileNotFoundError:
-        siblings = []
-    for path in siblings:
+    for path in _siblings(target, f"{target.name}.{owner_tag}."):
         if pattern.fullmatch(_strip_protocol(fs, path)):
             _remove_quietly(fs, path)
             removed.append(path)
@@ -151,6 +147,17 @@ def remove_stale_temporaries(target: ObjectStoragePath, owner_tag: str) -> list[
     if removed:
         log.info("Removed %d temporaries left by earlier tries: %s", len(removed), ", ".join(removed))
     return removed
+
+
+def _siblings(target: ObjectStoragePath, name_prefix: str) -> list[str]:
+    """Paths next to ``target`` (S3: only keys starting with ``name_prefix``, listed by the server)."""
+    fs = target.fs
+    try:
+        if target.protocol in S3_PROTOCOLS:
+            return list(fs.find(target.parent.path, maxdepth=1, prefix=name_prefix))
+        return list(fs.ls(target.parent.path, detail=False, refresh=True))
+    except FileNotFoundError:
+        return []
 
 
 def _abort_stale_uploads(fs: Any, path: str, owner_tag: str, pattern: re.Pattern[str]) -> list[str]:
