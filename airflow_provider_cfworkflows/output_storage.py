@@ -50,6 +50,7 @@ WRITE_BLOCK_SIZE = 8 * 1024 * 1024
 # Buffers of WRITE_BLOCK_SIZE in the pipeline: one being received, one being written and hashed, one
 # ready, so that receiving never waits while the consumers keep up.
 PIPELINE_BUFFERS = 3
+LOCAL_WRITE_SIZE = 64 * 1024  # bytes per write(2) to a local file, see _in_slices
 PARTIAL_SUFFIX = ".partial"
 OWNER_TAG_LENGTH = 12
 _OWNER_TAG = re.compile(r"[0-9a-z]{1,32}")
@@ -228,7 +229,8 @@ def write_object(
     digest = hashlib.sha256()
     handle = fs.open(temporary, "wb", block_size=block_size)
     try:
-        size = _pump(reader, (handle.write, digest.update), block_size)
+        write = handle.write if target.protocol in OBJECT_STORE_PROTOCOLS else _in_slices(handle.write)
+        size = _pump(reader, (write, digest.update), block_size)
         if expected_size is not None and size != expected_size:
             raise OutputSizeMismatchError(
                 f"Received {size} bytes but the response announced {expected_size} (Content-Length)."
@@ -245,6 +247,24 @@ def write_object(
         raise
     _report_lineage(target)
     return WrittenObject(path=str(target), size_bytes=size, sha256=digest.hexdigest())
+
+
+def _in_slices(write: Callable[[memoryview], Any]) -> Callable[[memoryview], None]:
+    """
+    ``write`` a block to a local file in :data:`LOCAL_WRITE_SIZE` slices.
+
+    Linux sizes page-cache folios by the write: an 8 MiB write gets large folios, and filling them
+    cost 2-6 times more system CPU than 64 KiB writes on the benchmark machine (ext4, Linux 6.18, a
+    VM; 0.35-0.5 s per GiB with 64 KiB writes, 0.3-3.7 s with 8 MiB ones, 1-2.3 s with 256 KiB-1 MiB).
+    ``curl`` writes 16 KiB at a time.
+    """
+
+    def write_in_slices(data: memoryview) -> None:
+        for offset in range(0, len(data), LOCAL_WRITE_SIZE):
+            write(data[offset : offset + LOCAL_WRITE_SIZE])
+
+    write_in_slices.__name__ = "write"
+    return write_in_slices
 
 
 class OutputSizeMismatchError(OSError):

@@ -407,3 +407,24 @@ def test_s3_upload_of_a_killed_try_is_aborted_by_the_next(s3_bucket):
     assert client.get_object(Bucket=name, Key="exports/out.bin")["Body"].read() == b"previous complete output"
     assert len(removed) == 2
     assert any(orphan["UploadId"] in path for path in removed)
+
+
+def test_local_files_are_written_in_small_slices(tmp_path, monkeypatch):
+    """Large write(2)s make Linux fill large page-cache folios, which cost more CPU (see _in_slices)."""
+    from fsspec.implementations.local import LocalFileOpener
+
+    real_write = LocalFileOpener.write
+    sizes: list[int] = []
+
+    def recording_write(self, data):
+        sizes.append(len(data))
+        return real_write(self, data)
+
+    monkeypatch.setattr(LocalFileOpener, "write", recording_write)
+    data = payload(3 * MIB + 5)
+
+    write_object(ObjectStoragePath(f"file://{tmp_path}/out.bin"), [data], block_size=MIB)
+
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert max(sizes) == output_storage.LOCAL_WRITE_SIZE
+    assert sum(sizes) == len(data)
