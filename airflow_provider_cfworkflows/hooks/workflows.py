@@ -18,6 +18,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import amask_secret, mask_secret
 
 from airflow_provider_cfworkflows import protocol, ratelimit
+from airflow_provider_cfworkflows.body_reader import ResponseBodyReader
 from airflow_provider_cfworkflows.connection import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
@@ -548,6 +549,7 @@ class CloudflareWorkflowsHook(BaseHook):
         *,
         account_id: str | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        stall_timeout: float | None = None,
     ) -> Iterator[StepOutputStream]:
         """
         Open a step's output for reading in chunks, so a multi-GB output never sits in memory.
@@ -555,6 +557,12 @@ class CloudflareWorkflowsHook(BaseHook):
         Opening the response is retried like any GET; a connection dropped while reading the body
         raises :class:`CloudflareWorkflowsConnectionError` (restart the read to try again). JSON answers
         are parsed as by :meth:`get_step_output` and yield no chunks.
+
+        ``chunks`` also has ``readinto(buffer)``, which fills a caller's buffer (see
+        :class:`~airflow_provider_cfworkflows.body_reader.ResponseBodyReader`).
+
+        :param stall_timeout: seconds without a single byte of the body before the read fails (the
+            total time is not bounded: a big output may take long); defaults to the connection timeout.
         """
         request = protocol.step_output_request(
             self._account(account_id), workflow_name, instance_id, step_name, step_type, attempt
@@ -568,7 +576,7 @@ class CloudflareWorkflowsHook(BaseHook):
             yield StepOutputStream(
                 step=protocol.stream_step_status(),
                 content_length=content_length,
-                chunks=self._iter_body(request, opened, content_length, chunk_size),
+                chunks=self._iter_body(request, opened, content_length, chunk_size, stall_timeout),
             )
         finally:
             opened.close()
@@ -581,21 +589,20 @@ class CloudflareWorkflowsHook(BaseHook):
         return protocol.parse_step_output(answer.result)
 
     def _iter_body(
-        self, request: ApiRequest, response: requests.Response, content_length: int | None, chunk_size: int
-    ) -> Iterator[bytes]:
-        received = 0
-        try:
-            for chunk in response.iter_content(chunk_size=chunk_size):
-                received += len(chunk)
-                yield chunk
-        except requests.RequestException as error:
-            raise _connection_error(request, error, received=received) from None
-        if content_length is not None and received != content_length:
-            raise CloudflareWorkflowsConnectionError(
-                f"Step output stream ended after {received} of {content_length} bytes",
-                method=request.method,
-                path=request.path,
-            )
+        self,
+        request: ApiRequest,
+        response: requests.Response,
+        content_length: int | None,
+        chunk_size: int,
+        stall_timeout: float | None = None,
+    ) -> ResponseBodyReader:
+        return ResponseBodyReader(
+            response=response,
+            request=request,
+            content_length=content_length,
+            chunk_size=chunk_size,
+            stall_timeout=self.settings.timeout if stall_timeout is None else stall_timeout,
+        )
 
     # --- async twins (used by triggers) ---------------------------------------------------------
 
