@@ -13,8 +13,8 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsAuthError,
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsConnectionError,
+    CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
-    CloudflareWorkflowsRateLimitError,
     CloudflareWorkflowsResponseError,
     CloudflareWorkflowsServerError,
 )
@@ -247,19 +247,46 @@ def test_transient_faults_on_gets_are_retried(hook, requests_mock, response):
     assert requests_mock.call_count == 2
 
 
-def test_non_idempotent_calls_are_not_retried(hook, requests_mock):
-    requests_mock.post(f"{WF}/wf/instances", status_code=503, json={"success": False, "errors": []})
-    requests_mock.post(
-        f"{WF}/wf/instances/i/events/go",
-        status_code=429,
-        headers={"Retry-After": "1"},
-        json={"success": False},
-    )
+@pytest.mark.parametrize(
+    "failure",
+    [
+        {"status_code": 503, "json": {"success": False, "errors": []}},
+        {"text": "<html>bad gateway</html>", "status_code": 502},
+        {"json": ok({}, success=False)},
+        {"exc": requests.exceptions.ReadTimeout("read timed out")},
+        {"exc": requests.exceptions.ConnectionError("Connection aborted: RemoteDisconnected")},
+    ],
+    ids=["503", "html-502", "success-false", "read-timeout", "dropped-after-sending"],
+)
+def test_calls_that_must_not_run_twice_are_not_retried_once_they_may_have_arrived(
+    hook, requests_mock, failure
+):
+    requests_mock.post(f"{WF}/wf/instances", [failure, {"json": ok({"id": "x"})}])
+    requests_mock.post(f"{WF}/wf/instances/i/events/go", [failure, {"json": ok({})}])
+    requests_mock.patch(f"{WF}/wf/instances/i/status", [failure, {"json": ok({})}])
 
-    with pytest.raises(CloudflareWorkflowsServerError):
-        hook.create_instance("wf", params={"a": 1})
-    with pytest.raises(CloudflareWorkflowsRateLimitError):
-        hook.send_event("wf", "i", "go", {})
+    for call in (
+        lambda: hook.create_instance("wf", params={"a": 1}),
+        lambda: hook.send_event("wf", "i", "go", {}),
+        lambda: hook.change_instance_status("wf", "i", "restart"),
+    ):
+        with pytest.raises(CloudflareWorkflowsError) as caught:
+            call()
+        assert caught.value.may_have_taken_effect
+    assert requests_mock.call_count == 3
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        {"status_code": 429, "headers": {"Retry-After": "1"}, "json": {"success": False}},
+        {"exc": requests.exceptions.ConnectTimeout("connect timed out")},
+    ],
+    ids=["429", "connect-timeout"],
+)
+def test_calls_that_must_not_run_twice_are_retried_when_nothing_arrived(hook, requests_mock, refusal):
+    requests_mock.post(f"{WF}/wf/instances/i/events/go", [refusal, {"json": ok({})}])
+    assert hook.send_event("wf", "i", "go", {}) == {}
     assert requests_mock.call_count == 2
 
 
@@ -281,12 +308,12 @@ def test_create_with_explicit_id_is_retried(hook, requests_mock):
 )
 def test_client_errors_are_not_retried(hook, requests_mock, status, error_type):
     requests_mock.get(
-        f"{WF}/wf",
+        f"{WF}/wf/instances/i",
         status_code=status,
         json={"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]},
     )
     with pytest.raises(error_type):
-        hook.get_workflow("wf")
+        hook.get_instance("wf", "i")
     assert requests_mock.call_count == 1
 
 
@@ -329,17 +356,31 @@ def test_step_stream_shorter_than_content_length_is_an_error(hook, requests_mock
         b"".join(stream.chunks)
 
 
-def test_step_not_found(hook, requests_mock):
+def test_step_not_found_names_the_logged_forms_tried_and_the_steps_the_instance_has(hook, requests_mock):
     requests_mock.get(
         f"{WF}/wf/instances/i/step",
         status_code=404,
-        json={
-            "success": False,
-            "errors": [{"code": 10404, "message": "Step 'x-1' not found for instance 'i'"}],
-        },
+        json={"success": False, "errors": [{"code": 10404, "message": "Step not found for instance 'i'"}]},
     )
-    with pytest.raises(CloudflareWorkflowsNotFoundError, match="Step 'x-1' not found"):
+    details = {"status": "complete", "steps": [{"name": "load rows-1", "type": "step"}]}
+    requests_mock.get(f"{WF}/wf/instances/i", json=ok(details))
+
+    with pytest.raises(CloudflareWorkflowsNotFoundError) as caught:
         hook.get_step_output("wf", "i", "x-1")
+
+    message = str(caught.value)
+    assert "not found as 'x-1' or 'x-1-1'" in message
+    assert "The instance is complete and has these steps: 'load rows-1' (step)" in message
+    assert "10404: Step not found" in message
+    steps = [r.qs["name"] for r in requests_mock.request_history if r.path.endswith("/step")]
+    assert steps == [["x-1"], ["x-1-1"]]
+    assert requests_mock.call_count == 3  # two names, then one look at the instance
+
+
+def test_step_output_accepts_the_name_as_written(hook, requests_mock):
+    requests_mock.get(f"{WF}/wf/instances/i/step", json=ok({"status": "complete", "output": 5}))
+    assert hook.get_step_output("wf", "i", "load rows").output == 5
+    assert only_request(requests_mock).qs["name"] == ["load rows-1"]
 
 
 def test_test_connection(hook, requests_mock):
