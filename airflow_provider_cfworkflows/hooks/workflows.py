@@ -19,7 +19,7 @@ import urllib3.exceptions
 from airflow.sdk import BaseHook
 from airflow.sdk.log import amask_secret, mask_secret
 
-from airflow_provider_cfworkflows import protocol
+from airflow_provider_cfworkflows import deadlines, protocol, ratelimit
 from airflow_provider_cfworkflows.connection import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
@@ -33,6 +33,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsConnectionError,
     CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
+    CloudflareWorkflowsRateLimitError,
     is_transient_error,
 )
 from airflow_provider_cfworkflows.models import (
@@ -104,6 +105,7 @@ class CloudflareWorkflowsHook(BaseHook):
         self._max_retries_override = max_retries
         self._async_settings: ConnectionSettings | None = None
         self._async_client: httpx.AsyncClient | None = None
+        self._rate_limiter: ratelimit.RateLimiter | None = None
 
     # --- connection and transports --------------------------------------------------------------
 
@@ -164,6 +166,8 @@ class CloudflareWorkflowsHook(BaseHook):
 
         def wait(state: tenacity.RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, CloudflareWorkflowsRateLimitError):
+                return 0.0  # the rate limiter holds the next attempt (and every other caller) past the 429
             return protocol.retry_delay(state.attempt_number, error)
 
         def stop(state: tenacity.RetryCallState) -> bool:
@@ -192,11 +196,19 @@ class CloudflareWorkflowsHook(BaseHook):
             "reraise": True,
         }
 
+    def _limiter(self, settings: ConnectionSettings) -> ratelimit.RateLimiter:
+        """The rate limiter shared by every caller of this credential in the process."""
+        if self._rate_limiter is None:
+            self._rate_limiter = ratelimit.limiter_for_settings(settings)
+        return self._rate_limiter
+
     def _open(self, request: ApiRequest, clock: protocol.AttemptClock) -> requests.Response:
         """Send one request and return the response with its body not yet read."""
-        socket_timeout = clock.start(request)  # the attempt's time runs from here
+        limiter = self._limiter(self.settings)
+        limiter.wait_sync(_limiter_deadline(limiter))
         try:
-            return self.session.request(
+            socket_timeout = clock.start(request)  # the attempt's time runs from here
+            response = self.session.request(
                 request.method,
                 request.url(self.settings.base_url),
                 data=request.body,
@@ -205,8 +217,13 @@ class CloudflareWorkflowsHook(BaseHook):
                 stream=True,
                 allow_redirects=False,
             )
-        except (requests.RequestException, ValueError) as error:
-            raise _transport_error(request, error) from None
+        except BaseException as error:  # no response: the slot is given back
+            limiter.release()
+            if isinstance(error, requests.RequestException | ValueError):
+                raise _transport_error(request, error) from None
+            raise
+        limiter.observe_response(response.status_code, response.headers)
+        return response
 
     def _read_body(
         self, request: ApiRequest, response: requests.Response, clock: protocol.AttemptClock
@@ -341,14 +358,24 @@ class CloudflareWorkflowsHook(BaseHook):
                 content=request.body,
                 headers=request.headers(),
             )
+        except (httpx.HTTPError, ValueError) as error:
+            raise _transport_error(request, error) from None
+        limiter = self._limiter(settings)
+        await limiter.wait_async(_limiter_deadline(limiter))
+        try:
             # The attempt's time runs from here; httpx's per-request "timeout" extension bounds each step.
             http_request.extensions["timeout"] = httpx.Timeout(clock.start(request)).as_dict()
             async with asyncio.timeout(clock.seconds_left()):
-                return await client.send(http_request, stream=True)
-        except TimeoutError:
-            raise clock.timeout_error(request, 0) from None
-        except (httpx.HTTPError, ValueError) as error:
-            raise _transport_error(request, error) from None
+                response = await client.send(http_request, stream=True)
+        except BaseException as error:  # also a cancelled trigger: the slot is given back
+            limiter.release()
+            if isinstance(error, TimeoutError):
+                raise clock.timeout_error(request, 0) from None
+            if isinstance(error, httpx.HTTPError | ValueError):
+                raise _transport_error(request, error) from None
+            raise
+        limiter.observe_response(response.status_code, response.headers)
+        return response
 
     async def _aread_body(
         self, request: ApiRequest, response: httpx.Response, clock: protocol.AttemptClock
@@ -882,6 +909,12 @@ class CloudflareWorkflowsHook(BaseHook):
         if envelope is None:
             return protocol.stream_step_status()
         return protocol.parse_step_output(envelope.result)
+
+
+def _limiter_deadline(limiter: ratelimit.RateLimiter) -> float | None:
+    """The wait's deadline on the limiter's clock (a monotonic scale), or None."""
+    left = deadlines.seconds_left()
+    return None if left is None else limiter.clock.now() + left
 
 
 def _note_attempt(error: CloudflareWorkflowsError, uncertain: bool) -> bool:
