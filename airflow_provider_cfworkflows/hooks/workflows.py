@@ -239,7 +239,7 @@ class CloudflareWorkflowsHook(BaseHook):
                 _set_read_timeout(response, clock.socket_timeout())
                 # read1 returns what has arrived (one socket read): a slow drip cannot hold the call
                 # past its clock, as read(n) would until n bytes came.
-                chunk = response.raw.read1(JSON_READ_SIZE)
+                chunk = response.raw.read1(JSON_READ_SIZE, decode_content=True)
                 if not chunk:
                     return bytes(body)
                 body += chunk

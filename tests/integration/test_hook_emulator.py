@@ -614,3 +614,11 @@ def test_a_429_pauses_every_hook_of_the_credential(cloudflare_conn, quick_workfl
 
     assert len(limiter_clock.slept) == 1
     assert 3.0 <= limiter_clock.slept[0] <= 3.0 * 1.1
+
+
+@pytest.mark.parametrize("transport", ["sync", "async"])
+async def test_gzip_json_answers_are_decoded(hook, cloudflare_conn, quick_workflow, transport):
+    cloudflare_conn.set_options(gzip=True)
+    hook.create_instance(quick_workflow, instance_id="zipped", params={"day": "2026-11-28"})
+    details = await read_instance(hook, transport, quick_workflow, "zipped")
+    assert details["params"] == {"day": "2026-11-28"}
