@@ -23,6 +23,7 @@ from airflow_provider_cfworkflows.operators.workflows import (
     CloudflareWorkflowChangeInstanceStatusOperator,
     CloudflareWorkflowCreateInstanceOperator,
     CloudflareWorkflowCreateInstancesOperator,
+    CloudflareWorkflowDeleteInstancesOperator,
     CloudflareWorkflowSendEventOperator,
     CloudflareWorkflowStepOutputOperator,
 )
@@ -36,6 +37,7 @@ SLOW = "rel-slow"  # running until the emulated clock moves 1 s
 GATE = "rel-gate"  # waits for the "approval" event
 INSTANCE = "rel-instance"
 BATCH_SIZE = 3
+DELETED = ("rel-delete-a", "rel-delete-b")
 STREAM_STEP = "blob-1"
 # The sensors' and waits' own timeout: every wait of the matrix ends by then, whatever the server does.
 WAIT_TIMEOUT = 10.0
@@ -307,6 +309,21 @@ def _terminated(r: Run, result: Any) -> None:
     assert status_of(r.emulator, GATE, INSTANCE) == "terminated"
 
 
+def _delete(r: Run) -> Any:
+    for instance_id in DELETED:
+        r.create_instance(INSTANT, instance_id)
+    operator = CloudflareWorkflowDeleteInstancesOperator(
+        task_id="task", workflow_name=INSTANT, instance_ids=list(DELETED)
+    )
+    r.inject()
+    return operator.execute(r.context)
+
+
+def _all_deleted(r: Run, result: Any) -> None:
+    assert sorted(result) == sorted(DELETED)
+    assert instances_of(r.emulator, INSTANT) == []
+
+
 # --- step output ---------------------------------------------------------------------------------------
 
 
@@ -452,6 +469,14 @@ COMPONENTS: tuple[Component, ...] = (
         path=r"/status$",
         run=_change_status("restart"),
         effects=restarts,
+    ),
+    Component(
+        name="delete instances",
+        faulted="the batch delete (POST)",
+        method="POST",
+        path=r"/instances/batch/delete$",
+        run=_delete,
+        final_state=_all_deleted,
     ),
     Component(
         name="step output to XCom",

@@ -140,6 +140,7 @@ MATRIX: dict[str, tuple[Outcome, ...]] = {
     "send event":                   (OK, OK, U0, U0, U0, U0, R,  U1, U1, U1, U1, U0, U1, U1),
     "terminate":                    (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
     "restart":                      (OK, OK, U0, U0, U0, U0, R,  U1, U1, U1, U1, U0, U1, U1),
+    "delete instances":             (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
     "step output to XCom":          (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
     "step output to file://":       (OK, OK, OK, OK, OK, OK, R,  C,  C,  OK, OK, OK, OK, OK),
 }
