@@ -3,8 +3,9 @@
 For tasks whose first API call must go wrong (an unreachable API, a bad account id, a server that
 answers too slowly). ``conf``: ``workflow_name``, ``instance_id``, ``step_name`` (step sensor and
 output operator), ``account_id`` (optional: the connection's login when empty).
-DAG ids: ``alone_<step|instance>_<mode>`` (timeout ``LONG_TIMEOUT`` s) and ``alone_<step|instance>_<mode>_short``
-(timeout ``SHORT_TIMEOUT`` s), mode ``poke``, ``reschedule`` or ``deferrable``; ``alone_step_output``.
+DAG ids: ``alone_<step|instance>_<mode>`` (timeout ``LONG_TIMEOUT`` s) and
+``alone_<step|instance>_<mode>_short`` (timeout ``SHORT_TIMEOUT`` s), mode ``poke``, ``reschedule`` or
+``deferrable``; ``alone_step_output``.
 """
 
 from __future__ import annotations
