@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseOperator, annotate_outlet_events
 from airflow_provider_cfworkflows.connection import DEFAULT_CONN_ID
@@ -14,6 +16,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowOutputDeliveryError,
     CloudflareWorkflowOutputRejectedError,
     CloudflareWorkflowsConfigurationError,
+    CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowStepFailedError,
     CloudflareWorkflowStepNotReadyError,
@@ -32,7 +35,7 @@ from airflow_provider_cfworkflows.output_storage import (
     to_object_storage_path,
     write_object,
 )
-from airflow_provider_cfworkflows.statuses import InstanceStatus, StepType
+from airflow_provider_cfworkflows.statuses import TERMINAL_INSTANCE_STATUSES, InstanceStatus, StepType
 from airflow_provider_cfworkflows.validation import (
     validate_attempt,
     validate_instance_id,
@@ -40,7 +43,8 @@ from airflow_provider_cfworkflows.validation import (
     validate_step_type,
     validate_workflow_name,
 )
-from airflow_provider_cfworkflows.waiting import step_name_candidates
+from airflow_provider_cfworkflows.waiting import describe_steps, status_of, step_name_candidates
+from airflow_provider_cfworkflows.waits import get_instance_details
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -331,12 +335,60 @@ def _open_step_output(
             not_found = error
             continue
         return name, stream
-    tried = " or ".join(repr(name) for name in candidates)
-    raise CloudflareWorkflowStepNotReadyError(
-        f"Found no {_describe_step(tried, query.step_type, query.attempt)} on {query.where}: the step has "
-        f"not started yet (or the step, instance or workflow name is wrong). {_SENSOR_HINT} Cloudflare "
-        f"said: {not_found}"
+    raise _no_such_step(hook, query, account_id, candidates, not_found)
+
+
+def _no_such_step(
+    hook: CloudflareWorkflowsHook,
+    query: _StepOutputQuery,
+    account_id: str,
+    candidates: tuple[str, ...],
+    not_found: CloudflareWorkflowsNotFoundError | None,
+) -> AirflowException:
+    """
+    Why no candidate name answered, decided as the step sensor decides: the instance's details (one
+    GET, only on this error) say whether the step has not started yet (retryable: put a sensor
+    upstream) or never will run on a finished instance (a misspelled name or wrong step_type: fails
+    without retry, listing the steps the instance has).
+    """
+    found = f"Found no {_describe_step(' or '.join(map(repr, candidates)), query.step_type, query.attempt)}"
+    try:
+        details = get_instance_details(
+            hook, query.workflow_name, query.instance_id, simple=False, account_id=account_id
+        )
+    except CloudflareWorkflowsNotFoundError:
+        raise
+    except CloudflareWorkflowsError as error:
+        return CloudflareWorkflowStepNotReadyError(
+            f"{found} on {query.where}: the step has not started yet, or a name is wrong (the instance "
+            f"could not be checked: {error}). {_SENSOR_HINT} Cloudflare said: {not_found}"
+        )
+    status = status_of(details)
+    runs = _attempts_of(details, candidates) if query.attempt is not None else None
+    if status not in TERMINAL_INSTANCE_STATUSES:
+        seen = f"{runs} attempt(s) so far" if runs is not None else f"steps so far: {describe_steps(details)}"
+        return CloudflareWorkflowStepNotReadyError(
+            f"{found} on {query.where}: it has not started yet (instance {status}; {seen}). {_SENSOR_HINT} "
+            f"Cloudflare said: {not_found}"
+        )
+    if runs is not None:
+        return CloudflareWorkflowStepFailedError(
+            f"{found} on {query.where}: the step ran {runs} attempt(s) and the instance is {status}, so "
+            f"there will never be an attempt {query.attempt}."
+        )
+    return CloudflareWorkflowStepFailedError(
+        f"{found} on {query.where}: it never ran, and the instance is {status}, so it never will. "
+        f"Steps the instance has: {describe_steps(details)}. Check step_name (as written in the Workflow "
+        "code, or the logged name with its -N suffix) and step_type."
     )
+
+
+def _attempts_of(details: Mapping[str, Any], candidates: tuple[str, ...]) -> int | None:
+    """How many attempts the instance's step log shows for the first candidate it has, or None."""
+    for entry in details.get("steps") or []:
+        if isinstance(entry, Mapping) and entry.get("type") == "step" and entry.get("name") in candidates:
+            return len(entry.get("attempts") or [])
+    return None
 
 
 def _describe_step(quoted_name: str, step_type: StepType, attempt: int | None) -> str:

@@ -18,6 +18,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowOutputRejectedError,
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsConnectionError,
+    CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsServerError,
     CloudflareWorkflowStepFailedError,
     CloudflareWorkflowStepNotReadyError,
@@ -329,18 +330,77 @@ def test_step_not_complete_asks_for_the_sensor(result, expected, context, reques
     assert not isinstance(raised.value, AirflowFailException)  # a retry later may find it complete
 
 
+INSTANCE_URL = f"{BASE}/accounts/{ACCOUNT}/workflows/etl/instances/run-1"
+STEPS = [
+    {"name": "prepare-1", "type": "step", "attempts": [{"success": True}]},
+    {"name": "load-1", "type": "step", "attempts": [{"success": False}, {"success": True}]},
+    {"name": "approval-1", "type": "waitForEvent"},
+]
+
+
 def test_step_not_started_404_asks_for_the_sensor(context, requests_mock):
     requests_mock.get(STEP_URL, status_code=404, json=not_found("x"))
+    requests_mock.get(INSTANCE_URL, json=ok({"status": "running", "steps": STEPS[:1]}))
 
     with pytest.raises(CloudflareWorkflowStepNotReadyError) as raised:
         operator(step_name="load-3").execute(context)
 
     message = str(raised.value)
-    assert "Found no step 'load-3' or 'load-3-1' on instance 'run-1' of workflow 'etl'" in message
-    assert "has not started yet" in message
+    assert (
+        "Found no step 'load-3' or 'load-3-1' on instance 'run-1' of workflow 'etl': it has not started "
+        "yet (instance running; steps so far: 'prepare-1' (step))." in message
+    )
     assert "CloudflareWorkflowStepSensor" in message
     assert "HTTP 404" in message
-    assert requests_mock.call_count == 2
+    assert not isinstance(raised.value, AirflowFailException)  # a retry later may find it
+    assert requests_mock.call_count == 3  # both names, then the instance once
+
+
+@pytest.mark.parametrize("status", ["complete", "errored", "terminated"])
+def test_a_step_a_finished_instance_never_ran_fails_listing_its_steps(context, requests_mock, status):
+    requests_mock.get(STEP_URL, status_code=404, json=not_found("x"))
+    requests_mock.get(INSTANCE_URL, json=ok({"status": status, "steps": STEPS}))
+
+    with pytest.raises(CloudflareWorkflowStepFailedError) as raised:
+        operator(step_name="laod").execute(context)
+
+    assert str(raised.value) == (
+        f"Found no step 'laod-1' on instance 'run-1' of workflow 'etl': it never ran, and the instance is "
+        f"{status}, so it never will. Steps the instance has: 'prepare-1' (step), 'load-1' (step), "
+        "'approval-1' (waitForEvent). Check step_name (as written in the Workflow code, or the logged "
+        "name with its -N suffix) and step_type."
+    )
+    assert isinstance(raised.value, AirflowFailException)  # no retry: the name is wrong
+    assert "CloudflareWorkflowStepSensor" not in str(raised.value)
+
+
+def test_an_attempt_a_finished_instance_never_made_fails_without_retry(context, requests_mock):
+    requests_mock.get(STEP_URL, status_code=404, json=not_found("x"))
+    requests_mock.get(INSTANCE_URL, json=ok({"status": "complete", "steps": STEPS}))
+
+    with pytest.raises(CloudflareWorkflowStepFailedError) as raised:
+        operator(step_name="load", attempt=5).execute(context)
+
+    assert str(raised.value) == (
+        "Found no attempt 5 of step 'load-1' on instance 'run-1' of workflow 'etl': the step ran 2 "
+        "attempt(s) and the instance is complete, so there will never be an attempt 5."
+    )
+
+
+def test_an_unknown_instance_says_so(context, requests_mock):
+    requests_mock.get(STEP_URL, status_code=404, json=not_found("x"))
+    requests_mock.get(INSTANCE_URL, status_code=404, json=not_found("run-1"))
+
+    with pytest.raises(CloudflareWorkflowsNotFoundError, match="Instance 'run-1' of workflow 'etl' was not"):
+        operator(step_name="load").execute(context)
+
+
+def test_when_the_instance_cannot_be_checked_the_step_may_not_have_started(context, requests_mock):
+    requests_mock.get(STEP_URL, status_code=404, json=not_found("x"))
+    requests_mock.get(INSTANCE_URL, status_code=503, json={"success": False, "errors": [], "result": None})
+
+    with pytest.raises(CloudflareWorkflowStepNotReadyError, match="the instance could not be checked"):
+        operator(step_name="load").execute(context)
 
 
 def test_other_api_errors_are_not_hidden(context, requests_mock):
