@@ -32,7 +32,7 @@ from airflow_provider_cfworkflows.output_storage import (
     WRITE_BLOCK_SIZE,
     OutputSizeMismatchError,
     WrittenObject,
-    to_object_storage_path,
+    checked_output_target,
     write_object,
 )
 from airflow_provider_cfworkflows.statuses import TERMINAL_INSTANCE_STATUSES, InstanceStatus, StepType
@@ -174,7 +174,7 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
 
     def execute(self, context: Context) -> Any:
         query = self._validated_query()
-        target = None if self.output_path is None else to_object_storage_path(self.output_path)
+        target = self._checked_target()
         account_id = self.persist_instance_link(context, query.workflow_name, query.instance_id)
         with ExitStack() as stack:
             name, stream = _open_step_output(stack, self.hook, query, account_id)
@@ -194,7 +194,7 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
     def _validated_query(self) -> _StepOutputQuery:
         """The rendered arguments, checked before any call."""
         step_type = validate_step_type(self.step_type)
-        attempt = validate_attempt(_coerce_attempt(self.attempt))
+        attempt = validate_attempt(self.attempt)
         if attempt is not None and step_type is StepType.WAIT_FOR_EVENT:
             raise CloudflareWorkflowsConfigurationError(
                 "attempt is not supported with step_type='waitForEvent' (an event has no attempts)."
@@ -206,6 +206,18 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
             step_type=step_type,
             attempt=attempt,
         )
+
+    def _checked_target(self) -> ObjectStoragePath | None:
+        """
+        ``output_path``, checked before any call (scheme, bucket, directory): an unusable path fails the
+        task without retry, since a retry would fetch the output again only to fail the same way.
+        """
+        if self.output_path is None:
+            return None
+        try:
+            return checked_output_target(self.output_path)
+        except CloudflareWorkflowsConfigurationError as error:
+            raise CloudflareWorkflowOutputRejectedError(error.message) from error
 
     def _write_stream(
         self, stream: StepOutputStream, target: ObjectStoragePath | None, what: str
@@ -298,17 +310,6 @@ def _validate_max_xcom_bytes(value: Any) -> int:
         raise CloudflareWorkflowsConfigurationError(
             f"max_xcom_bytes must be a whole number of bytes >= 0, got {value!r}."
         )
-    return value
-
-
-def _coerce_attempt(value: Any) -> Any:
-    """A templated ``attempt`` renders as a string: ``"3"`` means 3, ``""``/``"None"`` mean None."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text in ("", "None"):
-            return None
-        if text.isdigit():
-            return int(text)
     return value
 
 

@@ -153,20 +153,46 @@ def test_max_xcom_bytes_is_validated(value):
         ({"step_type": "do"}, "step_type must be one of 'step', 'waitForEvent'"),
         ({"attempt": 0}, "attempt must be a whole number >= 1"),
         ({"attempt": "two"}, "attempt must be a whole number >= 1"),
+        ({"attempt": "\u0967"}, "attempt must be a whole number >= 1"),  # Devanagari one: not ASCII
         (
             {"attempt": 2, "step_type": "waitForEvent"},
             "attempt is not supported with step_type='waitForEvent'",
         ),
-        ({"output_path": ""}, "output_path is empty"),
-        ({"output_path": "  "}, "output_path is empty"),
-        ({"output_path": 42}, "output_path must be a URL string"),
-        ({"output_path": "s3://aws_conn@bucket/dir/"}, "must name an object, not a directory"),
     ],
 )
 def test_rendered_values_are_validated_before_any_call(kwargs, message, context, requests_mock):
     with pytest.raises(CloudflareWorkflowsConfigurationError, match=message):
         operator(**kwargs).execute(context)
 
+    assert requests_mock.call_count == 0
+    assert context["ti"].pushed == {}
+
+
+@pytest.mark.parametrize(
+    ("output_path", "message"),
+    [
+        ("", "output_path is empty"),
+        ("  ", "output_path is empty"),
+        (42, "output_path must be a URL string"),
+        ("s3://aws_conn@bucket/dir/", "must name an object, not a directory"),
+        ("foo://bucket/key.json", r"output_path 'foo://bucket/key.json' cannot be used: .*'foo'"),
+        ("memory://bucket/key.json", "uses memory://, for which Airflow has no filesystem here"),
+        ("s3:///dir/key.json", r"cannot be used: .*bucket/container missing"),
+        ("{tmp}", "is an existing directory; give the path of a file in it"),
+        ("file://{tmp}/file/out.json", "cannot be created: '{tmp}/file' is a file, not a directory"),
+    ],
+)
+def test_an_unusable_output_path_fails_without_retry_before_any_call(
+    output_path, message, context, requests_mock, tmp_path
+):
+    (tmp_path / "file").write_text("not a directory")
+    if isinstance(output_path, str):
+        output_path = output_path.format(tmp=tmp_path)
+
+    with pytest.raises(CloudflareWorkflowOutputRejectedError, match=message.format(tmp=tmp_path)) as raised:
+        operator(output_path=output_path).execute(context)
+
+    assert isinstance(raised.value, AirflowFailException)  # a retry would fail the same way
     assert requests_mock.call_count == 0
     assert context["ti"].pushed == {}
 
@@ -510,23 +536,15 @@ def test_cut_off_stream_leaves_nothing_and_is_retryable(context, requests_mock, 
     assert "sha256" not in context["ti"].pushed
 
 
-def test_storage_failure_is_a_clear_retryable_error(context, requests_mock, tmp_path):
+def test_storage_failure_is_a_clear_retryable_error(context, requests_mock):
     requests_mock.get(STEP_URL, json=step_json(output={"a": 1}))
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
 
     with pytest.raises(CloudflareWorkflowOutputDeliveryError) as raised:
-        operator(output_path=f"file://{blocker}/out.json").execute(context)
+        # A directory where no file can be created, not even by root: the write fails (ENOENT).
+        operator(output_path="file:///proc/self/out.json").execute(context)
 
     assert not isinstance(raised.value, AirflowFailException)
     assert "output_path was left untouched (no partial object)" in str(raised.value)
-
-
-def test_existing_directory_as_output_path_is_rejected(context, requests_mock, tmp_path):
-    requests_mock.get(STEP_URL, json=step_json(output={"a": 1}))
-
-    with pytest.raises(CloudflareWorkflowsConfigurationError, match="is an existing directory"):
-        operator(output_path=f"file://{tmp_path}").execute(context)
 
 
 def test_outlet_events_get_the_output_metadata(context, requests_mock, tmp_path):
