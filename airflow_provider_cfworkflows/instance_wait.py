@@ -53,9 +53,10 @@ class InstanceWait:
     :param failure_states: instance statuses that fail it.
     :param deadline: when the wait times out (``time.time()`` seconds): every look's API calls end by
         then (:func:`~airflow_provider_cfworkflows.deadlines.calls_end_by`). None: :meth:`wait` sets it.
-    :param answered: the API already answered in this task (e.g. to the create call). Until it has,
-        a look that gets no response at all fails the task at once (see
-        :class:`~airflow_provider_cfworkflows.waits.Lookout`).
+    :param answered: whether the API already answered in this task: True (default) for the
+        create-and-wait operator, whose create call got an answer; the instance sensor passes False
+        for its first look. Until the API has answered, a look that gets no response at all fails the
+        task at once (see :class:`~airflow_provider_cfworkflows.waits.Lookout`).
     """
 
     def __init__(
@@ -70,7 +71,7 @@ class InstanceWait:
         success_states: tuple[str, ...],
         failure_states: tuple[str, ...],
         deadline: float | None = None,
-        answered: bool = False,
+        answered: bool = True,
     ) -> None:
         self.hook = hook
         self.log = log

@@ -4,6 +4,7 @@ naming the host and the cause in full; after one answer a transient failure is o
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -24,12 +25,14 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsServerError,
 )
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+from airflow_provider_cfworkflows.instance_wait import InstanceWait
 from airflow_provider_cfworkflows.sensors.workflows import (
     CloudflareWorkflowInstanceSensor,
     CloudflareWorkflowStepSensor,
 )
 from airflow_provider_cfworkflows.waiting import Check, Verdict
 from airflow_provider_cfworkflows.waits import Lookout, brief_error, transport_cause
+from tests.helpers import MOCK_API_BASE, ok_envelope
 from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi, step_result
 
 PENDING = Check(Verdict.PENDING, "running", "The instance is running; still waiting.")
@@ -286,3 +289,25 @@ def test_sensor_seconds_may_be_timedeltas():
         timeout=timedelta(hours=1),
     )
     assert (sensor.poke_interval, sensor.timeout) == (30, 3600)
+
+
+def test_the_create_and_wait_operators_wait_follows_an_answered_create(requests_mock):
+    """Its create got an answer, so no response to a look of its wait only means "look again"."""
+    requests_mock.get(
+        re.compile(re.escape(MOCK_API_BASE)),
+        [{"exc": requests.exceptions.ConnectionError("connection reset")}] * 6
+        + [{"json": ok_envelope({"status": "complete", "error": None, "output": None})}],
+    )
+    wait = InstanceWait(
+        hook=CloudflareWorkflowsHook(),
+        log=mock.Mock(),
+        workflow_name=WORKFLOW,
+        instance_id=INSTANCE,
+        account_id=None,
+        cloudflare_conn_id="cloudflare_default",
+        success_states=("complete",),
+        failure_states=("errored",),
+    )
+    assert wait.poke() is None  # the hook's 5 retries, then "look again"
+    assert wait.poke().status == "complete"
+    assert requests_mock.call_count == 7
