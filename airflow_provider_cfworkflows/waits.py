@@ -273,7 +273,9 @@ class Lookout:
                 return None  # cut short by the wait's own deadline: the timeout says so
             if not self.answered and isinstance(error, CloudflareWorkflowsConnectionError):
                 raise self._unreachable(error) from error
-            self.log.warning("Cloudflare did not answer usably; looking again later: %s", brief_error(error))
+            self.log.warning(
+                "Cloudflare did not answer usably this time; looking again later: %s", brief_error(error)
+            )
             return None
         self.answered = True
         return result

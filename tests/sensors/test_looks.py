@@ -167,7 +167,7 @@ def test_after_an_answer_no_response_means_look_again_in_one_line(closed_port):
     error = wrapped(real_transport_error(f"http://127.0.0.1:{closed_port}/x"))
     assert looks.look(failing(error)) is None
     looks.log.warning.assert_called_once_with(
-        "Cloudflare did not answer usably; looking again later: %s",
+        "Cloudflare did not answer usably this time; looking again later: %s",
         "no complete response (ConnectionRefusedError: [Errno 111] Connection refused)",
     )
 
