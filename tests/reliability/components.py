@@ -39,7 +39,8 @@ INSTANCE = "rel-instance"
 BATCH_SIZE = 3
 DELETED = ("rel-delete-a", "rel-delete-b")
 STREAM_STEP = "blob-1"
-# The sensors' and waits' own timeout: every wait of the matrix ends by then, whatever the server does.
+# The sensors' and waits' own timeout (unless a fault sets another): every wait ends by then, whatever
+# the server does.
 WAIT_TIMEOUT = 10.0
 POLL_SECONDS = 0.05
 # A trigger that has not yielded by its deadline plus this is hung (its own timeout event is late).
@@ -87,11 +88,13 @@ class Run:
     :param emulator: the emulator (its state is reset before each run).
     :param tmp_path: a directory of this run's own (``file://`` targets).
     :param inject: injects the run's fault (the component calls it when the faulted request is next).
+    :param wait_timeout: the ``timeout`` of the sensors and waits.
     """
 
     emulator: Any
     tmp_path: Path
     inject: Callable[[], None]
+    wait_timeout: float = WAIT_TIMEOUT
     context: dict[str, Any] = field(default_factory=lambda: task_context("task"))
     facts: dict[str, Any] = field(default_factory=dict)
 
@@ -197,32 +200,32 @@ class Component:
 # --- sensors -------------------------------------------------------------------------------------
 
 
-def _step_sensor(deferrable: bool) -> CloudflareWorkflowStepSensor:
+def _step_sensor(r: Run, deferrable: bool) -> CloudflareWorkflowStepSensor:
     return CloudflareWorkflowStepSensor(
         task_id="task",
         workflow_name=SLOW if deferrable else INSTANT,
         instance_id=INSTANCE,
         step_name="work",
         poke_interval=POLL_SECONDS,
-        timeout=WAIT_TIMEOUT,
+        timeout=r.wait_timeout,
         deferrable=deferrable,
     )
 
 
-def _instance_sensor(deferrable: bool) -> CloudflareWorkflowInstanceSensor:
+def _instance_sensor(r: Run, deferrable: bool) -> CloudflareWorkflowInstanceSensor:
     return CloudflareWorkflowInstanceSensor(
         task_id="task",
         workflow_name=SLOW if deferrable else INSTANT,
         instance_id=INSTANCE,
         poke_interval=POLL_SECONDS,
-        timeout=WAIT_TIMEOUT,
+        timeout=r.wait_timeout,
         deferrable=deferrable,
     )
 
 
-def _run_sensor(make: Callable[[bool], Any], deferrable: bool) -> Callable[[Run], Any]:
+def _run_sensor(make: Callable[[Run, bool], Any], deferrable: bool) -> Callable[[Run], Any]:
     def run(r: Run) -> Any:
-        sensor = make(deferrable)
+        sensor = make(r, deferrable)
         r.create_instance(sensor.workflow_name, INSTANCE)
         if deferrable:
             return execute_deferrable(sensor, r, then_advance=5)
@@ -249,7 +252,7 @@ def _create(*, wait: bool, deferrable: bool = False) -> Callable[[Run], Any]:
             wait_for_completion=wait,
             deferrable=deferrable,
             poll_interval=POLL_SECONDS,
-            timeout=WAIT_TIMEOUT,
+            timeout=r.wait_timeout,
             retries=2,
         )
         if deferrable:

@@ -9,6 +9,8 @@ request the component's row names, and checks the outcome the table ``MATRIX`` e
 - ``UNKNOWN_0`` / ``UNKNOWN_1``: a call that must not run twice (an event, a restart) got no usable
   answer after it may have reached the API: ``CloudflareWorkflowOutcomeUnknownError`` (an
   ``AirflowFailException``: no task retry), naming the cause; it took effect 0 or 1 times.
+- ``TIMEOUT``: the wait could not get an answer before its own timeout (a rate-limit lockout longer than
+  the wait): ``AirflowSensorTimeout`` (no task retry) naming the cause, after exactly the wait's timeout.
 - ``CUT``: a byte stream ended early: a ``CloudflareWorkflowsConnectionError`` naming the cut, the
   ``file://`` target untouched (no partial file, no temporary left), a task retry writes it whole.
 
@@ -28,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from airflow_provider_cfworkflows.emulator.server import run_emulator_process
 from airflow_provider_cfworkflows.triggers import workflows as triggers
 from tests.helpers import connection_json
-from tests.reliability.components import COMPONENTS, Component, Run, file_left_behind
+from tests.reliability.components import COMPONENTS, WAIT_TIMEOUT, Component, Run, file_left_behind
 from tests.reliability.guarded import SCENARIO, TOKEN_WITH_NEWLINE
 
 pytestmark = pytest.mark.integration
@@ -44,6 +46,8 @@ CONNECTION_TIMEOUT = 5.0
 # more; its call must end by the connection timeout instead (then a retry, or a clear error).
 DRIP_INTERVAL = 0.05
 DRIP_TIMEOUT = 0.6
+# A wait shorter than Cloudflare's 5-minute lockout, kept short so its timeout costs little.
+LOCKOUT_WAIT_TIMEOUT = 2.0
 # Scheduling noise allowed on top of a deadline on a loaded machine (the uncut drip takes 10x longer).
 DEADLINE_SLACK = 1.5
 
@@ -58,6 +62,7 @@ class Fault:
     :param cause: a regular expression the error of a failing cell must match (it names the cause).
     :param stream_spec: the fault for a byte-stream answer, when it differs.
     :param timeout: the connection's ``timeout`` (seconds one attempt may take).
+    :param wait_timeout: the sensors' and waits' ``timeout``.
     """
 
     name: str
@@ -65,12 +70,20 @@ class Fault:
     cause: str
     stream_spec: dict[str, Any] | None = None
     timeout: float = CONNECTION_TIMEOUT
+    wait_timeout: float = WAIT_TIMEOUT
 
 
 _NO_COMPLETE_ANSWER = r"complete response|cut off|ended after|[Dd]isconnected|Connection broken|aborted"
 FAULTS: tuple[Fault, ...] = (
     Fault("429 + Retry-After", {"kind": "rate_limit", "retry_after": "1"}, r"HTTP 429"),
-    Fault("429, no Retry-After", {"kind": "server_error", "status": 429}, r"HTTP 429"),
+    # Cloudflare's 5-minute lockout: the rate limiter (on a fake clock here) waits it out where no wait's
+    # deadline is shorter; a wait with a shorter timeout ends at it, saying why.
+    Fault(
+        "429, no Retry-After",
+        {"kind": "server_error", "status": 429},
+        r"HTTP 429|[Rr]ate.limit|budget",
+        wait_timeout=LOCKOUT_WAIT_TIMEOUT,
+    ),
     *(
         Fault(str(status), {"kind": "server_error", "status": status}, rf"HTTP {status}")
         for status in (500, 502, 503, 504)
@@ -120,22 +133,23 @@ REFUSED = Outcome("refused", "CloudflareWorkflowsConnectionError", effects=0)
 UNKNOWN_0 = Outcome("unknown/0", "CloudflareWorkflowOutcomeUnknownError", effects=0, no_retry=True)
 UNKNOWN_1 = Outcome("unknown/1", "CloudflareWorkflowOutcomeUnknownError", effects=1, no_retry=True)
 CUT = Outcome("cut", "CloudflareWorkflowsConnectionError")
+TIMEOUT = Outcome("timeout", "AirflowSensorTimeout", no_retry=True)
 
 # fmt: off
 # One row per component, one column per fault, in the order of FAULTS: 429 with Retry-After (RA), 429
 # without, 500-504, connection refused (ref), reset mid-response (rst), cut mid-body (cut), 200 with
 # success:false (s:f), malformed JSON (bad), HTML error page (htm), slow drip (drp), lost answer (lst).
-# docs/reliability.md shows this table.
-R, U0, U1, C = REFUSED, UNKNOWN_0, UNKNOWN_1, CUT
+# R refused, U0/U1 outcome unknown (0/1 effects), C cut, T timeout. docs/reliability.md shows this table.
+R, U0, U1, C, T = REFUSED, UNKNOWN_0, UNKNOWN_1, CUT, TIMEOUT
 MATRIX: dict[str, tuple[Outcome, ...]] = {
     #                                RA  429 500 502 503 504 ref rst cut s:f bad htm drp lst
-    "step sensor":                  (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
-    "step sensor (deferrable)":     (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
-    "instance sensor":              (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
-    "instance sensor (deferrable)": (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "step sensor":                  (OK, T,  OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "step sensor (deferrable)":     (OK, T,  OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "instance sensor":              (OK, T,  OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "instance sensor (deferrable)": (OK, T,  OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
     "create":                       (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
-    "create and wait":              (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
-    "create and wait (deferrable)": (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "create and wait":              (OK, T,  OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
+    "create and wait (deferrable)": (OK, T,  OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
     "batch create":                 (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
     "send event":                   (OK, OK, U0, U0, U0, U0, R,  U1, U1, U1, U1, U0, U1, U1),
     "terminate":                    (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK),
@@ -222,7 +236,7 @@ def test_fault_matrix(
         if spec is not None:
             emulator.inject_fault(**spec, method=component.method, path=component.path, count=1)
 
-    run = Run(emulator, tmp_path, inject)
+    run = Run(emulator, tmp_path, inject, wait_timeout=fault.wait_timeout)
     result: Any = None
     error: Exception | None = None
     try:
@@ -242,7 +256,8 @@ def test_fault_matrix(
         assert error is not None, f"expected {expected.error}, but the task succeeded with {result!r}"
         assert expected.error in _error_names(error), f"{type(error).__name__}: {error}"
         assert re.search(fault.cause, str(error)), f"the error does not name the cause: {error}"
-        assert isinstance(error, AirflowFailException) == expected.no_retry, f"retry rule broken: {error!r}"
+        no_retry = isinstance(error, AirflowFailException | AirflowSensorTimeout)
+        assert no_retry == expected.no_retry, f"retry rule broken: {error!r}"
     if component.effects is not None and expected is not CUT:
         wanted = component.success_effects if expected.effects is None else expected.effects
         assert component.effects(run) == wanted, "a side effect happened a wrong number of times"
