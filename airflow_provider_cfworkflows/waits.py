@@ -247,6 +247,7 @@ class Lookout:
         self.awaited = awaited
         self.answered = answered
         self.last_seen: Check | None = None
+        self.last_error: CloudflareWorkflowsError | None = None
 
     def look(self, check: Callable[[], Check]) -> Check | None:
         """Run one check: its result, or None when Cloudflare did not answer usably this time."""
@@ -259,7 +260,8 @@ class Lookout:
 
     def timeout_error(self) -> AirflowSensorTimeout:
         """The wait's timeout (fails without retry), saying what was seen last."""
-        return AirflowSensorTimeout(f"Sensor timed out: {timeout_message(self.awaited, self.last_seen)}")
+        message = timeout_message(self.awaited, self.last_seen, self.last_error)
+        return AirflowSensorTimeout(f"Sensor timed out: {message}")
 
     def _attempt(self, check: Callable[[], Check]) -> Check | None:
         try:
@@ -269,6 +271,7 @@ class Lookout:
                 self.answered = True
             if not error.is_transient:
                 raise
+            self.last_error = error
             if deadline_passed():
                 return None  # cut short by the wait's own deadline: the timeout says so
             if not self.answered and isinstance(error, CloudflareWorkflowsConnectionError):
@@ -278,6 +281,7 @@ class Lookout:
             )
             return None
         self.answered = True
+        self.last_error = None
         return result
 
     def _unreachable(self, error: CloudflareWorkflowsConnectionError) -> CloudflareWorkflowsConnectionError:
@@ -347,10 +351,16 @@ def brief_error(error: CloudflareWorkflowsError) -> str:
     return "; ".join(parts)
 
 
-def timeout_message(awaited: str, last: Check | None) -> str:
-    """What a wait that timed out says: what it waited for and what it saw last."""
+def timeout_message(
+    awaited: str, last: Check | None, last_error: CloudflareWorkflowsError | None = None
+) -> str:
+    """
+    What a wait that timed out says: what it waited for, what it saw last, and the transient error
+    of its last look if that failed (a rate limit that outlasts the wait names itself here).
+    """
     seen = last.message if last else "no usable answer from Cloudflare"
-    return f"Timed out waiting for {awaited}; last seen: {seen}"
+    error = f"; the last look failed: {brief_error(last_error)}" if last_error is not None else ""
+    return f"Timed out waiting for {awaited}; last seen: {seen}{error}"
 
 
 def defer_wait(task: BaseOperator, trigger: BaseTrigger, *, end_time: float) -> NoReturn:
