@@ -21,8 +21,12 @@ instances), cheaper only when N is larger than that and H is small. Not worth th
 inferred filter now; revisit if users wait on hundreds of instances of one workflow.
 
 The registry lives per event loop (the triggerer runs one; tests may run several): a watcher is made by
-its first subscriber and stopped, with its hook closed, when the last one leaves (finished, failed,
-timed out or cancelled), so the registry is then empty.
+its first subscriber and stopped when the last one leaves (finished, failed, timed out or cancelled),
+so the registry is then empty. The watchers of one connection share one hook (one httpx client and
+its connection pool), closed when the last of them stops: a client per watcher cost 50-130 ms of CPU
+each (httpx loads the CA bundle into a new SSL context), 5 s for 100 instances, blocking the loop. A
+hook that meets an authentication error is retired (the next watcher reads the connection afresh, so a
+rotated token is picked up).
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from airflow_provider_cfworkflows.deadlines import calls_end_by
 from airflow_provider_cfworkflows.exceptions import (
+    CloudflareWorkflowsAuthError,
     CloudflareWorkflowsError,
     CloudflareWorkflowsRateLimitError,
 )
@@ -159,11 +164,14 @@ class InstanceWatcher:
     One asyncio task looking at one instance for all its subscribers (see the module docstring).
 
     :param key: the instance, connection and account.
+    :param hooks: the hooks of this event loop, one per connection.
     """
 
-    def __init__(self, key: WatchKey) -> None:
+    def __init__(self, key: WatchKey, hooks: SharedHooks) -> None:
         self.key = key
-        self.hook = CloudflareWorkflowsHook(key.cloudflare_conn_id)
+        self._hooks = hooks
+        self._shared = hooks.acquire(key.cloudflare_conn_id)
+        self.hook = self._shared.hook
         self.subscribers: list[Subscription] = []
         self.latest: Look | None = None
         self.looks = 0
@@ -223,7 +231,7 @@ class InstanceWatcher:
                 self._look_now = False
                 self._publish(await self._look())
         finally:
-            await self.hook.aclose()
+            await self._hooks.release(self._shared)
 
     async def _until_due(self) -> bool:
         """Wait until the next look is due (True) or the watcher is stopped (False)."""
@@ -256,6 +264,8 @@ class InstanceWatcher:
         return Look(self.looks, time.monotonic(), full, details=details)
 
     def _error_look(self, error: Exception, full: bool) -> Look:
+        if isinstance(error, CloudflareWorkflowsAuthError):
+            self._hooks.retire(self._shared)
         if not (isinstance(error, CloudflareWorkflowsError) and error.is_transient):
             return Look(self.looks, time.monotonic(), full, error=error)
         self._failures += 1
@@ -272,14 +282,62 @@ class InstanceWatcher:
             subscription.notify()
 
 
-_registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[WatchKey, InstanceWatcher]] = (
-    weakref.WeakKeyDictionary()
-)
+@dataclass
+class _SharedHook:
+    cloudflare_conn_id: str
+    hook: CloudflareWorkflowsHook
+    users: int = 0
+
+
+class SharedHooks:
+    """The hooks of one event loop's watchers, one per connection, each closed after its last user."""
+
+    def __init__(self) -> None:
+        self.by_connection: dict[str, _SharedHook] = {}
+
+    def acquire(self, cloudflare_conn_id: str) -> _SharedHook:
+        """The connection's hook (made if there is none), counted as used once more."""
+        shared = self.by_connection.get(cloudflare_conn_id)
+        if shared is None:
+            shared = _SharedHook(cloudflare_conn_id, CloudflareWorkflowsHook(cloudflare_conn_id))
+            self.by_connection[cloudflare_conn_id] = shared
+        shared.users += 1
+        return shared
+
+    def retire(self, shared: _SharedHook) -> None:
+        """Give no more watchers this hook (its current users keep it until they stop)."""
+        if self.by_connection.get(shared.cloudflare_conn_id) is shared:
+            del self.by_connection[shared.cloudflare_conn_id]
+
+    async def release(self, shared: _SharedHook) -> None:
+        """One user less; the last one closes the hook."""
+        shared.users -= 1
+        if shared.users == 0:
+            self.retire(shared)
+            await shared.hook.aclose()
+
+
+@dataclass
+class _LoopRegistry:
+    watchers: dict[WatchKey, InstanceWatcher] = field(default_factory=dict)
+    hooks: SharedHooks = field(default_factory=SharedHooks)
+
+
+_registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopRegistry] = weakref.WeakKeyDictionary()
+
+
+def _registry() -> _LoopRegistry:
+    return _registries.setdefault(asyncio.get_running_loop(), _LoopRegistry())
 
 
 def watchers() -> dict[WatchKey, InstanceWatcher]:
     """The watchers of the running event loop (empty when no trigger watches anything)."""
-    return _registries.setdefault(asyncio.get_running_loop(), {})
+    return _registry().watchers
+
+
+def shared_hooks() -> dict[str, CloudflareWorkflowsHook]:
+    """The open hooks of the running event loop's watchers, by connection id (empty once they stopped)."""
+    return {conn_id: shared.hook for conn_id, shared in _registry().hooks.by_connection.items()}
 
 
 @contextmanager
@@ -292,16 +350,16 @@ def watch(key: WatchKey, *, poll_interval: float, full: bool, deadline: float) -
     :param full: whether it needs the steps.
     :param deadline: its wall-clock end (``time.time()`` seconds).
     """
-    registry = watchers()
-    watcher = registry.get(key)
+    registry = _registry()
+    watcher = registry.watchers.get(key)
     if watcher is None or watcher.task.done():
-        watcher = registry[key] = InstanceWatcher(key)
+        watcher = registry.watchers[key] = InstanceWatcher(key, registry.hooks)
     subscription = watcher.subscribe(poll_interval=poll_interval, full=full, deadline=deadline)
     try:
         yield subscription
     finally:
         watcher.unsubscribe(subscription)
         if not watcher.subscribers:
-            if registry.get(key) is watcher:
-                del registry[key]
+            if registry.watchers.get(key) is watcher:
+                del registry.watchers[key]
             watcher.stop()

@@ -146,6 +146,8 @@ async def test_cancellation_leaves_the_registry_empty_and_stops_looking(cloudfla
     ]
     await until(lambda: len(instance_watch.watchers()) == 3)
     watchers = list(instance_watch.watchers().values())
+    assert len(instance_watch.shared_hooks()) == 1  # one hook (one client) for the connection
+    assert len({id(watcher.hook) for watcher in watchers}) == 1
     await until(lambda: all(watcher.looks >= 2 for watcher in watchers))
     for task in tasks:
         task.cancel()
@@ -153,7 +155,8 @@ async def test_cancellation_leaves_the_registry_empty_and_stops_looking(cloudfla
     assert instance_watch.watchers() == {}
     await asyncio.wait([watcher.task for watcher in watchers], timeout=5)
     assert all(watcher.task.done() for watcher in watchers)
-    assert all(watcher.hook._async_client is None for watcher in watchers)  # each hook was closed
+    assert instance_watch.shared_hooks() == {}
+    assert watchers[0].hook._async_client is None  # the shared hook was closed
     stopped = time.time()
     sent_before = len(api_requests(emulator, 0))
     # A new trigger on another instance looks (so time passes in the loop); the stopped watchers do not.
@@ -212,3 +215,33 @@ def test_a_look_at_a_step_not_finished_costs_one_request_in_the_sync_sensor(clou
         assert [(entry["endpoint"], "simple=true" in (entry["query"] or "")) for entry in sent] == [
             ("get_instance", False)
         ]
+
+
+async def test_one_hook_per_connection_closed_after_its_last_user_and_retired_on_auth_errors(monkeypatch):
+    made = []
+
+    class Hook:
+        def __init__(self, cloudflare_conn_id):
+            self.cloudflare_conn_id = cloudflare_conn_id
+            self.closed = False
+            made.append(self)
+
+        async def aclose(self):
+            self.closed = True
+
+    monkeypatch.setattr(instance_watch, "CloudflareWorkflowsHook", Hook)
+    hooks = instance_watch.SharedHooks()
+    first, second, other = hooks.acquire("a"), hooks.acquire("a"), hooks.acquire("b")
+    assert first is second
+    assert first is not other
+    await hooks.release(first)
+    assert not first.hook.closed  # still used
+    hooks.retire(second)  # e.g. an authentication error: the token may have been rotated
+    fresh = hooks.acquire("a")
+    assert fresh is not second  # new users get a new hook, which reads the connection again
+    await hooks.release(second)
+    assert second.hook.closed
+    await hooks.release(fresh)
+    await hooks.release(other)
+    assert hooks.by_connection == {}
+    assert all(hook.closed for hook in made)
