@@ -93,13 +93,20 @@ async def _run_triggers(triggers: list[Any]) -> list[tuple[float, dict[str, Any]
             return time.time(), event.payload
         raise AssertionError("a trigger ended without an event")
 
-    return await asyncio.gather(*(first_event(trigger) for trigger in triggers))
+    from airflow_provider_cfworkflows.triggers import instance_watch
+
+    results = await asyncio.gather(*(first_event(trigger) for trigger in triggers))
+    assert instance_watch.watchers() == {}, "a watcher outlived its triggers"
+    deadline = time.monotonic() + 10
+    while instance_watch.shared_hooks() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # the last watcher closes the shared hook as it ends
+    assert instance_watch.shared_hooks() == {}, "a hook stayed open"
+    return results
 
 
 def run_layout(
     emulator: Any, key_client: httpx.Client, args: argparse.Namespace, layout: str
 ) -> dict[str, Any]:
-    from airflow_provider_cfworkflows.triggers import instance_watch
     from airflow_provider_cfworkflows.triggers.workflows import CloudflareWorkflowStepTrigger
 
     interval = args.interval / args.scale
@@ -166,7 +173,6 @@ def run_layout(
         (at - ends[(payload["instance_id"], payload["step_name"])]) / interval for at, payload in results
     ]
     nominal_minutes = (ended - started) * args.scale / 60
-    assert not instance_watch._registries or all(not r for r in instance_watch._registries.values())
     return {
         "layout": layout,
         "triggers": len(triggers),
