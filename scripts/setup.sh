@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
-# Create .venv (if needed) and install the provider with its test tools. Idempotent; sourced by the
-# other scripts. Needs only Python >= 3.11 and access to PyPI.
+# Create .venv (if needed) and install the provider. Idempotent; run by the other scripts.
+# Needs only Python >= 3.11 and access to PyPI.
+#
+#   bash scripts/setup.sh            the provider with its test and lint tools (what scripts/test.sh needs)
+#   bash scripts/setup.sh --runtime  the provider and its runtime dependencies only (what scripts/demo.sh needs)
+#
+# A stamp file per profile records what is installed for the current pyproject.toml + constraints.txt;
+# a full (test) install also serves the runtime profile.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+case "${1:-}" in
+    "") profile=test ;;
+    --runtime) profile=runtime ;;
+    *) echo "usage: bash scripts/setup.sh [--runtime]" >&2; exit 2 ;;
+esac
 
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
@@ -12,10 +24,14 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
-if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"
-    rm -f .venv/.installed-*
-    touch "$stamp"
+digest=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+test_stamp=.venv/.installed-test-$digest
+runtime_stamp=.venv/.installed-runtime-$digest
+if [ -f "$test_stamp" ] || { [ "$profile" = runtime ] && [ -f "$runtime_stamp" ]; }; then
+    exit 0
 fi
+if [ "$profile" = test ]; then target=".[test]"; else target="."; fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -c constraints.txt -e "$target"
+rm -f .venv/.installed-*
+touch ".venv/.installed-$profile-$digest"

@@ -74,6 +74,27 @@ def _copy_dags() -> None:
             shutil.copy2(source, DAGS_FOLDER / source.name)
 
 
+@pytest.fixture(autouse=True)
+def fresh_rate_limiters() -> Iterator[None]:
+    """No rate-limit state (pauses, budgets) carries from one test to the next."""
+    from airflow_provider_cfworkflows import ratelimit
+
+    ratelimit.reset_limiters()
+    yield
+    ratelimit.reset_limiters()
+
+
+@pytest.fixture
+def limiter_clock(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fake clock for the rate limiters hooks create: their waits take no time and are recorded."""
+    from airflow_provider_cfworkflows import ratelimit
+    from tests.fakes import FakeClock
+
+    clock = FakeClock()
+    monkeypatch.setattr(ratelimit, "default_clock", clock)
+    return clock
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated SQLite metadata DB, with the test and example DAGs in the DAGs folder."""

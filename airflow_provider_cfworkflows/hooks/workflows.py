@@ -17,7 +17,7 @@ import tenacity
 from airflow.sdk import BaseHook
 from airflow.sdk.log import amask_secret, mask_secret
 
-from airflow_provider_cfworkflows import protocol
+from airflow_provider_cfworkflows import protocol, ratelimit
 from airflow_provider_cfworkflows.connection import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
@@ -27,6 +27,7 @@ from airflow_provider_cfworkflows.connection import (
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsConnectionError,
     CloudflareWorkflowsError,
+    CloudflareWorkflowsRateLimitError,
     is_transient_error,
 )
 from airflow_provider_cfworkflows.models import (
@@ -84,6 +85,7 @@ class CloudflareWorkflowsHook(BaseHook):
         self._max_retries_override = max_retries
         self._async_settings: ConnectionSettings | None = None
         self._async_client: httpx.AsyncClient | None = None
+        self._rate_limiter: ratelimit.RateLimiter | None = None
 
     # --- connection and transports --------------------------------------------------------------
 
@@ -130,6 +132,8 @@ class CloudflareWorkflowsHook(BaseHook):
 
         def wait(state: tenacity.RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, CloudflareWorkflowsRateLimitError):
+                return 0.0  # the rate limiter holds the next attempt (and every other caller) past the 429
             return protocol.retry_delay(state.attempt_number, error)
 
         def log_retry(state: tenacity.RetryCallState) -> None:
@@ -151,10 +155,18 @@ class CloudflareWorkflowsHook(BaseHook):
             "reraise": True,
         }
 
+    def _limiter(self, settings: ConnectionSettings) -> ratelimit.RateLimiter:
+        """The rate limiter shared by every caller of this credential in the process."""
+        if self._rate_limiter is None:
+            self._rate_limiter = ratelimit.limiter_for_settings(settings)
+        return self._rate_limiter
+
     def _open(self, request: ApiRequest) -> requests.Response:
         """Send one request and return the response with its body not yet read."""
+        limiter = self._limiter(self.settings)
+        limiter.wait_sync()
         try:
-            return self.session.request(
+            response = self.session.request(
                 request.method,
                 request.url(self.settings.base_url),
                 data=request.body,
@@ -163,8 +175,13 @@ class CloudflareWorkflowsHook(BaseHook):
                 stream=True,
                 allow_redirects=False,
             )
-        except requests.RequestException as error:
-            raise _connection_error(request, error) from None
+        except BaseException as error:  # no response: the slot is given back
+            limiter.release()
+            if isinstance(error, requests.RequestException):
+                raise _connection_error(request, error) from None
+            raise
+        limiter.observe_response(response.status_code, response.headers)
+        return response
 
     def _read_body(self, request: ApiRequest, response: requests.Response) -> bytes:
         try:
@@ -252,10 +269,17 @@ class CloudflareWorkflowsHook(BaseHook):
         http_request = client.build_request(
             request.method, request.url(settings.base_url), content=request.body, headers=request.headers()
         )
+        limiter = self._limiter(settings)
+        await limiter.wait_async()
         try:
-            return await client.send(http_request, stream=True)
-        except httpx.HTTPError as error:
-            raise _connection_error(request, error) from None
+            response = await client.send(http_request, stream=True)
+        except BaseException as error:  # also a cancelled trigger: the slot is given back
+            limiter.release()
+            if isinstance(error, httpx.HTTPError):
+                raise _connection_error(request, error) from None
+            raise
+        limiter.observe_response(response.status_code, response.headers)
+        return response
 
     async def _aread_body(self, request: ApiRequest, response: httpx.Response) -> bytes:
         try:

@@ -46,7 +46,7 @@ def delays(monkeypatch):
 
 
 @pytest.fixture
-def hook(monkeypatch, delays):
+def hook(monkeypatch, delays, limiter_clock):
     monkeypatch.setenv(
         "AIRFLOW_CONN_CLOUDFLARE_DEFAULT",
         json.dumps(
@@ -190,7 +190,7 @@ def test_legacy_auth_headers(monkeypatch, requests_mock, delays):
     assert "Authorization" not in sent.headers
 
 
-def test_rate_limit_is_retried_honouring_retry_after(hook, requests_mock, delays, capsys):
+def test_rate_limit_is_retried_honouring_retry_after(hook, requests_mock, delays, limiter_clock, capsys):
     requests_mock.get(
         f"{WF}/wf",
         [
@@ -208,7 +208,10 @@ def test_rate_limit_is_retried_honouring_retry_after(hook, requests_mock, delays
     )
     assert hook.get_workflow("wf") == {"name": "wf"}
     assert requests_mock.call_count == 3
-    assert delays == [7.0, 1.0]
+    # The 429's wait is the rate limiter's (whole Retry-After plus jitter), not the retry backoff.
+    assert delays == [1.0]
+    assert len(limiter_clock.slept) == 1
+    assert 7.0 <= limiter_clock.slept[0] <= 7.0 * 1.1
     retry_logs = [line for line in capsys.readouterr().out.splitlines() if "Retrying" in line]
     assert len(retry_logs) == 2
     assert "HTTP 429" in retry_logs[0]
@@ -376,7 +379,7 @@ async def async_hook(hook):
     await hook.aclose()
 
 
-async def test_async_instance_and_step(async_hook):
+async def test_async_instance_and_step(async_hook, limiter_clock):
     hook, sent, responses = async_hook
     responses.extend(
         [
@@ -395,6 +398,7 @@ async def test_async_instance_and_step(async_hook):
     stream = await hook.aget_step_output("wf", "a b", "blob-1")
 
     assert instance == {"status": "waiting"}
+    assert 2.0 <= sum(limiter_clock.slept) <= 2.0 * 1.1  # the 429's Retry-After, waited by the limiter
     assert step.is_retrying
     assert (stream.status, stream.is_stream, stream.output) == ("complete", True, None)
     assert [str(r.url) for r in sent[:2]] == [f"{WF}/wf/instances/a%20b?simple=true"] * 2

@@ -41,8 +41,8 @@ def hook(cloudflare_conn):
 
 
 @pytest.fixture
-def no_wait(monkeypatch):
-    """Record the retry waits the hook computes, and skip sleeping them."""
+def no_wait(monkeypatch, limiter_clock):
+    """Record the retry waits the hook computes, and skip sleeping them (rate-limit waits: limiter_clock)."""
     waits: list[float] = []
     real_delay = protocol.retry_delay
 
@@ -216,28 +216,31 @@ def test_not_found(hook, quick_workflow):
 
 
 @pytest.mark.parametrize(
-    ("fault", "expected_waits"),
+    ("fault", "expected_waits", "limiter_wait"),
     [
-        ({"kind": "rate_limit", "retry_after": "2"}, [2.0]),
-        ({"kind": "server_error", "status": 503}, [0.5]),
-        ({"kind": "drop_connection"}, [0.5]),
-        ({"kind": "success_false"}, [0.5]),
-        ({"kind": "malformed_json"}, [0.5]),
+        ({"kind": "rate_limit", "retry_after": "2"}, [], 2.0),  # waited by the rate limiter, not backoff
+        ({"kind": "server_error", "status": 503}, [0.5], 0.0),
+        ({"kind": "drop_connection"}, [0.5], 0.0),
+        ({"kind": "success_false"}, [0.5], 0.0),
+        ({"kind": "malformed_json"}, [0.5], 0.0),
     ],
-    ids=lambda value: value["kind"] if isinstance(value, dict) else None,
+    ids=lambda value: value["kind"] if isinstance(value, dict) else "",
 )
-def test_transient_faults_are_retried(hook, cloudflare_conn, quick_workflow, no_wait, fault, expected_waits):
+def test_transient_faults_are_retried(
+    hook, cloudflare_conn, quick_workflow, no_wait, limiter_clock, fault, expected_waits, limiter_wait
+):
     hook.create_instance(quick_workflow, instance_id="t1")
     cloudflare_conn.inject_fault(path="/instances/t1$", method="GET", count=1, **fault)
 
     assert hook.get_instance(quick_workflow, "t1", simple=True)["status"]
 
     assert no_wait == expected_waits
+    assert limiter_wait <= sum(limiter_clock.slept) <= limiter_wait * 1.1
     gets = [r for r in cloudflare_conn.requests_log() if r["raw_path"].endswith("/instances/t1")]
     assert [r["fault"] for r in gets] == [fault["kind"], None]
 
 
-def test_rate_limit_with_http_date_retry_after(hook, cloudflare_conn, quick_workflow, no_wait):
+def test_rate_limit_with_http_date_retry_after(hook, cloudflare_conn, quick_workflow, no_wait, limiter_clock):
     from email.utils import formatdate
 
     hook.create_instance(quick_workflow, instance_id="d1")
@@ -245,8 +248,8 @@ def test_rate_limit_with_http_date_retry_after(hook, cloudflare_conn, quick_work
         path="/instances/d1$", method="GET", count=1, kind="rate_limit", retry_after=formatdate(usegmt=True)
     )
     hook.get_instance(quick_workflow, "d1", simple=True)
-    assert len(no_wait) == 1
-    assert 0.0 <= no_wait[0] <= 1.0
+    assert no_wait == []  # the limiter waits a 429, not the retry backoff
+    assert sum(limiter_clock.slept) <= 1.1
 
 
 def test_persistent_faults_surface_the_typed_error(hook, cloudflare_conn, quick_workflow, no_wait):
@@ -390,3 +393,19 @@ def test_account_override_and_foreign_account(hook, quick_workflow):
     with pytest.raises(CloudflareWorkflowsAuthError):
         hook.get_workflow(quick_workflow, account_id=other)
     assert hook.get_workflow(quick_workflow, account_id=ACCOUNT_ID)["name"] == quick_workflow
+
+
+def test_a_429_pauses_every_hook_of_the_credential(cloudflare_conn, quick_workflow, limiter_clock):
+    first, second = CloudflareWorkflowsHook(max_retries=0), CloudflareWorkflowsHook()
+    first.create_instance(quick_workflow, instance_id="r1")
+    cloudflare_conn.inject_fault(
+        path="/instances/r1$", method="GET", count=1, kind="rate_limit", retry_after="3"
+    )
+    with pytest.raises(CloudflareWorkflowsRateLimitError):
+        first.get_instance(quick_workflow, "r1")
+    assert limiter_clock.slept == []
+
+    assert second.get_workflow(quick_workflow)["name"] == quick_workflow  # another hook, same credential
+
+    assert len(limiter_clock.slept) == 1
+    assert 3.0 <= limiter_clock.slept[0] <= 3.0 * 1.1

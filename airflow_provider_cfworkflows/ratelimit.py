@@ -1,0 +1,548 @@
+"""Keep every caller of one credential inside Cloudflare's API budget: one rate limiter per credential
+and process, shared by sync (threads) and async (any number of event loops) callers.
+
+Cloudflare allows 1,200 requests per 5 minutes per user, counted together with the dashboard and every
+other client of that user; going over answers HTTP 429 and blocks every call of the user, dashboard
+included, for 5 minutes (docs "Rate limits"; ``shared/reference/api-audit-2026-11.md`` §3). Every REST
+response carries ``Ratelimit: "default";r=<remaining>;t=<seconds until reset>`` and
+``Ratelimit-Policy: "default";q=<quota>;w=<window seconds>`` (changelog 2025-09-03): the one place where
+all processes sharing a token see the same remaining budget, so the limiter paces by them.
+
+The decision core (:meth:`RateLimiter.reserve`, :meth:`RateLimiter.observe`, :meth:`RateLimiter.hold`,
+:meth:`RateLimiter.release`) takes the time as an argument and never sleeps; its lock is held only for
+the arithmetic. :meth:`RateLimiter.wait_sync` and :meth:`RateLimiter.wait_async` do the waiting
+(``time.sleep`` / ``asyncio.sleep``), so async callers never block their event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from airflow_provider_cfworkflows.connection import (
+    CLOUDFLARE_RATE_LIMIT,
+    DEFAULT_RATE_LIMIT,
+    RATE_LIMIT_WINDOW_SECONDS,
+    ConnectionSettings,
+    is_loopback_host,
+)
+from airflow_provider_cfworkflows.exceptions import (
+    CloudflareWorkflowsConfigurationError,
+    CloudflareWorkflowsRateLimitError,
+)
+from airflow_provider_cfworkflows.protocol import header, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+# Cloudflare's budget per user (docs "Rate limits") is used for the dashboard reserve when the response
+# names no policy.
+CLOUDFLARE_QUOTA = CLOUDFLARE_RATE_LIMIT
+# "If you exceed this, all API calls for the next five minutes will be blocked" (docs "Rate limits"):
+# a 429 that says neither Retry-After nor the reset time pauses this long.
+LOCKOUT_SECONDS = 300.0
+# Client-side budget when responses carry no Ratelimit headers (a proxy strips them, an old emulator):
+# the connection extra ``rate_limit`` (default DEFAULT_RATE_LIMIT, half of Cloudflare's budget, so one
+# process alone cannot lock out the dashboard) requests per FALLBACK_WINDOW_SECONDS.
+FALLBACK_WINDOW_SECONDS = float(RATE_LIMIT_WINDOW_SECONDS)
+# Share of the advertised quota left unspent for people using the dashboard (60 of 1,200); it also
+# absorbs the requests other processes have in flight when they read the same ``r`` as we do.
+DASHBOARD_RESERVE_FRACTION = 0.05
+# Requests that may go back to back when the limiter has been idle: 5 % of the usable budget, from 1
+# up to MAX_BURST_REQUESTS (larger bursts would let several processes overshoot the reserve together).
+MAX_BURST_REQUESTS = 5
+BURST_FRACTION = 0.05
+# ``t`` is whole seconds (rounded down, inferred): wait this much past the advertised reset.
+RESET_MARGIN_SECONDS = 1.0
+# Responses whose reset times differ by less than this describe the same window (rounding, latency).
+SAME_WINDOW_TOLERANCE_SECONDS = 2.0
+# After a 429 each waiting caller adds a random delay of up to 10 % of the pause (at most 5 s), so the
+# callers of one process, and different processes, do not all send again in the same instant.
+PAUSE_JITTER_FRACTION = 0.1
+PAUSE_JITTER_MAX_SECONDS = 5.0
+# A reset time or Retry-After beyond this is capped, so that every wait ends.
+MAX_WAIT_SECONDS = 3600.0
+# Others' spending rate is measured over at least this much of a window (earlier: the previous value).
+OTHERS_RATE_MIN_SECONDS = 5.0
+# Waits at least this long are logged, so a slow task says why it is slow.
+LOG_WAIT_SECONDS = 5.0
+
+# Quoted strings, left to right: only one holding a separator or an escape needs the slow split.
+_QUOTED = re.compile(r'"[^"]*"?')
+
+RATELIMIT_HEADER = "ratelimit"
+RATELIMIT_POLICY_HEADER = "ratelimit-policy"
+RETRY_AFTER_HEADER = "retry-after"
+TOO_MANY_REQUESTS = 429
+
+
+# --- headers -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemainingBudget:
+    """
+    One item of the ``Ratelimit`` header.
+
+    :param policy: the policy name (``"default"`` on Cloudflare).
+    :param remaining: ``r``, requests left in the current window.
+    :param reset_seconds: ``t``, seconds until the window resets.
+    """
+
+    policy: str
+    remaining: int
+    reset_seconds: float
+
+
+@dataclass(frozen=True)
+class QuotaPolicy:
+    """
+    One item of the ``Ratelimit-Policy`` header.
+
+    :param policy: the policy name.
+    :param quota: ``q``, requests allowed per window.
+    :param window_seconds: ``w``, the window length in seconds.
+    """
+
+    policy: str
+    quota: int
+    window_seconds: float
+
+
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    parts: list[str] = []
+    part: list[str] = []
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append("".join(part).strip())
+            part = []
+            continue
+        part.append(char)
+    parts.append("".join(part).strip())
+    return parts
+
+
+def _split_plainly(text: str, separator: str) -> list[str]:
+    return [part.strip() for part in text.split(separator)]
+
+
+def _structured_items(value: str | None) -> list[tuple[str, dict[str, str]]]:
+    """``"name";k=v;k=v, token;k=v`` (RFC 8941 list of items with parameters) as (name, params)."""
+    if not value:
+        return []
+    # Only a quoted name holding a separator or an escape needs the character-wise split.
+    tricky = any(char in quoted for quoted in _QUOTED.findall(value) for char in ",;\\")
+    split = _split_outside_quotes if tricky else _split_plainly
+    items = []
+    for item in split(value, ","):
+        name, *params = split(item, ";")
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = name[1:-1]
+        if not name or '"' in name:
+            continue
+        parsed = {}
+        for param in params:
+            key, _, number = param.partition("=")
+            parsed[key.strip().lower()] = number.strip()
+        items.append((name, parsed))
+    return items
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # requests' and httpx's headers look up any case in O(1); only a plain dict needs the scan.
+    value = headers.get(name)
+    return header(headers, name) if value is None and isinstance(headers, dict) else value
+
+
+def _non_negative(text: str | None) -> float | None:
+    try:
+        number = float(text) if text is not None else math.nan
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def parse_ratelimit(value: str | None) -> list[RemainingBudget]:
+    """The items of a ``Ratelimit`` header; items without a readable ``r`` and ``t`` are ignored."""
+    items = []
+    for name, params in _structured_items(value):
+        remaining, reset = _non_negative(params.get("r")), _non_negative(params.get("t"))
+        if remaining is not None and reset is not None:
+            items.append(RemainingBudget(name, int(remaining), min(reset, MAX_WAIT_SECONDS)))
+    return items
+
+
+def parse_ratelimit_policy(value: str | None) -> list[QuotaPolicy]:
+    """The items of a ``Ratelimit-Policy`` header; items without a readable ``q`` and ``w`` are ignored."""
+    items = []
+    for name, params in _structured_items(value):
+        quota, window = _non_negative(params.get("q")), _non_negative(params.get("w"))
+        if quota is not None and window:
+            items.append(QuotaPolicy(name, int(quota), window))
+    return items
+
+
+def _tightest(budgets: list[RemainingBudget]) -> RemainingBudget | None:
+    # Cloudflare sends one "default" policy (changelog 2025-09-03). With several, the one that allows
+    # the slowest even pace (r / t) governs (inferred: no Cloudflare response with several is known).
+    return min(budgets, key=lambda item: (item.remaining / max(item.reset_seconds, 1.0), item.remaining))
+
+
+# --- the limiter ---------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    """Where a limiter reads the time and how it waits (tests substitute a fake one)."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic scale."""
+
+    def sleep(self, seconds: float) -> None:
+        """Block the calling thread."""
+
+    async def asleep(self, seconds: float) -> None:
+        """Suspend the calling task without blocking its event loop."""
+
+
+class SystemClock:
+    """``time.monotonic``, ``time.sleep`` and ``asyncio.sleep``."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass
+class _Window:
+    """What the last response said about the server's current window, net of our own requests."""
+
+    estimate: float  # requests left that the server has not seen from us yet
+    reset_at: float
+    reserve: int
+    started_at: float  # first response seen from this window
+    observed_at: float  # latest response seen from this window
+    others_spent: float = 0.0  # requests others (processes, dashboard) spent since started_at
+
+
+def _burst(budget: float) -> float:
+    return max(1.0, min(float(MAX_BURST_REQUESTS), budget * BURST_FRACTION))
+
+
+def _validate_rate_limit(rate_limit: int | None) -> int | None:
+    if rate_limit is not None and (
+        isinstance(rate_limit, bool) or not isinstance(rate_limit, int) or rate_limit < 1
+    ):
+        raise CloudflareWorkflowsConfigurationError(
+            f"rate_limit must be a whole number of requests per {FALLBACK_WINDOW_SECONDS:.0f} s (>= 1), "
+            f"or None for no client-side limit; got {rate_limit!r}."
+        )
+    return rate_limit
+
+
+class RateLimiter:
+    """
+    Paces the requests of one credential in this process.
+
+    Every request first takes a slot (:meth:`reserve`, or :meth:`wait_sync` / :meth:`wait_async`),
+    then reports its response (:meth:`observe`) or that none came (:meth:`release`).
+
+    :param rate_limit: requests per ``FALLBACK_WINDOW_SECONDS`` while responses carry no ``Ratelimit``
+        header; None for no client-side limit (the server's headers and 429s still apply).
+    :param clock: time source and sleeper; the system's by default.
+    :param jitter: returns a uniform random number in [0, 1) (for the pause jitter).
+    """
+
+    def __init__(
+        self,
+        *,
+        rate_limit: int | None = DEFAULT_RATE_LIMIT,
+        clock: Clock | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self._jitter = jitter
+        self._lock = threading.Lock()
+        self._rate_limit = _validate_rate_limit(rate_limit)
+        self._window: _Window | None = None
+        self._in_flight = 0  # slots granted whose response has not been observed (or released)
+        self._tat = -math.inf  # theoretical arrival time of the next request (GCRA)
+        self._pause_until = -math.inf
+        self._pause_jitter = 0.0
+        self._others_rate = 0.0  # requests per second spent by other clients of the token
+
+    @property
+    def rate_limit(self) -> int | None:
+        """The client-side limit used while responses carry no ``Ratelimit`` header."""
+        return self._rate_limit
+
+    @rate_limit.setter
+    def rate_limit(self, rate_limit: int | None) -> None:
+        self._rate_limit = _validate_rate_limit(rate_limit)
+
+    @property
+    def in_flight(self) -> int:
+        """Slots taken whose response has not been observed or released yet."""
+        return self._in_flight
+
+    # --- decision core (no sleeping; ``now`` is the clock's time) ----------------------------------
+
+    def reserve(self, now: float, deadline: float | None = None) -> float:
+        """
+        Take the next slot to send a request: returns the seconds to wait before sending.
+
+        :param deadline: clock time after which the caller will not wait; a slot later than that
+            raises :class:`CloudflareWorkflowsRateLimitError` and nothing is reserved.
+        """
+        with self._lock:
+            start = self._after_pause(now)
+            slot, interval, in_window = self._plan(start)
+            if deadline is not None and slot > deadline:
+                raise _deadline_error(slot - now, deadline - now)
+            self._tat = max(self._tat, slot) + interval
+            if in_window and self._window is not None:
+                self._window.estimate -= 1
+            self._in_flight += 1
+        return slot - now
+
+    def hold(self, now: float, deadline: float | None = None) -> float:
+        """
+        Seconds a caller that already has its slot must still wait: a 429 that arrived meanwhile pauses
+        it too (0 when it may send). Raises past ``deadline``; the caller then calls :meth:`release`.
+        """
+        with self._lock:
+            delay = self._after_pause(now) - now
+        if deadline is not None and now + delay > deadline:
+            raise _deadline_error(delay, deadline - now)
+        return delay
+
+    def observe(self, now: float, status_code: int, headers: Mapping[str, str]) -> None:
+        """Update the budget from a response to a request that had a slot."""
+        budgets = parse_ratelimit(_header(headers, RATELIMIT_HEADER))
+        policies = parse_ratelimit_policy(_header(headers, RATELIMIT_POLICY_HEADER)) if budgets else []
+        current = _tightest(budgets) if budgets else None
+        pause = None
+        if status_code == TOO_MANY_REQUESTS:
+            # Wait what the server says, or for the reset, or (neither given) the 5-minute lockout.
+            pause = parse_retry_after(_header(headers, RETRY_AFTER_HEADER))
+            if pause is None:
+                pause = current.reset_seconds + RESET_MARGIN_SECONDS if current else LOCKOUT_SECONDS
+            pause = min(pause, MAX_WAIT_SECONDS)
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            if current is not None:
+                self._update_window(now, current, policies)
+            if pause is not None and now + pause > self._pause_until:
+                self._pause_until = now + pause
+                self._pause_jitter = min(PAUSE_JITTER_MAX_SECONDS, PAUSE_JITTER_FRACTION * pause)
+        if pause is not None:
+            log.warning(
+                "Cloudflare answered HTTP 429 (rate limited): every request with this credential in this "
+                "process waits %.1f s (plus up to %.1f s of jitter) before the next one.",
+                pause,
+                self._pause_jitter,
+            )
+
+    def release(self) -> None:
+        """A request that had a slot got no response (or was never sent)."""
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+
+    # Header pacing, the arithmetic (all under the lock):
+    #   r, t      the server's remaining requests and seconds to reset, shared by every client of the
+    #             token (other processes, the dashboard); reset_at = now + t.
+    #   E         our estimate of what is left = r - (our requests the server may not have counted):
+    #             at an observation E = r - (slots granted but not yet answered, this one excluded);
+    #             every granted slot then takes 1 from E. Counting unanswered requests as spent errs on
+    #             the safe side. Within one window E only falls: E = min(E, r - in_flight), so a late
+    #             response that saw an older r cannot raise it; a later reset_at starts a new window.
+    #   U         usable = E - reserve - others_rate * (time since our latest response), reserve =
+    #             ceil(DASHBOARD_RESERVE_FRACTION * q) (60 of 1,200); others_rate = what r fell by beyond
+    #             our own requests, per second, over this window: what other processes and the
+    #             dashboard have probably spent since we last looked, so a process that looks rarely
+    #             does not spend budget that others already took.
+    #   pace      slots at interval (reset_at - max(now, tat)) / U, i.e. U spread evenly until the
+    #             reset (tat: when the slots already granted are used up; U excludes them), with a
+    #             burst of _burst(U) after idleness (GCRA: slot = max(now, tat - (burst - 1) * interval)).
+    #             When other processes spend, r falls, so U falls and every process slows down together.
+    #   cap       a slot in this window only while U >= 1: never past r - reserve. Other processes'
+    #             unanswered requests are the only unseen spending; the reserve absorbs them.
+    #   U < 1     (or the paced slot lands after the reset): wait until reset_at + RESET_MARGIN_SECONDS;
+    #             after a reset, until a response tells the new r, the fallback bucket below paces.
+    # Fallback (no header): GCRA at interval W / (N - B) with burst B = _burst(N), N = rate_limit,
+    #   W = 300 s: at most B + (N - B) = N requests in any 300 s.
+
+    def _after_pause(self, now: float) -> float:
+        if now < self._pause_until:
+            return self._pause_until + self._jitter() * self._pause_jitter
+        return now
+
+    def _plan(self, start: float) -> tuple[float, float, bool]:
+        """
+        For a request that may go from ``start``: its slot, the pace interval after it, and whether it
+        spends the known window's budget.
+        """
+        window = self._window
+        if window is not None and start < window.reset_at:
+            base = max(start, self._tat)
+            usable = window.estimate - window.reserve - self._others_rate * (base - window.observed_at)
+            if usable >= 1:
+                interval = (window.reset_at - base) / usable
+                slot = self._gcra_slot(start, interval, _burst(usable))
+                if slot < window.reset_at:
+                    return slot, interval, True
+            start = window.reset_at + RESET_MARGIN_SECONDS
+        interval, burst = self._fallback_pace()
+        return self._gcra_slot(start, interval, burst), interval, False
+
+    def _fallback_pace(self) -> tuple[float, float]:
+        """Interval and burst of the client-side bucket (no interval without a ``rate_limit``)."""
+        if self._rate_limit is None:
+            return 0.0, 1.0
+        burst = _burst(self._rate_limit)
+        return FALLBACK_WINDOW_SECONDS / max(self._rate_limit - burst, 1.0), burst
+
+    def _gcra_slot(self, start: float, interval: float, burst: float) -> float:
+        if interval <= 0:  # no pace: each caller keeps its own (jittered) start
+            return start
+        return max(start, self._tat - (burst - 1) * interval)
+
+    def _update_window(self, now: float, current: RemainingBudget, policies: list[QuotaPolicy]) -> None:
+        quota = next((p.quota for p in policies if p.policy == current.policy), CLOUDFLARE_QUOTA)
+        estimate = current.remaining - self._in_flight
+        reset_at = now + current.reset_seconds
+        window = self._window
+        if (
+            window is None
+            or now >= window.reset_at
+            or reset_at > window.reset_at + SAME_WINDOW_TOLERANCE_SECONDS
+        ):
+            reserve = math.ceil(DASHBOARD_RESERVE_FRACTION * quota)
+            self._window = _Window(estimate, reset_at, reserve, started_at=now, observed_at=now)
+            return
+        # What r fell by beyond our own requests was spent by others (other processes, the dashboard).
+        window.others_spent += max(0.0, window.estimate - estimate)
+        window.estimate = min(window.estimate, estimate)
+        window.observed_at = max(window.observed_at, now)
+        if now - window.started_at >= OTHERS_RATE_MIN_SECONDS:
+            self._others_rate = window.others_spent / (now - window.started_at)
+
+    # --- waiting -----------------------------------------------------------------------------------
+
+    def wait_sync(self, deadline: float | None = None) -> None:
+        """
+        Block the calling thread until this request may be sent (its slot is then taken).
+
+        :param deadline: clock time (``clock.now()`` scale) not to wait past: raises
+            :class:`CloudflareWorkflowsRateLimitError` instead.
+        """
+        delay = self.reserve(self.clock.now(), deadline)
+        try:
+            while delay > 0:
+                _log_wait(delay)
+                self.clock.sleep(delay)
+                delay = self.hold(self.clock.now(), deadline)
+        except BaseException:
+            self.release()
+            raise
+
+    async def wait_async(self, deadline: float | None = None) -> None:
+        """:meth:`wait_sync` for coroutines: waits with ``asyncio.sleep``, never blocking the loop."""
+        delay = self.reserve(self.clock.now(), deadline)
+        try:
+            while delay > 0:
+                _log_wait(delay)
+                await self.clock.asleep(delay)
+                delay = self.hold(self.clock.now(), deadline)
+        except BaseException:  # cancelled while waiting: the slot is given up
+            self.release()
+            raise
+
+    def observe_response(self, status_code: int, headers: Mapping[str, str]) -> None:
+        """:meth:`observe` at the clock's current time."""
+        self.observe(self.clock.now(), status_code, headers)
+
+
+def _log_wait(delay: float) -> None:
+    if delay >= LOG_WAIT_SECONDS:
+        log.info("Waiting %.1f s for Cloudflare's API budget (shared by every client of the token).", delay)
+
+
+def _deadline_error(delay: float, allowed: float) -> CloudflareWorkflowsRateLimitError:
+    return CloudflareWorkflowsRateLimitError(
+        f"Cloudflare's API budget allows the next request in {delay:.1f} s, after the caller's deadline "
+        f"(in {max(allowed, 0.0):.1f} s); not waiting.",
+        retry_after=delay,
+    )
+
+
+# --- one limiter per credential in this process ----------------------------------------------------
+
+_registry: dict[str, RateLimiter] = {}
+_registry_lock = threading.Lock()
+# Clock of the limiters the registry creates (tests replace it before creating hooks).
+default_clock: Clock = SystemClock()
+
+
+def credential_fingerprint(base_url: str, *credential_parts: str | None) -> str:
+    """A non-secret key for a credential at an API: SHA-256 of the base URL and the credential."""
+    material = "\0".join([base_url, *(part or "" for part in credential_parts)])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def limiter_for(key: str, *, rate_limit: int | None = DEFAULT_RATE_LIMIT) -> RateLimiter:
+    """
+    The process's limiter for ``key`` (a :func:`credential_fingerprint`), created on first use.
+
+    :param rate_limit: the fallback limit; applied to an existing limiter too (the latest wins).
+    """
+    with _registry_lock:
+        limiter = _registry.get(key)
+        if limiter is None:
+            limiter = _registry[key] = RateLimiter(rate_limit=rate_limit, clock=default_clock)
+        elif limiter.rate_limit != rate_limit:
+            limiter.rate_limit = rate_limit
+        return limiter
+
+
+def limiter_for_settings(settings: ConnectionSettings) -> RateLimiter:
+    """
+    The limiter of a connection's credential.
+
+    The fallback budget is the connection's ``rate_limit`` extra. A loopback base URL (the local
+    emulator) gets no client-side fallback limit: Cloudflare's budget does not apply there, and an
+    emulator enforcing one sends the headers.
+    """
+    credentials = settings.credentials
+    host = urlsplit(settings.base_url).hostname or ""
+    rate_limit = None if is_loopback_host(host) else settings.rate_limit
+    key = credential_fingerprint(
+        settings.base_url, credentials.api_token, credentials.email, credentials.api_key
+    )
+    return limiter_for(key, rate_limit=rate_limit)
+
+
+def reset_limiters() -> None:
+    """Forget every limiter of this process (for tests)."""
+    with _registry_lock:
+        _registry.clear()
