@@ -232,7 +232,7 @@ if __name__ == "__main__":
     parser.add_argument("--quota", type=int, default=1200, help="requests per window")
     parser.add_argument("--window", type=float, default=300.0, help="nominal window (s)")
     parser.add_argument("--first-end", type=float, default=60.0, help="nominal end of the first instance (s)")
-    parser.add_argument("--last-end", type=float, default=330.0, help="nominal end of the last instance (s)")
+    parser.add_argument("--last-end", type=float, default=370.0, help="nominal end of the last instance (s)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="nominal trigger timeout (s)")
     parser.add_argument("--json", help="also write the results here")
     main(parser.parse_args())
