@@ -184,22 +184,6 @@ def run_instance_check(
     return evaluate_instance(details, success_states=success_states, failure_states=failure_states)
 
 
-async def arun_instance_check(
-    hook: CloudflareWorkflowsHook,
-    *,
-    workflow_name: str,
-    instance_id: str,
-    success_states: tuple[str, ...],
-    failure_states: tuple[str, ...],
-    account_id: str | None,
-) -> Check:
-    """Async :func:`run_instance_check`."""
-    details = await aget_instance_details(
-        hook, workflow_name, instance_id, simple=True, account_id=account_id
-    )
-    return evaluate_instance(details, success_states=success_states, failure_states=failure_states)
-
-
 # --- progress, transient errors, timeouts, deferral -------------------------------------------------
 
 
