@@ -59,6 +59,9 @@ class CloudflareWorkflowsError(AirflowException):
         self.cf_ray = cf_ray
         self.method = method
         self.path = path
+        # Set by the hook when an earlier attempt of the same call may have taken effect (its answer was
+        # lost), so "already exists" on a retried create means "created by that attempt".
+        self.follows_uncertain_attempt = False
         super().__init__(self._render())
 
     @property
@@ -71,6 +74,15 @@ class CloudflareWorkflowsError(AirflowException):
         """
         Whether the error may go away by itself, so the same call is worth another try: 408, 429, 5xx
         (and Cloudflare's 520-524), ``success: false``, an unreadable body, or no complete response.
+        """
+        return False
+
+    @property
+    def may_have_taken_effect(self) -> bool:
+        """
+        Whether the request may have reached the API and acted although it failed: no answer after it
+        was sent, a 5xx, or an unreadable 2xx. False for a definite refusal (4xx, 429) and for a failure
+        to connect. A non-idempotent call (an event, a restart) is never repeated after such an error.
         """
         return False
 
@@ -142,6 +154,11 @@ class CloudflareWorkflowsServerError(CloudflareWorkflowsError):
     def is_transient(self) -> bool:
         return _transient_status(self.http_status)
 
+    @property
+    def may_have_taken_effect(self) -> bool:
+        # 408: the server gave up waiting for the request, so it was not processed.
+        return self.http_status != 408
+
 
 class CloudflareWorkflowsResponseError(CloudflareWorkflowsError):
     """The response could not be understood (malformed JSON, no envelope, unexpected shape)."""
@@ -150,13 +167,41 @@ class CloudflareWorkflowsResponseError(CloudflareWorkflowsError):
     def is_transient(self) -> bool:
         return _transient_status(self.http_status)
 
+    @property
+    def may_have_taken_effect(self) -> bool:
+        return True
+
+
+class CloudflareWorkflowsResponseTooLargeError(CloudflareWorkflowsResponseError):
+    """
+    A JSON answer over the size cap (``protocol.MAX_JSON_BODY_BYTES``): a fault that a retry would only
+    repeat, so it is not transient.
+    """
+
+    @property
+    def is_transient(self) -> bool:
+        return False
+
 
 class CloudflareWorkflowsConnectionError(CloudflareWorkflowsError):
-    """No complete response: connection refused or dropped, or the request timed out."""
+    """
+    No complete response: connection refused or dropped, or the request timed out.
+
+    :param request_sent: False when the request provably never left (a failure to resolve or connect,
+        or the call's deadline passed before it was sent); True when it may have reached the API.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True, **kwargs: object) -> None:
+        self.request_sent = request_sent
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
     @property
     def is_transient(self) -> bool:
         return True
+
+    @property
+    def may_have_taken_effect(self) -> bool:
+        return self.request_sent
 
 
 def _transient_status(http_status: int | None) -> bool:
@@ -167,6 +212,15 @@ def _transient_status(http_status: int | None) -> bool:
 def is_transient_error(error: BaseException) -> bool:
     """Whether ``error`` is a Cloudflare error that may go away by itself (a retry predicate)."""
     return isinstance(error, CloudflareWorkflowsError) and error.is_transient
+
+
+class CloudflareWorkflowOutcomeUnknownError(AirflowFailException):
+    """
+    A call that must not be repeated (an event, a restart) failed after it may have reached Cloudflare.
+
+    It is an ``AirflowFailException``: a task retry could deliver the event (or restart the instance) a
+    second time. The message says how to check what happened.
+    """
 
 
 class CloudflareWorkflowStepFailedError(AirflowFailException):

@@ -7,26 +7,31 @@ Whether an error is worth a retry is a property of the error (see :mod:`.excepti
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from airflow_provider_cfworkflows.deadlines import current_deadline
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareErrorDetail,
     CloudflareWorkflowsAuthError,
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsConflictError,
+    CloudflareWorkflowsConnectionError,
     CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsRateLimitError,
     CloudflareWorkflowsResponseError,
+    CloudflareWorkflowsResponseTooLargeError,
     CloudflareWorkflowsServerError,
 )
 from airflow_provider_cfworkflows.models import (
@@ -36,7 +41,7 @@ from airflow_provider_cfworkflows.models import (
     RemoteError,
     StepOutput,
 )
-from airflow_provider_cfworkflows.statuses import StatusAction, StepType
+from airflow_provider_cfworkflows.statuses import InstanceStatus, StatusAction, StepType
 from airflow_provider_cfworkflows.validation import (
     DOT_SEGMENTS,
     MAX_BATCH_SIZE,
@@ -47,6 +52,7 @@ from airflow_provider_cfworkflows.validation import (
     validate_instance_id,
     validate_instance_retention,
     validate_instance_status,
+    validate_location_hint,
     validate_new_instance_id,
     validate_per_page,
     validate_status_action,
@@ -61,6 +67,11 @@ BACKOFF_MAX_SECONDS = 30.0
 # A Retry-After above this is capped: Cloudflare may block for 5 minutes, longer than a retry should
 # hold a worker slot; the task's own retries take over after the last attempt.
 RETRY_AFTER_MAX_SECONDS = 120.0
+# Jitter added to a Retry-After wait (a fraction of it, at least the backoff base): many triggers told
+# the same Retry-After would otherwise come back in the same instant and be refused together again.
+RETRY_AFTER_JITTER_FRACTION = 0.25
+# The smallest socket timeout an attempt gets when little time is left (a zero would mean "no timeout").
+MIN_SOCKET_TIMEOUT_SECONDS = 0.05
 
 # Step outputs are at most 1 MiB and every other answer is small: a larger JSON body is a fault (an
 # endless answer would exhaust memory, in the triggerer every trigger's). Byte streams are not capped.
@@ -89,6 +100,17 @@ AUTH_ERROR_HINTS: dict[int, str] = {
     ),
 }
 AUTH_ERROR_STATUS_CODES = frozenset({400, 401, 403})
+# "workflows.api.error.workflow.not_found" (seen in production, reference §8.1).
+WORKFLOW_NOT_FOUND_ERROR_CODES = frozenset({10200})
+WORKFLOW_NOT_FOUND_MESSAGE_FRAGMENT = "workflow.not_found"
+# How many of the account's workflow names an unknown-workflow error lists.
+MAX_LISTED_WORKFLOWS = 20
+# Where a status change already stands when its 409 answer means "done already": a terminate or pause
+# whose first answer was lost meets 409 on its retry (inferred: the API documents 409 only for restart).
+ACTION_REACHED_STATUSES: dict[StatusAction, frozenset[str]] = {
+    StatusAction.TERMINATE: frozenset({InstanceStatus.TERMINATED.value}),
+    StatusAction.PAUSE: frozenset({InstanceStatus.PAUSED.value, InstanceStatus.WAITING_FOR_PAUSE.value}),
+}
 _MAX_ERROR_CHAIN_DEPTH = 5
 
 
@@ -117,6 +139,9 @@ class ApiRequest:
     :param extra_headers: headers this request needs besides Content-Type and the connection's.
     :param params_encoding: for a create or batch create that sends ``params``, the encoding used
         (its 400 answers then name the ``params_encoding`` setting); None otherwise.
+    :param account_id: the account the path names (for messages).
+    :param workflow_name: the workflow the path names, if any (for messages: a 404 for it lists the
+        account's workflows).
     """
 
     method: str
@@ -126,6 +151,8 @@ class ApiRequest:
     idempotent: bool = True
     extra_headers: tuple[tuple[str, str], ...] = ()
     params_encoding: ParamsEncoding | None = None
+    account_id: str | None = None
+    workflow_name: str | None = None
 
     def url(self, base_url: str) -> str:
         """Absolute URL (query values percent-encoded, spaces as ``%20``)."""
@@ -221,12 +248,16 @@ def list_workflows_request(
         "GET",
         _workflows_path(account_id),
         _query(page=page, per_page=validate_per_page(per_page), search=search),
+        account_id=account_id,
     )
 
 
 def get_workflow_request(account_id: str, workflow_name: str) -> ApiRequest:
     """``GET /accounts/{account_id}/workflows/{workflow_name}``."""
-    return ApiRequest("GET", _workflows_path(account_id, validate_workflow_name(workflow_name)))
+    workflow = validate_workflow_name(workflow_name)
+    return ApiRequest(
+        "GET", _workflows_path(account_id, workflow), account_id=account_id, workflow_name=workflow
+    )
 
 
 def list_instances_request(
@@ -253,9 +284,10 @@ def list_instances_request(
     """
     if direction is not None and direction not in ("asc", "desc"):
         raise CloudflareWorkflowsConfigurationError(f"direction must be 'asc' or 'desc', got {direction!r}.")
+    workflow = validate_workflow_name(workflow_name)
     return ApiRequest(
         "GET",
-        _workflows_path(account_id, validate_workflow_name(workflow_name), "instances"),
+        _workflows_path(account_id, workflow, "instances"),
         _query(
             per_page=validate_per_page(per_page),
             cursor=cursor or None,
@@ -264,6 +296,8 @@ def list_instances_request(
             date_start=format_date_filter(date_start, "date_start") if date_start is not None else None,
             date_end=format_date_filter(date_end, "date_end") if date_end is not None else None,
         ),
+        account_id=account_id,
+        workflow_name=workflow,
     )
 
 
@@ -274,7 +308,11 @@ def get_instance_request(
     if order is not None and order not in ("asc", "desc"):
         raise CloudflareWorkflowsConfigurationError(f"order must be 'asc' or 'desc', got {order!r}.")
     return ApiRequest(
-        "GET", _instance_path(account_id, workflow_name, instance_id), _query(simple=simple, order=order)
+        "GET",
+        _instance_path(account_id, workflow_name, instance_id),
+        _query(simple=simple, order=order),
+        account_id=account_id,
+        workflow_name=workflow_name,
     )
 
 
@@ -283,6 +321,7 @@ def _new_instance_item(
     params: Any,
     instance_retention: Mapping[str, Any] | None,
     params_encoding: ParamsEncoding,
+    location_hint: str | None = None,
 ) -> dict[str, Any]:
     item: dict[str, Any] = {}
     if instance_id is not None:
@@ -293,6 +332,8 @@ def _new_instance_item(
     retention = validate_instance_retention(instance_retention)
     if retention is not None:
         item["instance_retention"] = retention
+    if location_hint is not None:
+        item["location_hint"] = validate_location_hint(location_hint)
     return item
 
 
@@ -313,21 +354,26 @@ def create_instance_request(
     params: Any = None,
     instance_retention: Mapping[str, Any] | None = None,
     params_encoding: ParamsEncoding | str = ParamsEncoding.OBJECT,
+    location_hint: str | None = None,
 ) -> ApiRequest:
     """
     ``POST .../instances``; idempotent (so retried) only with an explicit ``instance_id``.
 
     :param params_encoding: ``object`` sends ``params`` as JSON, ``string`` JSON-encoded in a string
         (see :class:`ParamsEncoding`).
+    :param location_hint: where to run the instance (see :data:`validation.LOCATION_HINTS`).
     """
     encoding = _params_encoding(params_encoding)
-    item = _new_instance_item(instance_id, params, instance_retention, encoding)
+    item = _new_instance_item(instance_id, params, instance_retention, encoding, location_hint)
+    workflow = validate_workflow_name(workflow_name)
     return ApiRequest(
         "POST",
-        _workflows_path(account_id, validate_workflow_name(workflow_name), "instances"),
+        _workflows_path(account_id, workflow, "instances"),
         body=encode_json(item, "create-instance body"),
         idempotent=instance_id is not None,
         params_encoding=encoding if "params" in item else None,
+        account_id=account_id,
+        workflow_name=workflow,
     )
 
 
@@ -339,7 +385,8 @@ def create_instances_batch_request(
     params_encoding: ParamsEncoding | str = ParamsEncoding.OBJECT,
 ) -> ApiRequest:
     """
-    ``POST .../instances/batch`` with 1-100 items of ``{instance_id?, params?, instance_retention?}``.
+    ``POST .../instances/batch`` with 1-100 items of
+    ``{instance_id?, params?, instance_retention?, location_hint?}``.
 
     :param params_encoding: as for :func:`create_instance_request`, applied to every item.
     """
@@ -350,17 +397,46 @@ def create_instances_batch_request(
     encoding = _params_encoding(params_encoding)
     items = [
         _new_instance_item(
-            item.get("instance_id"), item.get("params"), item.get("instance_retention"), encoding
+            item.get("instance_id"),
+            item.get("params"),
+            item.get("instance_retention"),
+            encoding,
+            item.get("location_hint"),
         )
         for item in instances
     ]
+    workflow = validate_workflow_name(workflow_name)
     return ApiRequest(
         "POST",
-        _workflows_path(account_id, validate_workflow_name(workflow_name), "instances", "batch"),
+        _workflows_path(account_id, workflow, "instances", "batch"),
         body=encode_json(items, "batch body"),
         # Existing ids are skipped by the batch call, so a batch of explicit ids is safe to repeat.
         idempotent=all("instance_id" in item for item in items),
         params_encoding=encoding if any("params" in item for item in items) else None,
+        account_id=account_id,
+        workflow_name=workflow,
+    )
+
+
+def delete_instances_request(account_id: str, workflow_name: str, instance_ids: Sequence[str]) -> ApiRequest:
+    """
+    ``POST .../instances/batch/delete`` with ``{"instances": [1-100 ids]}`` (the endpoint wrangler's
+    ``workflows instances delete`` uses; not in the API reference's operation list, inferred from it).
+
+    Idempotent: deleting again only reports the ids that are gone (code 10400).
+    """
+    if isinstance(instance_ids, str) or not 1 <= len(instance_ids) <= MAX_BATCH_SIZE:
+        raise CloudflareWorkflowsConfigurationError(
+            f"A batch delete holds a list of 1 to {MAX_BATCH_SIZE} instance ids; split larger lists."
+        )
+    ids = [validate_instance_id(instance_id) for instance_id in instance_ids]
+    workflow = validate_workflow_name(workflow_name)
+    return ApiRequest(
+        "POST",
+        _workflows_path(account_id, workflow, "instances", "batch", "delete"),
+        body=encode_json({"instances": ids}, "batch delete body"),
+        account_id=account_id,
+        workflow_name=workflow,
     )
 
 
@@ -389,6 +465,8 @@ def change_instance_status_request(
         _instance_path(account_id, workflow_name, instance_id, "status"),
         body=encode_json(body, "status body"),
         idempotent=status_action is not StatusAction.RESTART,
+        account_id=account_id,
+        workflow_name=workflow_name,
     )
 
 
@@ -401,6 +479,8 @@ def send_event_request(
         _instance_path(account_id, workflow_name, instance_id, "events", validate_event_type(event_type)),
         body=validate_event_payload(payload),
         idempotent=False,
+        account_id=account_id,
+        workflow_name=workflow_name,
     )
 
 
@@ -408,10 +488,13 @@ def list_versions_request(
     account_id: str, workflow_name: str, *, page: int = 1, per_page: int = 50
 ) -> ApiRequest:
     """``GET .../{workflow_name}/versions``."""
+    workflow = validate_workflow_name(workflow_name)
     return ApiRequest(
         "GET",
-        _workflows_path(account_id, validate_workflow_name(workflow_name), "versions"),
+        _workflows_path(account_id, workflow, "versions"),
         _query(page=page, per_page=validate_per_page(per_page)),
+        account_id=account_id,
+        workflow_name=workflow,
     )
 
 
@@ -438,6 +521,8 @@ def step_output_request(
         _instance_path(account_id, workflow_name, instance_id, "step"),
         _query(name=validate_step_name(step_name), type=kind.value, attempt=attempt),
         extra_headers=(("Accept-Encoding", "identity"),),
+        account_id=account_id,
+        workflow_name=workflow_name,
     )
 
 
@@ -521,7 +606,7 @@ def check_json_body_size(request: ApiRequest, size: int, *, http_status: int | N
     reading (a body without ``Content-Length`` can be endless).
     """
     if size > MAX_JSON_BODY_BYTES:
-        raise CloudflareWorkflowsResponseError(
+        raise CloudflareWorkflowsResponseTooLargeError(
             f"Cloudflare's JSON answer is larger than {MAX_JSON_BODY_BYTES // (1024 * 1024)} MiB; no API "
             "answer is that large, so it was not read further",
             http_status=http_status,
@@ -690,11 +775,130 @@ def retry_delay(attempt_number: int, error: BaseException | None, *, jitter: flo
     """
     Seconds to wait before retry ``attempt_number`` (1 = first retry).
 
-    Honours ``Retry-After`` (capped at ``RETRY_AFTER_MAX_SECONDS``); otherwise exponential backoff
+    Honours ``Retry-After`` (capped at ``RETRY_AFTER_MAX_SECONDS``) plus up to 25 % of it (at least
+    ``BACKOFF_BASE_SECONDS``) of jitter, never less than asked; otherwise exponential backoff
     ``0.5 * 2^(n-1)`` capped at ``BACKOFF_MAX_SECONDS``, minus up to 25 % jitter.
+
+    :param jitter: the random fraction in [0, 1) (for tests); drawn when None.
     """
-    if isinstance(error, CloudflareWorkflowsRateLimitError) and error.retry_after is not None:
-        return min(error.retry_after, RETRY_AFTER_MAX_SECONDS)
-    base = min(BACKOFF_BASE_SECONDS * 2 ** max(attempt_number - 1, 0), BACKOFF_MAX_SECONDS)
     fraction = random.random() if jitter is None else jitter
+    if isinstance(error, CloudflareWorkflowsRateLimitError) and error.retry_after is not None:
+        asked = min(error.retry_after, RETRY_AFTER_MAX_SECONDS)
+        return asked + fraction * max(RETRY_AFTER_JITTER_FRACTION * asked, BACKOFF_BASE_SECONDS)
+    base = min(BACKOFF_BASE_SECONDS * 2 ** max(attempt_number - 1, 0), BACKOFF_MAX_SECONDS)
     return base * (1 - 0.25 * fraction)
+
+
+def retry_fits_deadline(upcoming_sleep: float, *, now: float | None = None) -> bool:
+    """Whether a retry after ``upcoming_sleep`` seconds still starts before the current deadline."""
+    deadline = current_deadline()
+    if deadline is None:
+        return True
+    return (time.time() if now is None else now) + upcoming_sleep < deadline
+
+
+@dataclass
+class AttemptClock:
+    """
+    The time one attempt of a call may take: the connection ``timeout`` for the whole attempt (connect,
+    headers and the full JSON body, not each socket read), cut to the wait's deadline
+    (:func:`deadlines.current_deadline`). Byte streams are bounded per read instead (no progress).
+
+    :param timeout: the connection's timeout in seconds.
+    """
+
+    timeout: float
+    ends_at: float = field(default=math.inf, init=False)
+
+    def start(self, request: ApiRequest) -> float:
+        """
+        Start the attempt now; the socket timeout to connect and wait for the answer.
+
+        Raises a (not-sent) timeout error when the deadline has already passed.
+        """
+        now = time.time()
+        deadline = current_deadline()
+        self.ends_at = now + self.timeout if deadline is None else min(now + self.timeout, deadline)
+        if self.ends_at <= now:
+            raise CloudflareWorkflowsConnectionError(
+                "Request not sent: the wait's deadline had passed",
+                request_sent=False,
+                method=request.method,
+                path=request.path,
+            )
+        return self.socket_timeout()
+
+    def seconds_left(self) -> float:
+        """Seconds left in the attempt (never negative)."""
+        return max(0.0, self.ends_at - time.time())
+
+    def socket_timeout(self) -> float:
+        """The time left as a socket timeout (a small positive minimum: zero means "none" to some)."""
+        return max(self.seconds_left(), MIN_SOCKET_TIMEOUT_SECONDS)
+
+    def check(self, request: ApiRequest, received: int) -> None:
+        """Raise :meth:`timeout_error` when the attempt has run out of time."""
+        if time.time() >= self.ends_at:
+            raise self.timeout_error(request, received)
+
+    def timeout_error(self, request: ApiRequest, received: int) -> CloudflareWorkflowsConnectionError:
+        """The error of an attempt that ran out of time after ``received`` bytes of the body."""
+        return CloudflareWorkflowsConnectionError(
+            f"Request timed out: no complete answer within the attempt's {self.timeout:g} s (the connection "
+            f"timeout, cut to the wait's deadline); {received} bytes of the body had arrived",
+            method=request.method,
+            path=request.path,
+        )
+
+
+# --- errors that need a second look ------------------------------------------------------------
+
+
+def is_workflow_not_found(request: ApiRequest, error: CloudflareWorkflowsError) -> bool:
+    """Whether a 404 says the request's workflow does not exist (code 10200, or any 404 to the workflow)."""
+    if not isinstance(error, CloudflareWorkflowsNotFoundError) or request.workflow_name is None:
+        return False
+    if any(code in WORKFLOW_NOT_FOUND_ERROR_CODES for code in error.error_codes):
+        return True
+    if any(WORKFLOW_NOT_FOUND_MESSAGE_FRAGMENT in detail.message.lower() for detail in error.errors):
+        return True
+    return request.path == _workflows_path(request.account_id or "", request.workflow_name)
+
+
+def workflow_not_found_error(
+    request: ApiRequest, error: CloudflareWorkflowsError, workflow_names: Sequence[str] | None
+) -> CloudflareWorkflowsNotFoundError:
+    """
+    The 404 for an unknown workflow, naming it, the account, and the workflows the account has.
+
+    :param workflow_names: the account's workflows (the first page), or None when they could not be listed.
+    """
+    name = request.workflow_name
+    if workflow_names is None:
+        listing = "its workflows could not be listed"
+    elif not workflow_names:
+        listing = "the account has no workflows (is the Worker that defines it deployed to this account?)"
+    else:
+        shown = sorted(workflow_names)[:MAX_LISTED_WORKFLOWS]
+        more = len(workflow_names) - len(shown)
+        listing = "the account has " + ", ".join(repr(known) for known in shown)
+        if more > 0:
+            listing += f" and {more} more"
+        close = difflib.get_close_matches(name or "", workflow_names, n=1)
+        if close:
+            listing += f"; did you mean {close[0]!r}?"
+    return CloudflareWorkflowsNotFoundError(
+        f"Workflow {name!r} was not found in account {request.account_id}: {listing} "
+        "(check workflow_name, and account_id or the connection's login)",
+        http_status=error.http_status,
+        errors=error.errors,
+        cf_ray=error.cf_ray,
+        method=error.method,
+        path=error.path,
+    )
+
+
+def reached_status(action: StatusAction | str, status: Any) -> bool:
+    """Whether an instance in ``status`` already is where ``action`` takes it (terminate and pause only)."""
+    reached = ACTION_REACHED_STATUSES.get(StatusAction(action), frozenset())
+    return isinstance(status, str) and status in reached

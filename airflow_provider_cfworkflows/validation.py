@@ -29,6 +29,9 @@ MAX_EVENT_TYPE_LENGTH = 100
 MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024
 MAX_BATCH_SIZE = 100
 MAX_PER_PAGE = 100
+# Where an instance may be asked to run (API reference, create instance; the TypeScript SDK lists nine,
+# without apac-ne and apac-se).
+LOCATION_HINTS = ("wnam", "weur", "enam", "eeur", "apac", "apac-ne", "apac-se", "oc", "sam", "afr", "me")
 ID_PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
 # "The system reserves IDs that consist of the cf_ prefix and exactly 64 lowercase hex characters."
 RESERVED_ID_PATTERN = re.compile(r"cf_[0-9a-f]{64}")
@@ -175,6 +178,15 @@ def validate_event_type(value: Any) -> str:
         raise _config_error(
             f"event_type {value!r} is not allowed: use letters, digits, '_' and '-' (no '.', spaces or "
             "other characters), not starting with '-', as in step.waitForEvent({type: ...})."
+        )
+    return str(value)
+
+
+def validate_location_hint(value: Any) -> str:
+    """One of Cloudflare's location hints (``LOCATION_HINTS``), e.g. ``"weur"`` for western Europe."""
+    if value not in LOCATION_HINTS:
+        raise _config_error(
+            f"location_hint must be one of {', '.join(repr(hint) for hint in LOCATION_HINTS)}, got {value!r}."
         )
     return str(value)
 

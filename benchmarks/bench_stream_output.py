@@ -8,9 +8,11 @@ Starts the emulator (loopback only), defines a Workflow whose step returns a ``R
 - ``CloudflareWorkflowStepOutputOperator.execute()`` with ``output_path=file://...``, in a fresh child
   process that samples its own RSS, so the peak RSS growth is the transfer's alone.
 
-Every file is checked against the emulator's SHA-256 of the stream. Prints the median throughput of
-each, the ratios (ours / curl, ours / curl+sha256sum) and the peak RSS growth of the operator.
-Stops the emulator at the end.
+The order of the three rotates from round to round, so that none always runs right after another's
+writeback. Every file is checked against the emulator's SHA-256 of the stream. Prints the median
+throughput of each, the ratios (ours / curl, ours / curl+sha256sum), the CPU seconds each downloader
+used per GiB (robust when other processes compete for the cores) and the peak RSS growth of the
+operator. Stops the emulator at the end.
 
     .venv/bin/python benchmarks/bench_stream_output.py [--size-mib 1024] [--repeat 3] [--json out.json]
 """
@@ -21,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -93,15 +96,18 @@ def child(args: argparse.Namespace) -> None:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    cpu_before = process.cpu_times()
     started = time.perf_counter()
     operator.execute(cast("Context", {"ti": ti}))
     seconds = time.perf_counter() - started
+    cpu_after = process.cpu_times()
     done.set()
     sampler.join()
     print(
         json.dumps(
             {
                 "seconds": seconds,
+                "cpu_seconds": (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system),
                 "bytes": ti.pushed["size_bytes"],
                 "sha256": ti.pushed["sha256"],
                 "rss_baseline": baseline,
@@ -114,17 +120,27 @@ def child(args: argparse.Namespace) -> None:
 # --- parent -------------------------------------------------------------------------------------
 
 
-def run_curl(url: str, token: str, output: Path, *, hashed: bool) -> tuple[float, str | None]:
-    """``curl -o`` (or, hashed, ``curl | tee <file> | sha256sum``: the same work as the operator)."""
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_curl(url: str, token: str, output: Path, *, hashed: bool) -> tuple[float, float, str | None]:
+    """
+    ``curl -o`` (or, hashed, ``curl | tee <file> | sha256sum``: the same work as the operator).
+
+    Returns the seconds, the CPU seconds of the command's processes, and the SHA-256 when hashed.
+    """
     curl = ["curl", "--silent", "--show-error", "--fail", "-H", f"Authorization: Bearer {token}", url]
     os.sync()
+    cpu_before = _children_cpu_seconds()
     started = time.perf_counter()
     if not hashed:
         subprocess.run([*curl, "-o", str(output)], check=True)
-        return time.perf_counter() - started, None
+        return time.perf_counter() - started, _children_cpu_seconds() - cpu_before, None
     command = f"set -o pipefail; {shlex.join(curl)} | tee {shlex.quote(str(output))} | sha256sum"
     done = subprocess.run(["bash", "-c", command], check=True, capture_output=True, text=True)
-    return time.perf_counter() - started, done.stdout.split()[0]
+    return time.perf_counter() - started, _children_cpu_seconds() - cpu_before, done.stdout.split()[0]
 
 
 def run_operator(env: dict[str, str], instance_id: str, output: Path) -> dict[str, Any]:
@@ -184,42 +200,52 @@ def main(args: argparse.Namespace) -> None:
                     }
                 ),
             }
-            seconds: dict[str, list[float]] = {"curl": [], "curl_sha256": [], "operator": []}
+            kinds = ("curl", "curl_sha256", "operator")
+            seconds: dict[str, list[float]] = {kind: [] for kind in kinds}
+            cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
             ours: list[dict[str, Any]] = []
             for round_number in range(1, args.repeat + 1):
                 line = [f"round {round_number}:"]
-                for kind in ("curl", "curl_sha256"):
-                    curl_file = workdir / f"{kind}.bin"
-                    elapsed, digest = run_curl(
-                        step_url, emulator.api_token, curl_file, hashed=kind == "curl_sha256"
-                    )
+                shift = (round_number - 1) % len(kinds)
+                for kind in kinds[shift:] + kinds[:shift]:
+                    output = workdir / f"{kind}.bin"
+                    if kind == "operator":
+                        run = run_operator(env, instance_id, output)
+                        assert run["bytes"] == size, run
+                        assert run["sha256"] == expected["sha256"], run
+                        if round_number == 1:
+                            assert _sha256(output) == expected["sha256"], (
+                                "operator output differs from the stream"
+                            )
+                        ours.append(run)
+                        elapsed, cpu_seconds = run["seconds"], run["cpu_seconds"]
+                        growth = (run["rss_peak"] - run["rss_baseline"]) / MIB
+                        note = f", peak RSS +{growth:.1f} MiB"
+                    else:
+                        elapsed, cpu_seconds, digest = run_curl(
+                            step_url, emulator.api_token, output, hashed=kind == "curl_sha256"
+                        )
+                        assert output.stat().st_size == size
+                        if digest is not None:
+                            assert digest == expected["sha256"], "curl download differs from the stream"
+                        note = ""
+                    output.unlink()
                     seconds[kind].append(elapsed)
-                    assert curl_file.stat().st_size == size
-                    if digest is not None:
-                        assert digest == expected["sha256"], "curl download differs from the stream"
-                    curl_file.unlink()
-                    line.append(f"{kind} {size / MIB / elapsed:6.0f} MiB/s |")
-
-                our_file = workdir / "ours.bin"
-                run = run_operator(env, instance_id, our_file)
-                assert run["bytes"] == size, run
-                assert run["sha256"] == expected["sha256"], run
-                if round_number == 1:
-                    assert _sha256(our_file) == expected["sha256"], "operator output differs from the stream"
-                our_file.unlink()
-                ours.append(run)
-                seconds["operator"].append(run["seconds"])
-                growth = (run["rss_peak"] - run["rss_baseline"]) / MIB
-                line.append(f"operator {size / MIB / run['seconds']:6.0f} MiB/s, peak RSS +{growth:.1f} MiB")
-                print(" ".join(line), flush=True)
+                    cpu[kind].append(cpu_seconds)
+                    line.append(f"{kind} {size / MIB / elapsed:6.0f} MiB/s{note} |")
+                print(" ".join(line).rstrip(" |"), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     medians = {kind: statistics.median(values) for kind, values in seconds.items()}
+    gib = size / 2**30
+    cpu_per_gib = {kind: statistics.median(values) / gib for kind, values in cpu.items()}
     growth = max(run["rss_peak"] - run["rss_baseline"] for run in ours)
     results.update(
         {
             "seconds": seconds,
+            "cpu_seconds": cpu,
+            **{f"{kind}_cpu_seconds_per_gib": value for kind, value in cpu_per_gib.items()},
             **{f"{kind}_mib_per_s": size / MIB / median for kind, median in medians.items()},
             "ratio_operator_to_curl": medians["curl"] / medians["operator"],
             "ratio_operator_to_curl_sha256": medians["curl_sha256"] / medians["operator"],
@@ -235,7 +261,10 @@ def main(args: argparse.Namespace) -> None:
         "operator": "operator -> file://",
     }
     for kind, label in labels.items():
-        print(f"{label:<31} {size / MIB / medians[kind]:8.1f} MiB/s  ({medians[kind]:.2f} s)")
+        print(
+            f"{label:<31} {size / MIB / medians[kind]:8.1f} MiB/s  ({medians[kind]:.2f} s, "
+            f"CPU {cpu_per_gib[kind]:.2f} s/GiB)"
+        )
     print(f"{'ratio ours / curl':<31} {results['ratio_operator_to_curl']:8.2f}")
     print(f"{'ratio ours / curl+sha256sum':<31} {results['ratio_operator_to_curl_sha256']:8.2f}")
     print(f"{'peak RSS growth (operator)':<31} {growth / MIB:8.1f} MiB (worst round)")

@@ -219,6 +219,20 @@ class DagRunResult:
             states[key] = str(ti.state)
         return states
 
+    def tries(self) -> dict[str, tuple[int, int]]:
+        """``{task_id: (try_number, max_tries)}``, read afresh from the metadata DB."""
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            rows = session.execute(
+                select(TaskInstance.task_id, TaskInstance.try_number, TaskInstance.max_tries).where(
+                    TaskInstance.dag_id == self.dag_run.dag_id, TaskInstance.run_id == self.run_id
+                )
+            )
+            return {task_id: (try_number, max_tries) for task_id, try_number, max_tries in rows}
+
     def xcom(self, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
         """The deserialized XCom value pushed by ``task_id`` in this run (KeyError if none)."""
         from airflow.models.xcom import XComModel

@@ -235,9 +235,21 @@ def test_retry_after_seconds_and_http_date():
 
 
 def test_retry_delay_honours_retry_after_with_a_cap():
-    assert protocol.retry_delay(1, CloudflareWorkflowsRateLimitError("x", retry_after=4.0)) == 4.0
-    capped = protocol.retry_delay(1, CloudflareWorkflowsRateLimitError("x", retry_after=300.0))
+    asked = CloudflareWorkflowsRateLimitError("x", retry_after=4.0)
+    assert protocol.retry_delay(1, asked, jitter=0.0) == 4.0
+    capped = protocol.retry_delay(1, CloudflareWorkflowsRateLimitError("x", retry_after=300.0), jitter=0.0)
     assert capped == protocol.RETRY_AFTER_MAX_SECONDS
+
+
+def test_retry_after_waits_get_jitter_on_top():
+    # Without jitter, every trigger told "Retry-After: 4" comes back in the same instant (issue 12 item 14).
+    asked = CloudflareWorkflowsRateLimitError("x", retry_after=4.0)
+    assert protocol.retry_delay(1, asked, jitter=1.0) == 5.0  # + 25 %, at least the backoff base
+    zero = CloudflareWorkflowsRateLimitError("x", retry_after=0.0)
+    assert protocol.retry_delay(1, zero, jitter=1.0) == protocol.BACKOFF_BASE_SECONDS
+    drawn = {protocol.retry_delay(1, asked) for _ in range(50)}
+    assert len(drawn) > 1
+    assert all(4.0 <= wait < 5.0 for wait in drawn)
 
 
 def test_retry_delay_is_exponential_with_jitter_and_capped():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -13,19 +12,24 @@ from airflow.sdk import conf
 
 from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseOperator, annotate_outlet_events
 from airflow_provider_cfworkflows.exceptions import (
+    CloudflareWorkflowOutcomeUnknownError,
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsConflictError,
     CloudflareWorkflowsError,
 )
-from airflow_provider_cfworkflows.instance_ids import derive_instance_id
+from airflow_provider_cfworkflows.instance_ids import derive_instance_id, first_try_of_series
 from airflow_provider_cfworkflows.instance_wait import InstanceWait
+from airflow_provider_cfworkflows.links.workflows import instance_dashboard_url
 from airflow_provider_cfworkflows.statuses import InstanceStatus, StatusAction
 from airflow_provider_cfworkflows.triggers.workflows import InstanceWaitEvent
 from airflow_provider_cfworkflows.validation import (
     MAX_BATCH_SIZE,
     encode_json,
     validate_instance_id,
+    validate_instance_retention,
+    validate_location_hint,
     validate_new_instance_id,
+    validate_positive_seconds,
     validate_status_action,
     validate_workflow_name,
 )
@@ -34,6 +38,10 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DEFAULT_WAIT_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+# "workflows.api.error.instance.not_found" (seen in production); the batch delete reports it per id.
+INSTANCE_NOT_FOUND_ERROR_CODES = frozenset({10400})
+BATCH_ITEM_KEYS = ("instance_id", "params", "instance_retention", "location_hint")
+_ITEM_KEYS_TEXT = ", ".join(repr(key) for key in BATCH_ITEM_KEYS)
 # What the create-and-wait operator waits for (the instance sensor's defaults).
 SUCCESS_STATES = (InstanceStatus.COMPLETE.value,)
 FAILURE_STATES = (InstanceStatus.ERRORED.value, InstanceStatus.TERMINATED.value)
@@ -48,22 +56,17 @@ class _OwnInstance:
     account_id: str
 
 
-def _positive_seconds(value: Any, what: str) -> float:
-    """A finite number of seconds > 0 (NaN and infinity are refused)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise CloudflareWorkflowsConfigurationError(
-            f"{what} must be a finite number of seconds > 0, got {value!r}."
-        )
-    return float(value)
-
-
 def _map_index(ti: Any) -> int:
     return ti.map_index if ti.map_index is not None else -1
+
+
+def _derived_id(context: Context, retries: int, *, item: int | None = None) -> str:
+    """The id derived from the task instance and its current series of tries (a clear starts a new one)."""
+    ti = context["ti"]
+    series = first_try_of_series(ti.try_number, ti.max_tries, retries)
+    return derive_instance_id(
+        ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), item=item, first_try_number=series
+    )
 
 
 class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
@@ -72,7 +75,9 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
 
     Without ``instance_id`` the id is derived from the dag id, run id, task id and map index, so a
     retried task finds the instance its earlier try created instead of starting a duplicate. An
-    "already exists" answer for that id is success.
+    "already exists" answer for that id is success (after one GET confirms the instance). Clearing the
+    task once it has finished runs it again: it starts a new instance (the id also holds the first try
+    of the task's current series of tries, which a clear advances and a retry keeps).
 
     With ``wait_for_completion`` the task waits exactly as ``CloudflareWorkflowInstanceSensor`` does
     (the same code): a transient API error means "look again later", each change of status is logged
@@ -84,6 +89,8 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
     :param instance_id: explicit id (1-100 of ``[a-zA-Z0-9_-]``); derived when None.
     :param instance_params: JSON-serializable value given to the Workflow as ``event.payload``.
     :param instance_retention: ``{"success_retention": ..., "error_retention": ...}``.
+    :param location_hint: where to run the instance, one of ``validation.LOCATION_HINTS`` (e.g.
+        ``"weur"``); None lets Cloudflare choose.
     :param wait_for_completion: wait until the instance is ``complete``; fail with the remote error when
         it ends ``errored`` or ``terminated``.
     :param deferrable: wait in the triggerer instead of a worker slot (after one look); defaults to
@@ -115,6 +122,7 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         instance_id: str | None = None,
         instance_params: Any = None,
         instance_retention: Mapping[str, Any] | None = None,
+        location_hint: str | None = None,
         wait_for_completion: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 10.0,
@@ -127,10 +135,11 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         self.instance_id = instance_id
         self.instance_params = instance_params
         self.instance_retention = instance_retention
+        self.location_hint = location_hint
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.poll_interval = _positive_seconds(poll_interval, "poll_interval")
-        self.timeout = _positive_seconds(timeout, "timeout")
+        self.poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
+        self.timeout = validate_positive_seconds(timeout, "timeout")
         self.terminate_on_kill = terminate_on_kill
         # Set only while this task waits for an instance it owns (see terminate_on_kill); on_kill reads it.
         self._waiting_for_own: _OwnInstance | None = None
@@ -140,6 +149,9 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         workflow_name = validate_workflow_name(self.workflow_name)
         instance_id, derived = self._instance_id(context)
         encode_json(self.instance_params, "instance_params")
+        validate_instance_retention(self.instance_retention)
+        if self.location_hint is not None:
+            validate_location_hint(self.location_hint)
         account_id = self.persist_instance_link(context, workflow_name, instance_id)
         created = self._create(workflow_name, instance_id, account_id)
         annotate_outlet_events(
@@ -157,8 +169,7 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         """The explicit id (checked), or the id derived from the task instance; and whether derived."""
         if self.instance_id:
             return validate_new_instance_id(self.instance_id), False
-        ti = context["ti"]
-        return derive_instance_id(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti)), True
+        return _derived_id(context, self.retries or 0), True
 
     def _create(self, workflow_name: str, instance_id: str, account_id: str) -> bool:
         """Start the instance: True when this call created it, False when it already existed."""
@@ -168,6 +179,7 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
                 instance_id=instance_id,
                 params=self.instance_params,
                 instance_retention=self.instance_retention,
+                location_hint=self.location_hint,
                 account_id=account_id,
             )
         except CloudflareWorkflowsError as error:
@@ -256,8 +268,9 @@ class CloudflareWorkflowCreateInstancesOperator(CloudflareWorkflowsBaseOperator)
 
     :param workflow_name: the Workflow.
     :param instances: one item per instance: ``{"instance_id"?: ..., "params"?: ...,
-        "instance_retention"?: ...}``. Items without an id get one derived from the task and the item's
-        position, so a retried task finds them instead of starting duplicates.
+        "instance_retention"?: ..., "location_hint"?: ...}``. Items without an id get one derived from
+        the task and the item's position, so a retried task finds them instead of starting duplicates
+        (and a cleared task starts new ones, as :class:`CloudflareWorkflowCreateInstanceOperator`).
     """
 
     template_fields: Sequence[str] = ("workflow_name", "instances", "account_id", "cloudflare_conn_id")
@@ -275,24 +288,22 @@ class CloudflareWorkflowCreateInstancesOperator(CloudflareWorkflowsBaseOperator)
                 "instances must be a list of dicts like {'params': {...}}, "
                 f"got {type(self.instances).__name__}."
             )
-        ti = context["ti"]
         items = []
         for position, item in enumerate(self.instances):
             if not isinstance(item, Mapping):
                 raise CloudflareWorkflowsConfigurationError(
-                    f"instances[{position}] must be a dict with optional 'instance_id', 'params', "
-                    f"'instance_retention', got {item!r}."
+                    f"instances[{position}] must be a dict with optional {_ITEM_KEYS_TEXT}, got {item!r}."
                 )
-            unknown = set(item) - {"instance_id", "params", "instance_retention"}
+            unknown = set(item) - set(BATCH_ITEM_KEYS)
             if unknown:
                 raise CloudflareWorkflowsConfigurationError(
-                    f"instances[{position}] has unknown keys {sorted(unknown)}; "
-                    "allowed: 'instance_id', 'params', 'instance_retention'."
+                    f"instances[{position}] has unknown keys {sorted(unknown)}; allowed: {_ITEM_KEYS_TEXT}."
                 )
-            instance_id = item.get("instance_id") or derive_instance_id(
-                ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), item=position
-            )
+            instance_id = item.get("instance_id") or _derived_id(context, self.retries or 0, item=position)
             encode_json(item.get("params"), f"instances[{position}].params")
+            validate_instance_retention(item.get("instance_retention"))
+            if item.get("location_hint") is not None:
+                validate_location_hint(item["location_hint"])
             items.append({**item, "instance_id": validate_new_instance_id(instance_id)})
         ids = [item["instance_id"] for item in items]
         if len(set(ids)) != len(ids):
@@ -329,6 +340,11 @@ class CloudflareWorkflowCreateInstancesOperator(CloudflareWorkflowsBaseOperator)
 class CloudflareWorkflowChangeInstanceStatusOperator(CloudflareWorkflowsBaseOperator):
     """
     Pause, resume, terminate or restart a Workflow instance.
+
+    A ``terminate`` or ``pause`` whose answer was lost is retried; a 409 then is accepted when the
+    instance already is where the action takes it. A ``restart`` is never repeated: when its outcome
+    is unknown (no answer after it was sent, a 5xx) the task fails without retry
+    (:class:`CloudflareWorkflowOutcomeUnknownError`) and says how to check the instance.
 
     :param workflow_name: the Workflow.
     :param instance_id: the instance.
@@ -383,5 +399,62 @@ class CloudflareWorkflowChangeInstanceStatusOperator(CloudflareWorkflowsBaseOper
                 f"({'not in a restartable state' if action is StatusAction.RESTART else 'state conflict'}); "
                 f"Cloudflare said: {error}"
             ) from error
+        except CloudflareWorkflowsError as error:
+            if action is not StatusAction.RESTART or not error.may_have_taken_effect:
+                raise
+            raise CloudflareWorkflowOutcomeUnknownError(
+                f"The restart of instance {instance_id!r} of workflow {workflow_name!r} may have happened: "
+                f"the request was sent, but no usable answer came back ({error}). The task fails without "
+                "retry so the instance is not restarted twice. Check the instance before restarting it "
+                "again: its status and the start of its steps (hook.get_instance) or the dashboard: "
+                f"{instance_dashboard_url(account_id, workflow_name, instance_id)}"
+            ) from error
         self.log.info("Asked instance %r to %s; status now %s.", instance_id, action, result.get("status"))
         return {"workflow_name": workflow_name, "instance_id": instance_id, "action": str(action), **result}
+
+
+class CloudflareWorkflowDeleteInstancesOperator(CloudflareWorkflowsBaseOperator):
+    """
+    Delete Workflow instances (any status), 100 per API call; returns the ids that are gone.
+
+    An id that does not exist (any more) counts as deleted: a retry after a lost answer finds the
+    instances already gone, and the end state is what was asked for. Any other per-id error fails the
+    task after the whole list was tried, naming each id and Cloudflare's message.
+
+    :param workflow_name: the Workflow.
+    :param instance_ids: the ids to delete (a list; e.g. the XCom of a batch create). An empty list
+        deletes nothing.
+    """
+
+    template_fields: Sequence[str] = ("workflow_name", "instance_ids", "account_id", "cloudflare_conn_id")
+    operator_extra_links = ()  # many instances: no single dashboard page
+
+    def __init__(self, *, workflow_name: str, instance_ids: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.workflow_name = workflow_name
+        self.instance_ids = instance_ids
+
+    def execute(self, context: Context) -> list[str]:
+        workflow_name = validate_workflow_name(self.workflow_name)
+        if isinstance(self.instance_ids, str | bytes) or not isinstance(self.instance_ids, Sequence):
+            raise CloudflareWorkflowsConfigurationError(
+                f"instance_ids must be a list of instance ids, got {type(self.instance_ids).__name__}."
+            )
+        ids = [validate_instance_id(instance_id) for instance_id in self.instance_ids]
+        outcome = self.hook.delete_instances(workflow_name, ids, account_id=self.resolve_account_id())
+        gone = [error for error in outcome["errors"] if error.get("code") in INSTANCE_NOT_FOUND_ERROR_CODES]
+        failed = [error for error in outcome["errors"] if error not in gone]
+        self.log.info(
+            "Deleted %d instance(s) of %r; %d did not exist (any more).",
+            len(outcome["deleted"]),
+            workflow_name,
+            len(gone),
+        )
+        if failed:
+            details = "; ".join(
+                f"{error.get('id')!r}: {error.get('code')} {error.get('message')}" for error in failed
+            )
+            raise CloudflareWorkflowsError(
+                f"{len(failed)} instance(s) of {workflow_name!r} could not be deleted: {details}"
+            )
+        return [*outcome["deleted"], *(str(error.get("id")) for error in gone)]

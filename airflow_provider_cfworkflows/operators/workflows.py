@@ -12,6 +12,7 @@ from airflow_provider_cfworkflows.operators.instances import (
     CloudflareWorkflowChangeInstanceStatusOperator,
     CloudflareWorkflowCreateInstanceOperator,
     CloudflareWorkflowCreateInstancesOperator,
+    CloudflareWorkflowDeleteInstancesOperator,
 )
 from airflow_provider_cfworkflows.operators.step_output import (
     DEFAULT_MAX_XCOM_BYTES,
@@ -34,6 +35,7 @@ __all__ = [
     "CloudflareWorkflowChangeInstanceStatusOperator",
     "CloudflareWorkflowCreateInstanceOperator",
     "CloudflareWorkflowCreateInstancesOperator",
+    "CloudflareWorkflowDeleteInstancesOperator",
     "CloudflareWorkflowSendEventOperator",
     "CloudflareWorkflowStepOutputOperator",
     "annotate_outlet_events",

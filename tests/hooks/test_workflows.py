@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
 import requests
 
-from airflow_provider_cfworkflows import protocol
+from airflow_provider_cfworkflows import deadlines, protocol
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsAuthError,
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsConnectionError,
+    CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsRateLimitError,
     CloudflareWorkflowsResponseError,
@@ -24,6 +26,7 @@ ACCOUNT = "0123456789abcdef0123456789abcdef"
 TOKEN = "unit-test-token-4c1d"
 BASE = "https://api.cloudflare.test/client/v4"
 WF = f"{BASE}/accounts/{ACCOUNT}/workflows"
+REAL_RETRY_DELAY = protocol.retry_delay
 
 
 def ok(result=None, **extra):
@@ -250,19 +253,46 @@ def test_transient_faults_on_gets_are_retried(hook, requests_mock, response):
     assert requests_mock.call_count == 2
 
 
-def test_non_idempotent_calls_are_not_retried(hook, requests_mock):
-    requests_mock.post(f"{WF}/wf/instances", status_code=503, json={"success": False, "errors": []})
-    requests_mock.post(
-        f"{WF}/wf/instances/i/events/go",
-        status_code=429,
-        headers={"Retry-After": "1"},
-        json={"success": False},
-    )
+@pytest.mark.parametrize(
+    "failure",
+    [
+        {"status_code": 503, "json": {"success": False, "errors": []}},
+        {"text": "<html>bad gateway</html>", "status_code": 502},
+        {"json": ok({}, success=False)},
+        {"exc": requests.exceptions.ReadTimeout("read timed out")},
+        {"exc": requests.exceptions.ConnectionError("Connection aborted: RemoteDisconnected")},
+    ],
+    ids=["503", "html-502", "success-false", "read-timeout", "dropped-after-sending"],
+)
+def test_calls_that_must_not_run_twice_are_not_retried_once_they_may_have_arrived(
+    hook, requests_mock, failure
+):
+    requests_mock.post(f"{WF}/wf/instances", [failure, {"json": ok({"id": "x"})}])
+    requests_mock.post(f"{WF}/wf/instances/i/events/go", [failure, {"json": ok({})}])
+    requests_mock.patch(f"{WF}/wf/instances/i/status", [failure, {"json": ok({})}])
 
-    with pytest.raises(CloudflareWorkflowsServerError):
-        hook.create_instance("wf", params={"a": 1})
-    with pytest.raises(CloudflareWorkflowsRateLimitError):
-        hook.send_event("wf", "i", "go", {})
+    for call in (
+        lambda: hook.create_instance("wf", params={"a": 1}),
+        lambda: hook.send_event("wf", "i", "go", {}),
+        lambda: hook.change_instance_status("wf", "i", "restart"),
+    ):
+        with pytest.raises(CloudflareWorkflowsError) as caught:
+            call()
+        assert caught.value.may_have_taken_effect
+    assert requests_mock.call_count == 3
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        {"status_code": 429, "headers": {"Retry-After": "1"}, "json": {"success": False}},
+        {"exc": requests.exceptions.ConnectTimeout("connect timed out")},
+    ],
+    ids=["429", "connect-timeout"],
+)
+def test_calls_that_must_not_run_twice_are_retried_when_nothing_arrived(hook, requests_mock, refusal):
+    requests_mock.post(f"{WF}/wf/instances/i/events/go", [refusal, {"json": ok({})}])
+    assert hook.send_event("wf", "i", "go", {}) == {}
     assert requests_mock.call_count == 2
 
 
@@ -284,12 +314,12 @@ def test_create_with_explicit_id_is_retried(hook, requests_mock):
 )
 def test_client_errors_are_not_retried(hook, requests_mock, status, error_type):
     requests_mock.get(
-        f"{WF}/wf",
+        f"{WF}/wf/instances/i",
         status_code=status,
         json={"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]},
     )
     with pytest.raises(error_type):
-        hook.get_workflow("wf")
+        hook.get_instance("wf", "i")
     assert requests_mock.call_count == 1
 
 
@@ -332,17 +362,31 @@ def test_step_stream_shorter_than_content_length_is_an_error(hook, requests_mock
         b"".join(stream.chunks)
 
 
-def test_step_not_found(hook, requests_mock):
+def test_step_not_found_names_the_logged_forms_tried_and_the_steps_the_instance_has(hook, requests_mock):
     requests_mock.get(
         f"{WF}/wf/instances/i/step",
         status_code=404,
-        json={
-            "success": False,
-            "errors": [{"code": 10404, "message": "Step 'x-1' not found for instance 'i'"}],
-        },
+        json={"success": False, "errors": [{"code": 10404, "message": "Step not found for instance 'i'"}]},
     )
-    with pytest.raises(CloudflareWorkflowsNotFoundError, match="Step 'x-1' not found"):
+    details = {"status": "complete", "steps": [{"name": "load rows-1", "type": "step"}]}
+    requests_mock.get(f"{WF}/wf/instances/i", json=ok(details))
+
+    with pytest.raises(CloudflareWorkflowsNotFoundError) as caught:
         hook.get_step_output("wf", "i", "x-1")
+
+    message = str(caught.value)
+    assert "not found as 'x-1' or 'x-1-1'" in message
+    assert "The instance is complete and has these steps: 'load rows-1' (step)" in message
+    assert "10404: Step not found" in message
+    steps = [r.qs["name"] for r in requests_mock.request_history if r.path.endswith("/step")]
+    assert steps == [["x-1"], ["x-1-1"]]
+    assert requests_mock.call_count == 3  # two names, then one look at the instance
+
+
+def test_step_output_accepts_the_name_as_written(hook, requests_mock):
+    requests_mock.get(f"{WF}/wf/instances/i/step", json=ok({"status": "complete", "output": 5}))
+    assert hook.get_step_output("wf", "i", "load rows").output == 5
+    assert only_request(requests_mock).qs["name"] == ["load rows-1"]
 
 
 def test_test_connection(hook, requests_mock):
@@ -430,3 +474,286 @@ def test_malformed_non_json_body_error_names_the_start(hook, requests_mock):
     requests_mock.get(f"{WF}/wf", text="<html>gateway</html>", headers={"Content-Type": "text/html"})
     with pytest.raises(CloudflareWorkflowsResponseError, match="<html>gateway"):
         hook.get_workflow("wf")
+
+
+# --- connection extras, header errors ---------------------------------------------------------------
+
+
+@pytest.fixture
+def remote_http_conn(monkeypatch, delays):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CF_REMOTE_HTTP",
+        json.dumps(
+            {
+                "conn_type": "cloudflare_workflows",
+                "login": ACCOUNT,
+                "password": TOKEN,
+                "host": "http://cfw-emulator.test:8787",
+                "extra": {"allow_http": True},
+            }
+        ),
+    )
+    return "cf_remote_http"
+
+
+def test_allow_http_warns_each_time_a_hook_is_built(remote_http_conn, capsys):
+    for _ in range(2):
+        assert CloudflareWorkflowsHook(remote_http_conn).settings.base_url.startswith("http://cfw-emulator")
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "unencrypted" in line]
+    assert len(warnings) == 2
+    assert "cfw-emulator.test" in warnings[0]
+
+
+async def test_allow_http_warns_for_the_async_side_too(remote_http_conn, capsys):
+    hook = CloudflareWorkflowsHook(remote_http_conn)
+    await hook.aget_settings()
+    await hook.aget_settings()  # cached: one hook, one warning
+    assert sum("unencrypted" in line for line in capsys.readouterr().out.splitlines()) == 1
+
+
+def test_no_warning_for_https_or_loopback(hook, capsys):
+    assert hook.settings.base_url.startswith("https://")
+    assert "unencrypted" not in capsys.readouterr().out
+
+
+SECRET_IN_HEADER = "Bearer s3cr3t-token-with-newline\n"
+
+
+def test_a_header_error_never_shows_its_text(hook, monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise requests.exceptions.InvalidHeader(
+            f"Invalid return character in header value: {SECRET_IN_HEADER!r}"
+        )
+
+    monkeypatch.setattr(hook.session, "request", refuse)
+    with pytest.raises(CloudflareWorkflowsConfigurationError) as caught:
+        hook.get_workflow("wf")
+    assert "s3cr3t" not in str(caught.value)
+    assert "header could not be built" in str(caught.value)
+
+
+def test_a_header_value_error_from_http_client_is_typed_and_silent(hook, monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise ValueError(f"Invalid header value {SECRET_IN_HEADER.encode()!r}")
+
+    monkeypatch.setattr(hook.session, "request", refuse)
+    with pytest.raises(CloudflareWorkflowsConfigurationError) as caught:
+        hook.get_workflow("wf")
+    assert "s3cr3t" not in str(caught.value)
+
+
+async def test_an_async_header_error_never_shows_its_text(hook):
+    def refuse(request):
+        raise httpx.LocalProtocolError(f"Illegal header value {SECRET_IN_HEADER.encode()!r}")
+
+    hook.async_transport = httpx.MockTransport(refuse)
+    with pytest.raises(CloudflareWorkflowsConfigurationError) as caught:
+        await hook.aget_instance("wf", "i")
+    assert "s3cr3t" not in str(caught.value)
+    await hook.aclose()
+
+
+@pytest.mark.parametrize(("encoding", "sent"), [("object", {"a": 1}), ("string", '{"a":1}')])
+def test_params_encoding_is_used_by_create_and_batch(monkeypatch, requests_mock, delays, encoding, sent):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CF_PARAMS",
+        json.dumps(
+            {
+                "conn_type": "cloudflare_workflows",
+                "login": ACCOUNT,
+                "password": TOKEN,
+                "host": BASE,
+                "extra": {"params_encoding": encoding},
+            }
+        ),
+    )
+    requests_mock.post(f"{WF}/wf/instances", json=ok({"id": "a"}))
+    requests_mock.post(f"{WF}/wf/instances/batch", json=ok([{"id": "b"}]))
+    hook = CloudflareWorkflowsHook("cf_params")
+    hook.create_instance("wf", instance_id="a", params={"a": 1})
+    hook.create_instances_batch("wf", [{"instance_id": "b", "params": {"a": 1}}])
+    create, batch = requests_mock.request_history
+    assert create.json()["params"] == sent
+    assert batch.json()[0]["params"] == sent
+
+
+def test_location_hint_on_create_and_batch(hook, requests_mock):
+    requests_mock.post(f"{WF}/wf/instances", json=ok({"id": "a"}))
+    requests_mock.post(f"{WF}/wf/instances/batch", json=ok([{"id": "b"}]))
+    hook.create_instance("wf", instance_id="a", location_hint="weur")
+    hook.create_instances_batch("wf", [{"instance_id": "b", "location_hint": "apac-ne"}])
+    create, batch = requests_mock.request_history
+    assert create.json() == {"instance_id": "a", "location_hint": "weur"}
+    assert batch.json() == [{"instance_id": "b", "location_hint": "apac-ne"}]
+
+
+def test_an_unknown_location_hint_is_refused_before_any_call(hook, requests_mock):
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match="location_hint must be one of 'wnam'"):
+        hook.create_instance("wf", instance_id="a", location_hint="europe")
+    assert requests_mock.call_count == 0
+
+
+# --- the JSON body: size cap, deadline --------------------------------------------------------------
+
+
+def test_an_oversized_json_answer_is_refused_unread_and_not_retried(hook, requests_mock):
+    too_big = protocol.MAX_JSON_BODY_BYTES + 1
+    requests_mock.get(f"{WF}/wf", text="{}", headers={"Content-Length": str(too_big)})
+    with pytest.raises(CloudflareWorkflowsResponseError, match="larger than 16 MiB"):
+        hook.get_workflow("wf")
+    assert requests_mock.call_count == 1
+
+
+def test_a_retry_after_past_the_deadline_is_not_waited(hook, requests_mock, monkeypatch):
+    monkeypatch.setattr(protocol, "retry_delay", REAL_RETRY_DELAY)
+    requests_mock.get(
+        f"{WF}/wf", status_code=429, headers={"Retry-After": "60"}, json={"success": False, "errors": []}
+    )
+    with deadlines.calls_end_by(time.time() + 5), pytest.raises(CloudflareWorkflowsRateLimitError):
+        hook.get_workflow("wf")
+    assert requests_mock.call_count == 1  # the 60 s wait would end past the deadline: no retry
+
+
+def test_no_request_is_sent_once_the_deadline_has_passed(hook, requests_mock):
+    requests_mock.get(f"{WF}/wf", json=ok({}))
+    with deadlines.calls_end_by(time.time() - 1), pytest.raises(CloudflareWorkflowsConnectionError) as caught:
+        hook.get_workflow("wf")
+    assert not caught.value.may_have_taken_effect
+    assert requests_mock.call_count == 0
+
+
+async def test_no_async_request_is_sent_once_the_deadline_has_passed(async_hook):
+    hook, sent, _responses = async_hook
+    with deadlines.calls_end_by(time.time() - 1), pytest.raises(CloudflareWorkflowsConnectionError):
+        await hook.aget_instance("wf", "i")
+    assert sent == []
+
+
+# --- answers that need a second look ----------------------------------------------------------------
+
+ALREADY_EXISTS = {
+    "status_code": 409,
+    "json": {"success": False, "errors": [{"code": 10405, "message": "instance.already_exists"}]},
+}
+
+
+def test_a_retried_create_that_finds_its_instance_returns_it(hook, requests_mock):
+    requests_mock.post(
+        f"{WF}/wf/instances", [{"exc": requests.exceptions.ReadTimeout("read timed out")}, ALREADY_EXISTS]
+    )
+    requests_mock.get(f"{WF}/wf/instances/x", json=ok({"status": "running"}))
+    assert hook.create_instance("wf", instance_id="x") == {"id": "x", "status": "running"}
+    assert [r.method for r in requests_mock.request_history] == ["POST", "POST", "GET"]
+
+
+def test_already_exists_on_the_first_create_is_raised(hook, requests_mock):
+    requests_mock.post(f"{WF}/wf/instances", [ALREADY_EXISTS])
+    with pytest.raises(CloudflareWorkflowsError) as caught:
+        hook.create_instance("wf", instance_id="x")
+    assert caught.value.is_already_exists
+    assert requests_mock.call_count == 1
+
+
+CONFLICT = {"status_code": 409, "json": {"success": False, "errors": [{"code": 10409, "message": "state"}]}}
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "accepted"),
+    [
+        ("terminate", "terminated", True),
+        ("pause", "paused", True),
+        ("pause", "waitingForPause", True),
+        ("terminate", "complete", False),
+        ("pause", "errored", False),
+    ],
+)
+def test_a_409_is_accepted_when_the_instance_already_is_there(hook, requests_mock, action, status, accepted):
+    requests_mock.patch(f"{WF}/wf/instances/i/status", [CONFLICT])
+    requests_mock.get(f"{WF}/wf/instances/i", json=ok({"status": status}))
+    if accepted:
+        assert hook.change_instance_status("wf", "i", action)["status"] == status
+    else:
+        with pytest.raises(CloudflareWorkflowsError, match="HTTP 409"):
+            hook.change_instance_status("wf", "i", action)
+    assert [r.method for r in requests_mock.request_history] == ["PATCH", "GET"]
+
+
+def test_a_409_to_resume_or_restart_is_raised_without_a_look(hook, requests_mock):
+    requests_mock.patch(f"{WF}/wf/instances/i/status", [CONFLICT])
+    for action in ("resume", "restart"):
+        with pytest.raises(CloudflareWorkflowsError, match="HTTP 409"):
+            hook.change_instance_status("wf", "i", action)
+    assert [r.method for r in requests_mock.request_history] == ["PATCH", "PATCH"]
+
+
+async def test_async_terminate_accepts_a_409_when_terminated(async_hook):
+    hook, sent, responses = async_hook
+    responses.extend(
+        [
+            httpx.Response(409, json={"success": False, "errors": [{"code": 10409, "message": "state"}]}),
+            httpx.Response(200, json=ok({"status": "terminated"})),
+        ]
+    )
+    assert (await hook.achange_instance_status("wf", "i", "terminate"))["status"] == "terminated"
+    assert [r.method for r in sent] == ["PATCH", "GET"]
+
+
+WORKFLOW_MISSING = {
+    "status_code": 404,
+    "json": {
+        "success": False,
+        "errors": [{"code": 10200, "message": "workflows.api.error.workflow.not_found"}],
+    },
+}
+
+
+def test_an_unknown_workflow_is_named_with_the_accounts_workflows(hook, requests_mock):
+    requests_mock.get(f"{WF}/etl-dialy/instances/i", **WORKFLOW_MISSING)
+    requests_mock.get(WF, json=ok([{"name": "etl-daily"}, {"name": "billing"}]))
+    with pytest.raises(CloudflareWorkflowsNotFoundError) as caught:
+        hook.get_instance("etl-dialy", "i")
+    message = str(caught.value)
+    assert f"Workflow 'etl-dialy' was not found in account {ACCOUNT}" in message
+    assert "the account has 'billing', 'etl-daily'; did you mean 'etl-daily'?" in message
+    assert [r.path.rsplit("/", 1)[-1] for r in requests_mock.request_history] == ["i", "workflows"]
+
+
+def test_an_instance_404_makes_no_extra_request(hook, requests_mock):
+    requests_mock.get(
+        f"{WF}/wf/instances/i",
+        status_code=404,
+        json={"success": False, "errors": [{"code": 10400, "message": "instance.not_found"}]},
+    )
+    with pytest.raises(CloudflareWorkflowsNotFoundError, match=r"instance\.not_found"):
+        hook.get_instance("wf", "i")
+    assert requests_mock.call_count == 1
+
+
+async def test_async_unknown_workflow_is_named(async_hook):
+    hook, sent, responses = async_hook
+    responses.extend([httpx.Response(**WORKFLOW_MISSING), httpx.Response(200, json=ok([]))])
+    with pytest.raises(CloudflareWorkflowsNotFoundError, match="the account has no workflows"):
+        await hook.aget_instance("nope", "i")
+    assert len(sent) == 2
+
+
+def test_delete_instances_sends_100_ids_per_call(hook, requests_mock):
+    def answer(request, _context):
+        ids = request.json()["instances"]
+        return ok(
+            {
+                "deleted": [{"id": i} for i in ids if i != "i-7"],
+                "errors": [{"id": i, "code": 10400, "message": "not found"} for i in ids if i == "i-7"],
+            }
+        )
+
+    requests_mock.post(f"{WF}/wf/instances/batch/delete", json=answer)
+    ids = [f"i-{n}" for n in range(250)]
+    outcome = hook.delete_instances("wf", [*ids, "i-0"])
+    assert [len(r.json()["instances"]) for r in requests_mock.request_history] == [100, 100, 50]
+    assert outcome["deleted"] == [i for i in ids if i != "i-7"]
+    assert outcome["errors"] == [{"id": "i-7", "code": 10400, "message": "not found"}]
+    assert hook.delete_instances("wf", []) == {"deleted": [], "errors": []}
+    assert requests_mock.call_count == 3
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match="instance_ids must be a list"):
+        hook.delete_instances("wf", "i-1")

@@ -5,21 +5,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 import psutil
 import pytest
 
-from airflow_provider_cfworkflows import protocol
+from airflow_provider_cfworkflows import deadlines, protocol
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsAuthError,
     CloudflareWorkflowsConflictError,
     CloudflareWorkflowsConnectionError,
+    CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsRateLimitError,
+    CloudflareWorkflowsResponseError,
+    CloudflareWorkflowsResponseTooLargeError,
     CloudflareWorkflowsServerError,
 )
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
@@ -28,6 +33,7 @@ from tests.helpers import ACCOUNT_ID, connection_json
 pytestmark = pytest.mark.integration
 
 MIB = 1024 * 1024
+CREATES = ("create", "batch_create")
 CRON_ID = "*/5 * * * *-1786599900000"
 
 
@@ -395,6 +401,205 @@ def test_account_override_and_foreign_account(hook, quick_workflow):
     assert hook.get_workflow(quick_workflow, account_id=ACCOUNT_ID)["name"] == quick_workflow
 
 
+# --- issue 12: bounded calls, bounded bodies, faults that need a second look ---------------------------
+
+
+@pytest.fixture
+def quick_hook(cloudflare_conn, monkeypatch):
+    """A hook whose attempts may take 2 s (the connection timeout) and whose retries do not wait."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CF_QUICK",
+        connection_json(cloudflare_conn.api_base, extra={"max_retries": 3, "timeout": 2}),
+    )
+    monkeypatch.setattr(protocol, "retry_delay", lambda *_args, **_kwargs: 0.0)
+    return CloudflareWorkflowsHook("cf_quick")
+
+
+def gets_of(emulator, instance_id):
+    return [
+        r
+        for r in emulator.requests_log()
+        if r["method"] == "GET" and r["raw_path"].endswith(f"/{instance_id}")
+    ]
+
+
+def test_a_dripping_answer_is_cut_at_the_timeout_and_retried(quick_hook, cloudflare_conn, quick_workflow):
+    quick_hook.create_instance(quick_workflow, instance_id="drip")
+    # One byte a second: the ~300-byte answer would take minutes; the timeout bounds the whole attempt.
+    cloudflare_conn.inject_fault(path="/instances/drip$", method="GET", count=1, kind="drip", interval=1)
+    started = time.monotonic()
+    assert quick_hook.get_instance(quick_workflow, "drip", simple=True)["status"]
+    assert time.monotonic() - started < 10
+    assert [r["fault"] for r in gets_of(cloudflare_conn, "drip")] == ["drip", None]
+
+
+async def test_a_dripping_answer_is_cut_at_the_timeout_async(quick_hook, cloudflare_conn, quick_workflow):
+    quick_hook.create_instance(quick_workflow, instance_id="adrip")
+    cloudflare_conn.inject_fault(path="/instances/adrip$", method="GET", count=1, kind="drip", interval=1)
+    started = time.monotonic()
+    try:
+        assert (await quick_hook.aget_instance(quick_workflow, "adrip", simple=True))["status"]
+    finally:
+        await quick_hook.aclose()
+    assert time.monotonic() - started < 10
+    assert [r["fault"] for r in gets_of(cloudflare_conn, "adrip")] == ["drip", None]
+
+
+def test_retries_stop_at_the_waits_deadline(quick_hook, cloudflare_conn, quick_workflow):
+    quick_hook.create_instance(quick_workflow, instance_id="late")
+    cloudflare_conn.inject_fault(path="/instances/late$", method="GET", count=10, kind="drip", interval=1)
+    started = time.monotonic()
+    with (
+        deadlines.calls_end_by(time.time() + 3),
+        pytest.raises(CloudflareWorkflowsConnectionError, match="timed out"),
+    ):
+        quick_hook.get_instance(quick_workflow, "late", simple=True)
+    assert time.monotonic() - started < 6  # 2 s, then the 1 s left: not 4 attempts of 2 s
+    assert len(gets_of(cloudflare_conn, "late")) == 2
+
+
+async def read_instance(hook, transport, workflow_name, instance_id):
+    if transport == "sync":
+        return hook.get_instance(workflow_name, instance_id)
+    try:
+        return await hook.aget_instance(workflow_name, instance_id)
+    finally:
+        await hook.aclose()
+
+
+@pytest.mark.parametrize("transport", ["sync", "async"])
+async def test_an_endless_json_answer_fails_without_exhausting_memory(
+    hook, cloudflare_conn, quick_workflow, transport
+):
+    hook.create_instance(quick_workflow, instance_id="endless")
+    cloudflare_conn.inject_fault(path="/instances/endless$", method="GET", count=5, kind="endless_json")
+    with PeakRss() as memory, pytest.raises(CloudflareWorkflowsResponseTooLargeError, match="16 MiB"):
+        await read_instance(hook, transport, quick_workflow, "endless")
+    assert memory.growth < 96 * MIB
+    assert len(gets_of(cloudflare_conn, "endless")) == 1  # a fault a retry would only repeat
+
+
+def test_a_cut_short_chunked_json_body_fails_to_parse(hook, cloudflare_conn, quick_workflow, no_wait):
+    hook.create_instance(quick_workflow, instance_id="cut")
+    cloudflare_conn.inject_fault(path="/instances/cut$", method="GET", count=1, kind="truncated_chunked")
+    assert hook.get_instance(quick_workflow, "cut")["status"]  # the retry reads it whole
+    assert [r["fault"] for r in gets_of(cloudflare_conn, "cut")] == ["truncated_chunked", None]
+
+    cloudflare_conn.inject_fault(path="/instances/cut$", method="GET", count=10, kind="truncated_chunked")
+    with pytest.raises(CloudflareWorkflowsResponseError, match="not a JSON envelope"):
+        hook.get_instance(quick_workflow, "cut")
+
+
+@pytest.mark.parametrize("status", [409, 400])
+@pytest.mark.parametrize("first_fault", ["lost_answer", "drip"])
+def test_a_create_whose_answer_was_lost_returns_the_instance_it_made(
+    quick_hook, cloudflare_conn, quick_workflow, status, first_fault
+):
+    cloudflare_conn.set_options(already_exists_status=status)
+    cloudflare_conn.inject_fault(path="/instances$", method="POST", count=1, kind=first_fault, interval=1)
+    created = quick_hook.create_instance(quick_workflow, instance_id="lost-1", params={"n": 1})
+    assert created["id"] == "lost-1"
+    assert created["status"] in ("queued", "running", "complete")
+    posts = [r for r in cloudflare_conn.requests_log() if r["endpoint"] == "create"]
+    assert [r["status"] for r in posts][1:] == [status]  # the retry met "already exists"
+    assert cloudflare_conn.request_stats()["creates"] == 1
+    # The first attempt's answer was not lost: "already exists" is an error for the caller to judge.
+    with pytest.raises(CloudflareWorkflowsError) as caught:
+        quick_hook.create_instance(quick_workflow, instance_id="lost-1")
+    assert caught.value.is_already_exists
+    assert caught.value.http_status == status
+
+
+def test_a_terminate_whose_answer_was_lost_is_done(hook, cloudflare_conn, no_wait):
+    name = put_workflow(cloudflare_conn, unique("nap"), [{"name": "nap", "type": "sleep", "duration": 600}])
+    hook.create_instance(name, instance_id="t-lost")
+    cloudflare_conn.advance(1)
+    cloudflare_conn.inject_fault(path="/t-lost/status$", method="PATCH", count=1, kind="lost_answer")
+    assert hook.change_instance_status(name, "t-lost", "terminate")["status"] == "terminated"
+    patches = [r["status"] for r in cloudflare_conn.requests_log() if r["endpoint"] == "change_status"]
+    assert patches == [None, 409]
+
+
+def test_step_output_by_the_name_as_written(hook, cloudflare_conn, quick_workflow):
+    hook.create_instance(quick_workflow, instance_id="named")
+    cloudflare_conn.advance(5)
+    assert len(hook.get_step_output(quick_workflow, "named", "fetch data").output["rows"]) == 200
+    with pytest.raises(CloudflareWorkflowsNotFoundError) as caught:
+        hook.get_step_output(quick_workflow, "named", "fetch dta")
+    assert "not found as 'fetch dta-1'" in str(caught.value)
+    assert "has these steps: 'fetch data-1' (step)" in str(caught.value)
+
+
+def test_an_unknown_workflow_lists_the_accounts_workflows(hook, cloudflare_conn, quick_workflow):
+    cloudflare_conn.clear_requests_log()
+    with pytest.raises(CloudflareWorkflowsNotFoundError) as caught:
+        hook.get_instance(quick_workflow + "x", "i")
+    assert f"Workflow '{quick_workflow}x' was not found in account {ACCOUNT_ID}" in str(caught.value)
+    assert f"did you mean '{quick_workflow}'?" in str(caught.value)
+    assert [r["endpoint"] for r in cloudflare_conn.requests_log()] == ["get_instance", "list_workflows"]
+
+
+def test_location_hint_and_deleting_instances(hook, cloudflare_conn, quick_workflow):
+    hook.create_instance(quick_workflow, instance_id="near", location_hint="weur")
+    ids = [f"del-{n}" for n in range(120)]
+    hook.create_instances_batch(
+        quick_workflow, [{"instance_id": i, "location_hint": "oc"} for i in ids[:100]]
+    )
+    hook.create_instances_batch(quick_workflow, [{"instance_id": i} for i in ids[100:]])
+    create, batch = [r["body"] for r in cloudflare_conn.requests_log() if r["endpoint"] in CREATES][:2]
+    assert create["location_hint"] == "weur"
+    assert {item["location_hint"] for item in batch} == {"oc"}
+
+    outcome = hook.delete_instances(quick_workflow, [*ids, "never-was"])
+
+    assert sorted(outcome["deleted"]) == sorted(ids)
+    assert [(e["id"], e["code"]) for e in outcome["errors"]] == [("never-was", 10400)]
+    deletes = [r for r in cloudflare_conn.requests_log() if r["endpoint"] == "batch_delete"]
+    assert len(deletes) == 2
+    with pytest.raises(CloudflareWorkflowsNotFoundError):
+        hook.get_instance(quick_workflow, "del-0")
+
+
+@pytest.mark.parametrize("encoding", ["object", "string"])
+def test_params_encoding_against_a_strict_emulator(cloudflare_conn, monkeypatch, quick_workflow, encoding):
+    cloudflare_conn.set_options(params_encoding=encoding)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CF_ENC",
+        connection_json(cloudflare_conn.api_base, extra={"params_encoding": encoding}),
+    )
+    hook = CloudflareWorkflowsHook("cf_enc")
+    hook.create_instance(quick_workflow, instance_id="enc", params={"day": "2026-11-28"})
+    assert hook.get_instance(quick_workflow, "enc")["params"] == {"day": "2026-11-28"}
+    other = "string" if encoding == "object" else "object"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CF_WRONG_ENC",
+        connection_json(cloudflare_conn.api_base, extra={"params_encoding": other}),
+    )
+    with pytest.raises(
+        CloudflareWorkflowsError, match=f"set the connection extra params_encoding to '{encoding}'"
+    ):
+        CloudflareWorkflowsHook("cf_wrong_enc").create_instance(
+            quick_workflow, instance_id="enc2", params={"a": 1}
+        )
+
+
+def test_allow_http_to_a_named_host(cloudflare_conn, monkeypatch, capsys):
+    """A non-loopback name (resolved to 127.0.0.1 here) over plain http with allow_http, and a warning."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        return real_getaddrinfo("127.0.0.1" if host == "cfw-emulator.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    port = cloudflare_conn.api_base.split(":")[2].split("/")[0]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CF_NAMED",
+        connection_json(f"http://cfw-emulator.test:{port}", extra={"allow_http": True}),
+    )
+    assert CloudflareWorkflowsHook("cf_named").test_connection()[0] is True
+    assert "over plain http://" in capsys.readouterr().out
+
+
 def test_a_429_pauses_every_hook_of_the_credential(cloudflare_conn, quick_workflow, limiter_clock):
     first, second = CloudflareWorkflowsHook(max_retries=0), CloudflareWorkflowsHook()
     first.create_instance(quick_workflow, instance_id="r1")
@@ -409,3 +614,11 @@ def test_a_429_pauses_every_hook_of_the_credential(cloudflare_conn, quick_workfl
 
     assert len(limiter_clock.slept) == 1
     assert 3.0 <= limiter_clock.slept[0] <= 3.0 * 1.1
+
+
+@pytest.mark.parametrize("transport", ["sync", "async"])
+async def test_gzip_json_answers_are_decoded(hook, cloudflare_conn, quick_workflow, transport):
+    cloudflare_conn.set_options(gzip=True)
+    hook.create_instance(quick_workflow, instance_id="zipped", params={"day": "2026-11-28"})
+    details = await read_instance(hook, transport, quick_workflow, "zipped")
+    assert details["params"] == {"day": "2026-11-28"}

@@ -106,7 +106,14 @@ def test_a_timeout_fails_without_retry_the_same_way_in_both_modes(run_dag, cloud
 
 @pytest.fixture
 def context() -> dict[str, Any]:
-    ti = mock.MagicMock(dag_id="etl", run_id=f"manual__{uuid.uuid4().hex[:6]}", task_id="run", map_index=-1)
+    ti = mock.MagicMock(
+        dag_id="etl",
+        run_id=f"manual__{uuid.uuid4().hex[:6]}",
+        task_id="run",
+        map_index=-1,
+        try_number=1,
+        max_tries=0,
+    )
     return {"ti": ti, "outlet_events": None}
 
 

@@ -21,7 +21,11 @@ def connection(mocked_api_conn):
 
 @pytest.fixture
 def context():
-    return {"ti": mock.MagicMock(dag_id="etl", run_id="manual__1", task_id="send", map_index=-1)}
+    return {
+        "ti": mock.MagicMock(
+            dag_id="etl", run_id="manual__1", task_id="send", map_index=-1, try_number=1, max_tries=0
+        )
+    }
 
 
 def send_event(**kwargs):

@@ -35,7 +35,9 @@ def connection(mocked_api_conn):
 
 @pytest.fixture
 def context():
-    ti = mock.MagicMock(dag_id="etl", run_id="manual__1", task_id="start", map_index=-1)
+    ti = mock.MagicMock(
+        dag_id="etl", run_id="manual__1", task_id="start", map_index=-1, try_number=1, max_tries=0
+    )
     return {"ti": ti, "outlet_events": None}
 
 
@@ -192,7 +194,7 @@ def test_create_attaches_asset_event_metadata(context, requests_mock):
 @pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), True, "10", None])
 @pytest.mark.parametrize("argument", ["poll_interval", "timeout"])
 def test_wait_seconds_must_be_finite_and_positive(argument, value):
-    with pytest.raises(CloudflareWorkflowsConfigurationError, match=f"{argument} must be a finite number"):
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match=f"{argument} must be a"):
         CloudflareWorkflowCreateInstanceOperator(task_id="t", workflow_name="wf", **{argument: value})
 
 

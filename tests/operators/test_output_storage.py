@@ -5,15 +5,24 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
+import subprocess
+import sys
+import time
 
 import pytest
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_cfworkflows import output_storage
 from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsConfigurationError
 from airflow_provider_cfworkflows.output_storage import (
+    PARTIAL_SUFFIX,
+    PIPELINE_BUFFERS,
     WRITE_BLOCK_SIZE,
+    ChunksReader,
     OutputSizeMismatchError,
-    fixed_size_blocks,
+    owner_tag_for,
+    remove_stale_temporaries,
     to_object_storage_path,
     write_object,
 )
@@ -42,23 +51,54 @@ def payload(size: int) -> bytes:
     return random.Random(size).randbytes(size)
 
 
-def test_fixed_size_blocks_cuts_exact_blocks():
+def read_all(reader, size: int) -> list[bytes]:
+    reads = []
+    buffer = bytearray(size)
+    while count := reader.readinto(memoryview(buffer)):
+        reads.append(bytes(buffer[:count]))
+    return reads
+
+
+def test_chunks_reader_fills_every_buffer_until_the_end():
     data = payload(1000)
-    blocks = list(fixed_size_blocks(chunks_of(data), 64))
+    reads = read_all(ChunksReader(chunks_of(data)), 64)
 
-    assert b"".join(blocks) == data
-    assert {len(block) for block in blocks[:-1]} == {64}
-    assert 0 < len(blocks[-1]) <= 64
-    assert list(fixed_size_blocks([], 64)) == []
-    assert list(fixed_size_blocks([b"", b"ab", b""], 64)) == [b"ab"]
+    assert b"".join(reads) == data
+    assert {len(read) for read in reads[:-1]} == {64}
+    assert 0 < len(reads[-1]) <= 64
+    assert read_all(ChunksReader([]), 64) == []
+    assert read_all(ChunksReader([b"", b"ab", b""]), 64) == [b"ab"]
+    assert read_all(ChunksReader([b"abc", bytearray(b"de"), memoryview(b"fgh")]), 3) == [
+        b"abc",
+        b"def",
+        b"gh",
+    ]
 
 
-def test_fixed_size_blocks_passes_block_sized_chunks_through():
-    first, second = b"a" * 64, b"c" * 64
-    blocks = list(fixed_size_blocks([first, b"b" * 10, second, b"d" * 54], 64))
+class ReadIntoBody:
+    """A ReadableBody that records the buffers it was given."""
 
-    assert blocks[0] is first  # no copy
-    assert blocks[1:] == [b"b" * 10 + b"c" * 54, b"c" * 10 + b"d" * 54]
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.buffers: set[int] = set()
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        self.buffers.add(id(buffer.obj))
+        count = min(len(buffer), len(self.data))
+        buffer[:count] = self.data[:count]
+        self.data = self.data[count:]
+        return count
+
+
+def test_readinto_body_is_read_into_a_few_reused_buffers(tmp_path):
+    data = payload(20 * 64 * 1024 + 5)
+    body = ReadIntoBody(data)
+
+    written = write_object(ObjectStoragePath(f"file://{tmp_path}/out.bin"), body, block_size=64 * 1024)
+
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert written.sha256 == hashlib.sha256(data).hexdigest()
+    assert len(body.buffers) <= PIPELINE_BUFFERS  # 21 blocks went through at most 3 buffers
 
 
 @pytest.mark.parametrize(
@@ -215,3 +255,176 @@ def test_s3_missing_bucket_is_an_error_not_created(s3_bucket):
         write_object(ObjectStoragePath(f"s3://aws_test@{name}-missing/out.json"), [b"{}"])
 
     assert f"{name}-missing" not in [b["Name"] for b in client.list_buckets()["Buckets"]]
+
+
+# --- temporaries left by killed tries ------------------------------------------------------------
+
+TAG = owner_tag_for(dag_id="exports", run_id="manual__2026-11-28", task_id="fetch", map_index=-1)
+OTHER_TAG = owner_tag_for(dag_id="exports", run_id="manual__2026-11-28", task_id="fetch", map_index=0)
+
+# A write that a `kill -9` interrupts: it streams `MIB` bytes per chunk until its stdin closes.
+KILLED_WRITER = """
+import sys
+from airflow.sdk import ObjectStoragePath
+from airflow_provider_cfworkflows.output_storage import write_object
+
+def chunks():
+    for _ in range(int(sys.argv[3])):
+        yield b"x" * 1024 * 1024
+    sys.stdin.read()  # blocks until killed
+
+write_object(ObjectStoragePath(sys.argv[1]), chunks(), owner_tag=sys.argv[2])
+"""
+
+
+def wait_for(condition, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return result
+
+
+def kill_writer_midway(url: str, owner_tag: str, mib: int, started) -> None:
+    """Run a write in a child process and SIGKILL it once ``started()`` sees its temporary."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, url, owner_tag, str(mib)], stdin=subprocess.PIPE
+    )
+    try:
+        wait_for(lambda: started() or child.poll() is not None, "the child's temporary")
+        assert child.poll() is None, f"the writer ended early with {child.returncode}"
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
+
+def test_owner_tag_is_short_stable_and_distinct():
+    assert owner_tag_for(dag_id="exports", run_id="manual__2026-11-28", task_id="fetch") == TAG
+    assert re.fullmatch("[0-9a-f]{12}", TAG)
+    assert TAG != OTHER_TAG
+    assert owner_tag_for(dag_id="a.b", run_id="c", task_id="d") != owner_tag_for(
+        dag_id="a", run_id="b.c", task_id="d"
+    )
+
+
+@pytest.mark.parametrize("bad", ["", "UPPER", "a.b", "../x", "a" * 33])
+def test_bad_owner_tag_is_refused_before_anything_is_written(tmp_path, bad):
+    target = ObjectStoragePath(f"file://{tmp_path}/out.bin")
+
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match=r"owner_tag must be 1-32 characters"):
+        write_object(target, [b"data"], owner_tag=bad)
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match=r"owner_tag must be 1-32 characters"):
+        remove_stale_temporaries(target, bad)
+    assert os.listdir(tmp_path) == []
+
+
+def test_temporary_is_named_after_the_owner(tmp_path, monkeypatch):
+    seen: list[str] = []
+    real_move = output_storage._move_into_place
+
+    def spy(fs, temporary, final):
+        seen.append(os.path.basename(temporary))
+        real_move(fs, temporary, final)
+
+    monkeypatch.setattr(output_storage, "_move_into_place", spy)
+
+    write_object(ObjectStoragePath(f"file://{tmp_path}/out.bin"), [b"data"], owner_tag=TAG)
+
+    assert re.fullmatch(rf"out\.bin\.{TAG}\.[0-9a-f]{{32}}\.partial", seen[0])
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+@pytest.mark.integration
+def test_local_temporary_of_a_killed_try_is_removed_by_the_next(tmp_path):
+    folder = tmp_path / "exports"
+    url = f"file://{folder}/out.bin"
+
+    def partials() -> list[str]:
+        return sorted(name for name in os.listdir(folder) if name.endswith(PARTIAL_SUFFIX))
+
+    def first_block_written() -> bool:
+        return folder.exists() and any((folder / name).stat().st_size > 0 for name in partials())
+
+    kill_writer_midway(url, TAG, 12, first_block_written)
+    [orphan] = partials()
+    # What must survive: the target, another task's temporary, and look-alikes that are not temporaries.
+    (folder / "out.bin").write_bytes(b"previous complete output")
+    others = [
+        f"out.bin.{OTHER_TAG}.{'a' * 32}.partial",
+        f"other.bin.{TAG}.{'b' * 32}.partial",
+        f"out.bin.{TAG}.not-a-uuid.partial",
+    ]
+    for name in others:
+        (folder / name).write_bytes(b"keep")
+
+    removed = remove_stale_temporaries(ObjectStoragePath(url), TAG)
+
+    assert [os.path.basename(path) for path in removed] == [orphan]
+    assert sorted(os.listdir(folder)) == sorted(["out.bin", *others])
+    written = write_object(ObjectStoragePath(url), [b"new"], owner_tag=TAG)
+    assert (folder / "out.bin").read_bytes() == b"new"
+    assert written.size_bytes == 3
+
+
+def test_nothing_to_remove_when_the_folder_does_not_exist(tmp_path):
+    assert remove_stale_temporaries(ObjectStoragePath(f"file://{tmp_path}/missing/out.bin"), TAG) == []
+
+
+@pytest.mark.integration
+def test_s3_upload_of_a_killed_try_is_aborted_by_the_next(s3_bucket):
+    client, name = s3_bucket
+    url = f"s3://aws_test@{name}/exports/out.bin"
+    client.put_object(Bucket=name, Key="exports/out.bin", Body=b"previous complete output")
+
+    def first_part_uploaded() -> bool:
+        uploads = pending_uploads(client, name)
+        return bool(uploads) and bool(
+            client.list_parts(Bucket=name, Key=uploads[0]["Key"], UploadId=uploads[0]["UploadId"]).get(
+                "Parts"
+            )
+        )
+
+    # 12 MiB: the first 8 MiB part is uploaded, so the killed try leaves a multipart upload behind.
+    kill_writer_midway(url, TAG, 12, first_part_uploaded)
+    [orphan] = pending_uploads(client, name)
+    assert re.fullmatch(rf"exports/out\.bin\.{TAG}\.[0-9a-f]{{32}}\.partial", orphan["Key"])
+    # What must survive: another task's upload, and an upload to a look-alike key.
+    kept = [
+        client.create_multipart_upload(Bucket=name, Key=key)["UploadId"]
+        for key in (
+            f"exports/out.bin.{OTHER_TAG}.{'a' * 32}.partial",
+            f"exports/other.bin.{TAG}.{'b' * 32}.partial",
+        )
+    ]
+    # A finished temporary, as left by a kill between the copy into place and the delete.
+    leftover = f"exports/out.bin.{TAG}.{'c' * 32}.partial"
+    client.put_object(Bucket=name, Key=leftover, Body=b"complete temporary")
+
+    removed = remove_stale_temporaries(ObjectStoragePath(url), TAG)
+
+    assert sorted(upload["UploadId"] for upload in pending_uploads(client, name)) == sorted(kept)
+    assert s3_keys(client, name) == ["exports/out.bin"]
+    assert client.get_object(Bucket=name, Key="exports/out.bin")["Body"].read() == b"previous complete output"
+    assert len(removed) == 2
+    assert any(orphan["UploadId"] in path for path in removed)
+
+
+def test_local_files_are_written_in_small_slices(tmp_path, monkeypatch):
+    """Large write(2)s make Linux fill large page-cache folios, which cost more CPU (see _in_slices)."""
+    from fsspec.implementations.local import LocalFileOpener
+
+    real_write = LocalFileOpener.write
+    sizes: list[int] = []
+
+    def recording_write(self, data):
+        sizes.append(len(data))
+        return real_write(self, data)
+
+    monkeypatch.setattr(LocalFileOpener, "write", recording_write)
+    data = payload(3 * MIB + 5)
+
+    write_object(ObjectStoragePath(f"file://{tmp_path}/out.bin"), [data], block_size=MIB)
+
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert max(sizes) == output_storage.LOCAL_WRITE_SIZE
+    assert sum(sizes) == len(data)

@@ -1,0 +1,49 @@
+"""Test DAGs: calls with side effects happen once, across hook retries, task retries and clears.
+
+``send_event_once``: one send-event task with ``retries=2`` (``conf``: ``workflow_name``,
+``instance_id``, ``event_type``), so a test can see a lost answer fail it without retry.
+``create_cleared``: ``start`` creates an instance under the derived id; ``crash_once`` creates one and
+then fails its odd tries, so its retry must find the same instance (``conf``: ``workflow_name``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG
+
+from airflow_provider_cfworkflows.operators.workflows import (
+    CloudflareWorkflowCreateInstanceOperator,
+    CloudflareWorkflowSendEventOperator,
+)
+
+CONF = "{{ dag_run.conf['%s'] }}"
+
+
+class CrashAfterCreateOperator(CloudflareWorkflowCreateInstanceOperator):
+    """Creates its instance, then fails on odd tries: a worker lost after the create, in effect."""
+
+    def execute(self, context: Any) -> str:
+        instance_id = super().execute(context)
+        if context["ti"].try_number % 2 == 1:
+            raise RuntimeError(f"crashed after creating {instance_id}")
+        return instance_id
+
+
+with DAG(dag_id="send_event_once", schedule=None, catchup=False):
+    CloudflareWorkflowSendEventOperator(
+        task_id="approve",
+        workflow_name=CONF % "workflow_name",
+        instance_id=CONF % "instance_id",
+        event_type=CONF % "event_type",
+        payload={"approved": True},
+        retries=2,
+        retry_delay=timedelta(0),
+    )
+
+with DAG(dag_id="create_cleared", schedule=None, catchup=False):
+    CloudflareWorkflowCreateInstanceOperator(task_id="start", workflow_name=CONF % "workflow_name")
+    CrashAfterCreateOperator(
+        task_id="crash_once", workflow_name=CONF % "workflow_name", retries=1, retry_delay=timedelta(0)
+    )
