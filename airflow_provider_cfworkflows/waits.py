@@ -272,9 +272,9 @@ class Lookout:
                 self.answered = True
             if not error.is_transient:
                 raise
-            self.last_error = error
             if deadline_passed():
                 return None  # cut short by the wait's own deadline: the timeout says so
+            self.last_error = error
             if not self.answered and isinstance(error, CloudflareWorkflowsConnectionError):
                 raise self._unreachable(error) from error
             self.log.warning(

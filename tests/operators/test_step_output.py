@@ -28,6 +28,7 @@ from airflow_provider_cfworkflows.operators.workflows import (
     DEFAULT_MAX_XCOM_BYTES,
     CloudflareWorkflowStepOutputOperator,
 )
+from tests.helpers import RecordingTaskInstance
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 TOKEN = "unit-test-token-9f2e"
@@ -69,19 +70,9 @@ def connection(monkeypatch):
     monkeypatch.setattr(protocol, "retry_delay", lambda *args, **kwargs: 0.0)
 
 
-class FakeTI:
-    """Records XCom pushes in order (MagicMock would accept any call, also misspelled ones)."""
-
-    def __init__(self):
-        self.pushed: dict[str, object] = {}
-
-    def xcom_push(self, key, value):
-        self.pushed[key] = value
-
-
 @pytest.fixture
 def context():
-    return {"ti": FakeTI(), "outlet_events": OutletEventAccessors()}
+    return {"ti": RecordingTaskInstance(), "outlet_events": OutletEventAccessors()}
 
 
 def operator(**kwargs):

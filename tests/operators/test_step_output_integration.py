@@ -25,7 +25,7 @@ from airflow_provider_cfworkflows.exceptions import (
 from airflow_provider_cfworkflows.links.workflows import INSTANCE_URL_XCOM_KEY
 from airflow_provider_cfworkflows.operators.workflows import CloudflareWorkflowStepOutputOperator
 from airflow_provider_cfworkflows.output_storage import PARTIAL_SUFFIX
-from tests.helpers import s3_keys
+from tests.helpers import RecordingTaskInstance, s3_keys
 
 pytestmark = pytest.mark.integration
 
@@ -401,16 +401,10 @@ def test_dropped_connection_leaves_nothing_and_the_retry_writes_it_all(
 # --- clear errors (the operator run directly, against the emulator) --------------------------------
 
 
-class FakeTI:
-    def __init__(self) -> None:
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-
-def run_operator(workflow: str, instance_id: str, step_name: str, **kwargs: Any) -> tuple[Any, FakeTI]:
-    ti = FakeTI()
+def run_operator(
+    workflow: str, instance_id: str, step_name: str, **kwargs: Any
+) -> tuple[Any, RecordingTaskInstance]:
+    ti = RecordingTaskInstance()
     operator = CloudflareWorkflowStepOutputOperator(
         task_id="fetch_output", workflow_name=workflow, instance_id=instance_id, step_name=step_name, **kwargs
     )
