@@ -11,7 +11,10 @@ from airflow.sdk import BaseOperator, BaseOperatorLink, BaseSensorOperator
 
 from airflow_provider_cfworkflows.connection import DEFAULT_CONN_ID
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
-from airflow_provider_cfworkflows.links.workflows import CloudflareWorkflowInstanceLink, persist_instance_link
+from airflow_provider_cfworkflows.links.workflows import (
+    CloudflareWorkflowInstanceLink,
+    persist_instance_link,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -37,6 +40,9 @@ class CloudflareWorkflowsMixin:
         super().__init__(**kwargs)
         self.account_id = account_id
         self.cloudflare_conn_id = cloudflare_conn_id
+        # For the link (links.workflows): the URL pushed in this process, and whether it resumed the task.
+        self.cloudflare_instance_url: str | None = None
+        self.cloudflare_resumed_after_deferral = False
 
     @cached_property
     def hook(self) -> CloudflareWorkflowsHook:
@@ -53,8 +59,14 @@ class CloudflareWorkflowsMixin:
         fails; returns the account id it resolved.
         """
         account_id = self.resolve_account_id()
-        persist_instance_link(context, account_id, workflow_name, instance_id)
+        self.cloudflare_instance_url = persist_instance_link(context, account_id, workflow_name, instance_id)
         return account_id
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume after a deferral; the link then comes from the XCom pushed before the deferral."""
+        self.cloudflare_resumed_after_deferral = True
+        # The mixin always comes before BaseOperator (or BaseSensorOperator), which defines it.
+        return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
 
 
 class CloudflareWorkflowsBaseOperator(CloudflareWorkflowsMixin, BaseOperator):

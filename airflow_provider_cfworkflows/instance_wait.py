@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowTaskTerminated
+from airflow.sdk.exceptions import AirflowTaskTerminated
 
+from airflow_provider_cfworkflows.deadlines import calls_end_by
+from airflow_provider_cfworkflows.models import instance_output
 from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
     InstanceWaitEvent,
@@ -22,12 +25,12 @@ from airflow_provider_cfworkflows.triggers.workflows import (
 )
 from airflow_provider_cfworkflows.waiting import Check, Verdict
 from airflow_provider_cfworkflows.waits import (
+    Lookout,
     ProgressLog,
-    check_unless_transient,
     defer_wait,
     fail_instance,
+    get_instance_details,
     run_instance_check,
-    timeout_message,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +51,12 @@ class InstanceWait:
     :param cloudflare_conn_id: the connection the trigger uses when the task defers.
     :param success_states: instance statuses that end the wait successfully.
     :param failure_states: instance statuses that fail it.
+    :param deadline: when the wait times out (``time.time()`` seconds): every look's API calls end by
+        then (:func:`~airflow_provider_cfworkflows.deadlines.calls_end_by`). None: :meth:`wait` sets it.
+    :param answered: whether the API already answered in this task: True (default) for the
+        create-and-wait operator, whose create call got an answer; the instance sensor passes False
+        for its first look. Until the API has answered, a look that gets no response at all fails the
+        task at once (see :class:`~airflow_provider_cfworkflows.waits.Lookout`).
     """
 
     def __init__(
@@ -61,6 +70,8 @@ class InstanceWait:
         cloudflare_conn_id: str,
         success_states: tuple[str, ...],
         failure_states: tuple[str, ...],
+        deadline: float | None = None,
+        answered: bool = True,
     ) -> None:
         self.hook = hook
         self.log = log
@@ -70,25 +81,35 @@ class InstanceWait:
         self.cloudflare_conn_id = cloudflare_conn_id
         self.success_states = success_states
         self.failure_states = failure_states
+        self.deadline = deadline
         self._progress = ProgressLog(log)
-        self._last: Check | None = None
+        self._lookout = Lookout(log, hook, awaited=self.describe_awaited(), answered=answered)
 
     def poke(self) -> Check | None:
         """
-        Look once: the successful check when the instance is done, None when not yet (or when Cloudflare
-        did not answer usably). A failure state raises after logging why.
+        Look once: the successful check when the instance is done (its ``output`` decoded by
+        :func:`~airflow_provider_cfworkflows.models.instance_output`), None when not yet (or when
+        Cloudflare did not answer usably). A failure state raises after logging why; so does the
+        deadline passing (``AirflowSensorTimeout``).
         """
-        check = check_unless_transient(self.log, self._check)
-        if check is None:
-            return None
-        self._last = check
-        if check.verdict is Verdict.PENDING:
-            self._progress.report(check)
-            return None
-        if check.verdict is Verdict.FAILURE:
-            self.raise_failure(check.message)
+        with calls_end_by(self.deadline):
+            check = self._lookout.look(self._check)
+            if check is None:
+                return None
+            if check.verdict is Verdict.PENDING:
+                self._progress.report(check)
+                return None
+            if check.verdict is Verdict.FAILURE:
+                self.raise_failure(check.message)
         self.log.info("%s", check.message)
-        return check
+        return replace(check, output=instance_output(check.output))
+
+    def read_output(self) -> Any:
+        """The instance's output, decoded as :meth:`poke` decodes it (one GET; after a deferral)."""
+        details = get_instance_details(
+            self.hook, self.workflow_name, self.instance_id, simple=True, account_id=self.account_id
+        )
+        return instance_output(details.get("output"))
 
     def _check(self) -> Check:
         return run_instance_check(
@@ -107,13 +128,15 @@ class InstanceWait:
         :param stop: set by ``on_kill``: the wait ends at once with ``AirflowTaskTerminated`` (Airflow
             calls ``on_kill`` from its SIGTERM handler and lets the task run on until it ends).
         """
-        deadline = time.monotonic() + timeout
+        ends = time.monotonic() + timeout
+        deadline = time.time() + timeout
+        self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
         stop = stop or threading.Event()
         while True:
             check = self.poke()
             if check is not None:
                 return check
-            remaining = deadline - time.monotonic()
+            remaining = ends - time.monotonic()
             if remaining <= 0:
                 self.raise_timeout()
             if stop.wait(min(poll_interval, remaining)):
@@ -123,9 +146,7 @@ class InstanceWait:
 
     def raise_timeout(self) -> NoReturn:
         """Fail the task without retry, saying what was last seen (the trigger's timeout says the same)."""
-        raise AirflowSensorTimeout(
-            f"Sensor timed out: {timeout_message(self.describe_awaited(), self._last)}"
-        )
+        raise self._lookout.timeout_error()
 
     def raise_failure(self, message: str) -> NoReturn:
         """Log the instance's failure readably (its error and failed steps), then fail without retry."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,33 @@ JSON_CONTENT_TYPE = "application/json"
 OCTET_STREAM_CONTENT_TYPE = "application/octet-stream"
 # Shown instead of the output of a step declared sensitive (in instance details and in /step).
 REDACTED_OUTPUT = "[REDACTED]"
+# First characters of the JSON encodings that instance_output decodes: an object, an array, a string.
+_DECODED_JSON_STARTS = ("{", "[", '"')
+
+
+def instance_output(value: Any) -> Any:
+    """
+    The value a Workflow's ``run()`` returned, from the instance's ``output`` field.
+
+    Cloudflare may send it as the JSON value itself, or JSON-encoded as a string: the API reference and
+    both SDKs type it ``string | number``, while the emulator (and, inferred, wrangler's local
+    development) return the raw value; which one production sends is not documented. Both forms give
+    the same result for objects, arrays and strings:
+
+    - a string holding a JSON object, array or string (``'{"rows": 42}'``, ``'[1, 2]'``,
+      ``'"done"'``) is decoded;
+    - any other value is returned as it is: objects, arrays, numbers, booleans, None, and strings that
+      are not such JSON (``"done"``, and also ``"42"``, ``"true"``: a Workflow returning the text
+      ``"42"`` would otherwise become the number 42, so JSON-encoded numbers and booleans stay text).
+
+    :param value: the ``output`` field of the instance details.
+    """
+    if not isinstance(value, str) or not value.lstrip().startswith(_DECODED_JSON_STARTS):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 @dataclass(frozen=True)

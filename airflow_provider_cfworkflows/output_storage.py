@@ -31,9 +31,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from airflow.sdk import ObjectStoragePath
+from airflow.sdk.io import has_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsConfigurationError
@@ -58,6 +60,7 @@ _UUID_HEX = "[0-9a-f]{32}"
 # Flat object stores: "directories" are key prefixes, and fsspec's makedirs would create a missing bucket.
 OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "s3n", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss"})
 S3_PROTOCOLS = frozenset({"s3", "s3a", "s3n"})
+LOCAL_PROTOCOLS = frozenset({"file", "local"})
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,50 @@ def _check_owner_tag(owner_tag: str) -> str:
 def _temporary_name(final: str, owner_tag: str | None) -> str:
     owner = "" if owner_tag is None else f"{_check_owner_tag(owner_tag)}."
     return f"{final}.{owner}{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
+
+
+def checked_output_target(value: Any, what: str = "output_path") -> ObjectStoragePath:
+    """
+    :func:`to_object_storage_path`, plus what can be checked before anything is fetched or written,
+    without network calls: a scheme Airflow has a filesystem for (``file``, and those of the installed
+    providers, e.g. ``s3`` from the Amazon provider), a bucket for object stores (``ObjectStoragePath``
+    refuses a URL without one), and on a local filesystem a target that is not a directory and whose
+    nearest existing parent is one.
+
+    A bucket's existence is not checked: that needs a call to the store and permissions a writer may
+    not have (a missing bucket fails the write, which then leaves nothing behind).
+
+    :raises CloudflareWorkflowsConfigurationError: what is wrong and what is expected.
+    """
+    try:
+        target = to_object_storage_path(value, what)
+    except ValueError as error:  # an unknown scheme, no bucket (not CloudflareWorkflowsConfigurationError)
+        raise CloudflareWorkflowsConfigurationError(
+            f"{what} {value!r} cannot be used: {error}. Use file:///..., s3://<aws_conn_id>@<bucket>/<key> "
+            "(R2 too), or another scheme of an installed provider."
+        ) from None
+    scheme = target.protocol or "file"
+    if not has_fs(scheme):
+        raise CloudflareWorkflowsConfigurationError(
+            f"{what} {str(target)!r} uses {scheme}://, for which Airflow has no filesystem here: install the "
+            "provider that brings it (s3:// comes with apache-airflow-providers-amazon), or use file:// "
+            "or s3://."
+        )
+    if scheme in LOCAL_PROTOCOLS:
+        _check_local_target(Path(target.path), what)
+    return target
+
+
+def _check_local_target(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise CloudflareWorkflowsConfigurationError(
+            f"{what} {str(path)!r} is an existing directory; give the path of a file in it."
+        )
+    parent = next((parent for parent in path.parents if parent.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise CloudflareWorkflowsConfigurationError(
+            f"{what} {str(path)!r} cannot be created: {str(parent)!r} is a file, not a directory."
+        )
 
 
 def write_object(

@@ -13,16 +13,23 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from airflow_provider_cfworkflows.deadlines import seconds_left
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowInstanceFailedError,
+    CloudflareWorkflowsConnectionError,
     CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
+    CloudflareWorkflowsRateLimitError,
     CloudflareWorkflowStepFailedError,
 )
 from airflow_provider_cfworkflows.waiting import (
     Check,
     StepQuery,
+    Verdict,
     evaluate_instance,
     instance_failure_lines,
     instance_not_found_error,
@@ -206,18 +213,138 @@ class ProgressLog:
         self._last = check.message
 
 
-def check_unless_transient(log: logging.Logger | Any, check: Callable[[], Check]) -> Check | None:
+class Lookout:
     """
-    Run one check; None when Cloudflare did not answer usably (a transient error after the hook's own
-    retries): the wait looks again at its next poll. Other errors propagate.
+    Makes the looks of one wait and decides what a failed look means.
+
+    A transient error (429, 5xx, no complete response, ...) after the hook's own retries means "look
+    again later", logged as one short line with its cause in full. But when the API has not answered
+    once in this task (no HTTP response at all: the host does not resolve, the connection is refused,
+    nothing comes back), looking again cannot help a wrong host or a stopped server: the look raises
+    :class:`~airflow_provider_cfworkflows.exceptions.CloudflareWorkflowsConnectionError` naming the host
+    and the cause, which fails the task at once (task ``retries`` still apply: the API may be down).
+
+    The caller bounds each look with :func:`~airflow_provider_cfworkflows.deadlines.calls_end_by` (the
+    wait's deadline): a look that is not done once the deadline has passed raises
+    ``AirflowSensorTimeout`` (no retry) saying what was seen last.
+
+    :param log: the task's logger.
+    :param hook: the hook the looks use (for the API's address in messages).
+    :param awaited: what the wait waits for (``step 'x' (step) of instance 'i'``), for messages.
+    :param answered: the API already answered in this task (an earlier poke, or a create call).
     """
-    try:
-        return check()
-    except CloudflareWorkflowsError as error:
-        if not error.is_transient:
-            raise
-        log.warning("Cloudflare did not answer usably this time; looking again later: %s", error)
-        return None
+
+    def __init__(
+        self,
+        log: logging.Logger | Any,
+        hook: CloudflareWorkflowsHook,
+        *,
+        awaited: str,
+        answered: bool = False,
+    ) -> None:
+        self.log = log
+        self.hook = hook
+        self.awaited = awaited
+        self.answered = answered
+        self.last_seen: Check | None = None
+
+    def look(self, check: Callable[[], Check]) -> Check | None:
+        """Run one check: its result, or None when Cloudflare did not answer usably this time."""
+        result = self._attempt(check)
+        if result is not None:
+            self.last_seen = result
+        if (result is None or result.verdict is Verdict.PENDING) and deadline_passed():
+            raise self.timeout_error()
+        return result
+
+    def timeout_error(self) -> AirflowSensorTimeout:
+        """The wait's timeout (fails without retry), saying what was seen last."""
+        return AirflowSensorTimeout(f"Sensor timed out: {timeout_message(self.awaited, self.last_seen)}")
+
+    def _attempt(self, check: Callable[[], Check]) -> Check | None:
+        try:
+            result = check()
+        except CloudflareWorkflowsError as error:
+            if error.http_status is not None:
+                self.answered = True
+            if not error.is_transient:
+                raise
+            if deadline_passed():
+                return None  # cut short by the wait's own deadline: the timeout says so
+            if not self.answered and isinstance(error, CloudflareWorkflowsConnectionError):
+                raise self._unreachable(error) from error
+            self.log.warning(
+                "Cloudflare did not answer usably this time; looking again later: %s", brief_error(error)
+            )
+            return None
+        self.answered = True
+        return result
+
+    def _unreachable(self, error: CloudflareWorkflowsConnectionError) -> CloudflareWorkflowsConnectionError:
+        settings = self.hook.settings
+        host = urlsplit(settings.base_url).netloc
+        return CloudflareWorkflowsConnectionError(
+            f"Could not reach the Cloudflare Workflows API at {host} ({settings.base_url}): no response "
+            f"to the first look of this task, after {settings.max_retries} retries: "
+            f"{transport_cause(error)}. Check the connection's host (and that the API or emulator is "
+            "running and reachable from this worker); the task fails now instead of waiting for "
+            f"{self.awaited} until its timeout.",
+            method=error.method,
+            path=error.path,
+        )
+
+
+def deadline_passed() -> bool:
+    """Whether the deadline of the calls in progress (:mod:`.deadlines`) has passed."""
+    left = seconds_left()
+    return left is not None and left <= 0
+
+
+def transport_cause(error: BaseException) -> str:
+    """
+    Why a request got no complete response, in full: the operating system's error at the root of the
+    chain (``ConnectionRefusedError: [Errno 111] Connection refused``, ``gaierror: [Errno -2] Name or
+    service not known``, ``TimeoutError: timed out``), else the error's own text.
+    """
+    root: tuple[int, OSError] | None = None
+    seen: set[int] = set()
+    pending: list[tuple[BaseException | None, int]] = [(error, 0)]
+    while pending:
+        current, depth = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and not _is_wrapper(current) and (root is None or depth > root[0]):
+            root = (depth, current)
+        reason = getattr(current, "reason", None)  # urllib3's MaxRetryError keeps its cause here
+        linked = [*current.args, reason, current.__context__, current.__cause__]
+        pending.extend((item, depth + 1) for item in linked if isinstance(item, BaseException))
+    if root is None:
+        return error.message if isinstance(error, CloudflareWorkflowsError) else str(error)
+    return f"{type(root[1]).__name__}: {root[1]}"
+
+
+def _is_wrapper(error: OSError) -> bool:
+    """requests' and urllib3's errors subclass OSError but only wrap the real one (with its long repr)."""
+    return type(error).__module__.split(".")[0] in ("requests", "urllib3", "httpx", "httpcore")
+
+
+def brief_error(error: CloudflareWorkflowsError) -> str:
+    """
+    One line for a transient error: what happened, the HTTP status, Cloudflare's errors and the
+    ``cf-ray``, without the request path (the wait says what it looks at); for no response, the cause.
+    """
+    if isinstance(error, CloudflareWorkflowsConnectionError):
+        return f"no complete response ({transport_cause(error)})"
+    parts = [error.message]
+    if error.http_status is not None:
+        parts.append(f"HTTP {error.http_status}")
+    if isinstance(error, CloudflareWorkflowsRateLimitError) and error.retry_after is not None:
+        parts.append(f"Retry-After {error.retry_after:g} s")
+    parts.extend(str(detail) for detail in error.errors)
+    if error.cf_ray:
+        parts.append(f"cf-ray {error.cf_ray}")
+    return "; ".join(parts)
 
 
 def timeout_message(awaited: str, last: Check | None) -> str:

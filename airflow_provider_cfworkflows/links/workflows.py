@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 DASHBOARD_URL = "https://dash.cloudflare.com"
 INSTANCE_URL_XCOM_KEY = "cloudflare_instance_url"
+# Operator attributes the link reads (set by CloudflareWorkflowsMixin): the URL pushed in this process,
+# and whether this process resumed the task after a deferral.
+INSTANCE_URL_ATTRIBUTE = "cloudflare_instance_url"
+RESUMED_ATTRIBUTE = "cloudflare_resumed_after_deferral"
 
 
 def instance_dashboard_url(account_id: str, workflow_name: str, instance_id: str) -> str:
@@ -38,11 +42,21 @@ def persist_instance_link(context: Context, account_id: str, workflow_name: str,
 
 
 class CloudflareWorkflowInstanceLink(BaseOperatorLink):
-    """Link "Cloudflare Workflow instance" to the instance a task worked on."""
+    """
+    Link "Cloudflare Workflow instance" to the instance a task worked on.
+
+    Airflow 3 asks for the link once, on the worker as the task ends, and stores it for the UI. The
+    task keeps the URL it pushed (:func:`persist_instance_link`) on the operator; only a task resumed
+    after a deferral (a new process) reads it back from XCom. A task that failed before it knew the
+    instance has no link: the answer is then "" without an XCom read (which would log "XCom not
+    found" at error level, as if the task had failed twice).
+    """
 
     name = "Cloudflare Workflow instance"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """The URL pushed by the task, or an empty string before it ran."""
-        url = XCom.get_value(key=INSTANCE_URL_XCOM_KEY, ti_key=ti_key)
+        """The instance's dashboard URL, or an empty string when the task never got that far."""
+        url = getattr(operator, INSTANCE_URL_ATTRIBUTE, None)
+        if url is None and getattr(operator, RESUMED_ATTRIBUTE, False):
+            url = XCom.get_value(key=INSTANCE_URL_XCOM_KEY, ti_key=ti_key)
         return url if isinstance(url, str) else ""

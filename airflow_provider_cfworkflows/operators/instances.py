@@ -201,7 +201,9 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         )
         return True
 
-    def _instance_wait(self, workflow_name: str, instance_id: str, account_id: str) -> InstanceWait:
+    def _instance_wait(
+        self, workflow_name: str, instance_id: str, account_id: str, *, deadline: float | None = None
+    ) -> InstanceWait:
         return InstanceWait(
             hook=self.hook,
             log=self.log,
@@ -211,14 +213,15 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
             cloudflare_conn_id=self.cloudflare_conn_id,
             success_states=SUCCESS_STATES,
             failure_states=FAILURE_STATES,
+            deadline=deadline,
         )
 
     def _wait(
         self, workflow_name: str, instance_id: str, account_id: str, owned: _OwnInstance | None
     ) -> None:
-        wait = self._instance_wait(workflow_name, instance_id, account_id)
         if self.deferrable:
             end_time = time.time() + self.timeout
+            wait = self._instance_wait(workflow_name, instance_id, account_id, deadline=end_time)
             if wait.poke() is None:  # one look first: a finished instance needs no trigger
                 wait.defer(
                     self,
@@ -227,6 +230,7 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
                     terminate_on_kill=owned is not None and self.terminate_on_kill,
                 )
             return
+        wait = self._instance_wait(workflow_name, instance_id, account_id)
         self._stop_waiting = threading.Event()
         self._waiting_for_own = owned
         try:

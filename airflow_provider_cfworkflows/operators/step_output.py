@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseOperator, annotate_outlet_events
 from airflow_provider_cfworkflows.connection import DEFAULT_CONN_ID
@@ -14,6 +16,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowOutputDeliveryError,
     CloudflareWorkflowOutputRejectedError,
     CloudflareWorkflowsConfigurationError,
+    CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowStepFailedError,
     CloudflareWorkflowStepNotReadyError,
@@ -29,10 +32,12 @@ from airflow_provider_cfworkflows.output_storage import (
     WRITE_BLOCK_SIZE,
     OutputSizeMismatchError,
     WrittenObject,
-    to_object_storage_path,
+    checked_output_target,
+    owner_tag_for,
+    remove_stale_temporaries,
     write_object,
 )
-from airflow_provider_cfworkflows.statuses import InstanceStatus, StepType
+from airflow_provider_cfworkflows.statuses import TERMINAL_INSTANCE_STATUSES, InstanceStatus, StepType
 from airflow_provider_cfworkflows.validation import (
     validate_attempt,
     validate_instance_id,
@@ -40,7 +45,8 @@ from airflow_provider_cfworkflows.validation import (
     validate_step_type,
     validate_workflow_name,
 )
-from airflow_provider_cfworkflows.waiting import step_name_candidates
+from airflow_provider_cfworkflows.waiting import describe_steps, status_of, step_name_candidates
+from airflow_provider_cfworkflows.waits import get_instance_details
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -170,27 +176,30 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
 
     def execute(self, context: Context) -> Any:
         query = self._validated_query()
-        target = None if self.output_path is None else to_object_storage_path(self.output_path)
+        target = self._checked_target()
+        owner_tag = self._clean_up_earlier_tries(context, target)
         account_id = self.persist_instance_link(context, query.workflow_name, query.instance_id)
         with ExitStack() as stack:
             name, stream = _open_step_output(stack, self.hook, query, account_id)
             what = f"{_describe_step(repr(name), query.step_type, query.attempt)} of {query.where}"
             _check_complete(stream.step, what, context, for_attempt=query.attempt is not None)
             if stream.step.is_stream:
-                delivered = self._write_stream(stream, target, what)
+                delivered = self._write_stream(stream, target, what, owner_tag)
             else:
                 output = self._check_redacted(stream.step.output, what)
                 if target is None:
                     return self._return_through_xcom(output, what)
                 encoded = _encode_json(output)
-                delivered = _Delivered(_write(target, [encoded], len(encoded), what), JSON_CONTENT_TYPE)
+                delivered = _Delivered(
+                    _write(target, [encoded], len(encoded), what, owner_tag), JSON_CONTENT_TYPE
+                )
         self._report_written(context, query, name, what, delivered)
         return delivered.written.path
 
     def _validated_query(self) -> _StepOutputQuery:
         """The rendered arguments, checked before any call."""
         step_type = validate_step_type(self.step_type)
-        attempt = validate_attempt(_coerce_attempt(self.attempt))
+        attempt = validate_attempt(self.attempt)
         if attempt is not None and step_type is StepType.WAIT_FOR_EVENT:
             raise CloudflareWorkflowsConfigurationError(
                 "attempt is not supported with step_type='waitForEvent' (an event has no attempts)."
@@ -203,8 +212,41 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
             attempt=attempt,
         )
 
+    def _checked_target(self) -> ObjectStoragePath | None:
+        """
+        ``output_path``, checked before any call (scheme, bucket, directory): an unusable path fails the
+        task without retry, since a retry would fetch the output again only to fail the same way.
+        """
+        if self.output_path is None:
+            return None
+        try:
+            return checked_output_target(self.output_path)
+        except CloudflareWorkflowsConfigurationError as error:
+            raise CloudflareWorkflowOutputRejectedError(error.message) from error
+
+    def _clean_up_earlier_tries(self, context: Context, target: ObjectStoragePath | None) -> str:
+        """
+        Remove the temporaries that killed earlier tries of this task left next to ``target``; return
+        the tag this try's temporary carries. A failed clean-up only warns: the write stays atomic.
+        """
+        ti = context["ti"]
+        map_index = ti.map_index if ti.map_index is not None else -1
+        owner_tag = owner_tag_for(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=map_index)
+        if target is None:
+            return owner_tag
+        try:
+            removed = remove_stale_temporaries(target, owner_tag)
+        except Exception as error:
+            self.log.warning(
+                "Could not look for temporaries left by earlier tries next to %s: %s", target, error
+            )
+        else:
+            for leftover in removed:
+                self.log.info("Removed %s, left by an earlier try of this task.", leftover)
+        return owner_tag
+
     def _write_stream(
-        self, stream: StepOutputStream, target: ObjectStoragePath | None, what: str
+        self, stream: StepOutputStream, target: ObjectStoragePath | None, what: str, owner_tag: str
     ) -> _Delivered:
         """A binary output goes to ``output_path`` only: bytes never go to XCom."""
         if target is None:
@@ -215,7 +257,7 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
                 "write it to object storage."
             )
         return _Delivered(
-            _write(target, stream.chunks, stream.content_length, what), OCTET_STREAM_CONTENT_TYPE
+            _write(target, stream.chunks, stream.content_length, what, owner_tag), OCTET_STREAM_CONTENT_TYPE
         )
 
     def _return_through_xcom(self, output: Any, what: str) -> Any:
@@ -297,17 +339,6 @@ def _validate_max_xcom_bytes(value: Any) -> int:
     return value
 
 
-def _coerce_attempt(value: Any) -> Any:
-    """A templated ``attempt`` renders as a string: ``"3"`` means 3, ``""``/``"None"`` mean None."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text in ("", "None"):
-            return None
-        if text.isdigit():
-            return int(text)
-    return value
-
-
 def _open_step_output(
     stack: ExitStack, hook: CloudflareWorkflowsHook, query: _StepOutputQuery, account_id: str
 ) -> tuple[str, StepOutputStream]:
@@ -331,12 +362,60 @@ def _open_step_output(
             not_found = error
             continue
         return name, stream
-    tried = " or ".join(repr(name) for name in candidates)
-    raise CloudflareWorkflowStepNotReadyError(
-        f"Found no {_describe_step(tried, query.step_type, query.attempt)} on {query.where}: the step has "
-        f"not started yet (or the step, instance or workflow name is wrong). {_SENSOR_HINT} Cloudflare "
-        f"said: {not_found}"
+    raise _no_such_step(hook, query, account_id, candidates, not_found)
+
+
+def _no_such_step(
+    hook: CloudflareWorkflowsHook,
+    query: _StepOutputQuery,
+    account_id: str,
+    candidates: tuple[str, ...],
+    not_found: CloudflareWorkflowsNotFoundError | None,
+) -> AirflowException:
+    """
+    Why no candidate name answered, decided as the step sensor decides: the instance's details (one
+    GET, only on this error) say whether the step has not started yet (retryable: put a sensor
+    upstream) or never will run on a finished instance (a misspelled name or wrong step_type: fails
+    without retry, listing the steps the instance has).
+    """
+    found = f"Found no {_describe_step(' or '.join(map(repr, candidates)), query.step_type, query.attempt)}"
+    try:
+        details = get_instance_details(
+            hook, query.workflow_name, query.instance_id, simple=False, account_id=account_id
+        )
+    except CloudflareWorkflowsNotFoundError:
+        raise
+    except CloudflareWorkflowsError as error:
+        return CloudflareWorkflowStepNotReadyError(
+            f"{found} on {query.where}: the step has not started yet, or a name is wrong (the instance "
+            f"could not be checked: {error}). {_SENSOR_HINT} Cloudflare said: {not_found}"
+        )
+    status = status_of(details)
+    runs = _attempts_of(details, candidates) if query.attempt is not None else None
+    if status not in TERMINAL_INSTANCE_STATUSES:
+        seen = f"{runs} attempt(s) so far" if runs is not None else f"steps so far: {describe_steps(details)}"
+        return CloudflareWorkflowStepNotReadyError(
+            f"{found} on {query.where}: it has not started yet (instance {status}; {seen}). {_SENSOR_HINT} "
+            f"Cloudflare said: {not_found}"
+        )
+    if runs is not None:
+        return CloudflareWorkflowStepFailedError(
+            f"{found} on {query.where}: the step ran {runs} attempt(s) and the instance is {status}, so "
+            f"there will never be an attempt {query.attempt}."
+        )
+    return CloudflareWorkflowStepFailedError(
+        f"{found} on {query.where}: it never ran, and the instance is {status}, so it never will. "
+        f"Steps the instance has: {describe_steps(details)}. Check step_name (as written in the Workflow "
+        "code, or the logged name with its -N suffix) and step_type."
     )
+
+
+def _attempts_of(details: Mapping[str, Any], candidates: tuple[str, ...]) -> int | None:
+    """How many attempts the instance's step log shows for the first candidate it has, or None."""
+    for entry in details.get("steps") or []:
+        if isinstance(entry, Mapping) and entry.get("type") == "step" and entry.get("name") in candidates:
+            return len(entry.get("attempts") or [])
+    return None
 
 
 def _describe_step(quoted_name: str, step_type: StepType, attempt: int | None) -> str:
@@ -384,10 +463,12 @@ def _size_note(content_length: int | None) -> str:
     return f", {content_length} bytes" if content_length is not None else ""
 
 
-def _write(target: ObjectStoragePath, chunks: Any, expected_size: int | None, what: str) -> WrittenObject:
+def _write(
+    target: ObjectStoragePath, chunks: Any, expected_size: int | None, what: str, owner_tag: str
+) -> WrittenObject:
     """Write atomically; on failure say that nothing was left at the target."""
     try:
-        return write_object(target, chunks, expected_size=expected_size)
+        return write_object(target, chunks, expected_size=expected_size, owner_tag=owner_tag)
     except (OSError, ValueError) as error:
         # Storage errors (and a short stream): retryable, the next try writes the whole object again.
         kind = "was cut short" if isinstance(error, OutputSizeMismatchError) else "failed"

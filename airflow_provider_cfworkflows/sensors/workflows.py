@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import (
 
 from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseSensor
 from airflow_provider_cfworkflows.connection import DEFAULT_CONN_ID
+from airflow_provider_cfworkflows.deadlines import calls_end_by
 from airflow_provider_cfworkflows.instance_wait import InstanceWait
 from airflow_provider_cfworkflows.statuses import InstanceStatus, StepType
 from airflow_provider_cfworkflows.triggers.workflows import (
@@ -26,6 +27,7 @@ from airflow_provider_cfworkflows.triggers.workflows import (
 )
 from airflow_provider_cfworkflows.validation import (
     validate_instance_id,
+    validate_positive_seconds,
     validate_step_name,
     validate_step_type,
     validate_workflow_name,
@@ -33,11 +35,10 @@ from airflow_provider_cfworkflows.validation import (
 from airflow_provider_cfworkflows.waiting import Check, Verdict, check_states, summary_output
 from airflow_provider_cfworkflows.waits import (
     DEFERRAL_GRACE_SECONDS,
+    Lookout,
     ProgressLog,
-    check_unless_transient,
     defer_wait,
     fail_step,
-    get_instance_details,
     run_step_check,
 )
 
@@ -52,7 +53,10 @@ __all__ = [
 
 
 class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
-    """Shared plumbing: deferral after a first poke, the instance link, templated-argument checks."""
+    """
+    Shared plumbing: the wait's deadline and looks, deferral after a first poke, the instance link,
+    templated-argument checks.
+    """
 
     def __init__(
         self,
@@ -66,11 +70,18 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         deferrable: bool,
         **kwargs: Any,
     ) -> None:
+        # Airflow takes 0 and True, and fails on infinity with a bare OverflowError.
+        for seconds in ("poke_interval", "timeout"):
+            if kwargs.get(seconds) is not None:
+                validate_positive_seconds(kwargs[seconds], seconds)
         super().__init__(account_id=account_id, cloudflare_conn_id=cloudflare_conn_id, **kwargs)
         self.workflow_name = workflow_name
         self.instance_id = instance_id
         self.success_states, self.failure_states = check_states(success_states, failure_states)
         self.deferrable = deferrable
+        # Set by execute (a poke called on its own has no deadline and no earlier answer).
+        self._deadline: float | None = None
+        self._answered_before = False
 
     def _validate_templated(self) -> None:
         """Check the templated arguments once they are rendered (before any call)."""
@@ -81,6 +92,9 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         raise NotImplementedError
 
     def execute(self, context: Context) -> Any:
+        self._deadline = self._started_at(context) + self.timeout
+        # In reschedule mode an earlier poke of this try got an answer (else the task had failed).
+        self._answered_before = self.reschedule and context.get("task_reschedule_count", 0) > 0
         self._validate_templated()
         self.persist_instance_link(context, self.workflow_name, self.instance_id)
         if not self.deferrable:
@@ -90,6 +104,21 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         if done:
             return xcom_value
         self._defer()
+
+    def _started_at(self, context: Context) -> float:
+        """
+        When the wait started (``time.time()``), as ``BaseSensorOperator.execute`` counts its timeout:
+        in reschedule mode the start of the first poke of the first try, otherwise now.
+        """
+        if self.reschedule and context.get("task_reschedule_count", 0) > 0:
+            first = context["ti"].get_first_reschedule_date(context)
+            if first is not None:
+                return first.timestamp()
+        return time.time()
+
+    def _end_time(self) -> float:
+        """The wait's deadline, the same for the first poke and the trigger."""
+        return self._deadline if self._deadline is not None else time.time() + self.timeout
 
     def _first_poke(self, context: Context) -> tuple[bool, Any]:
         """One poke, ending the task as ``BaseSensorOperator.execute`` would (soft/never/silent fail)."""
@@ -190,6 +219,11 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
     def _progress(self) -> ProgressLog:
         return ProgressLog(self.log)
 
+    @cached_property
+    def _lookout(self) -> Lookout:
+        awaited = f"step {self.step_name!r} ({self.step_type}) of instance {self.instance_id!r}"
+        return Lookout(self.log, self.hook, awaited=awaited, answered=self._answered_before)
+
     def _validate_templated(self) -> None:
         super()._validate_templated()
         validate_step_name(self.step_name)
@@ -234,14 +268,15 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
         )
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        check = check_unless_transient(self.log, self._check)
-        if check is None:
-            return False
-        if check.verdict is Verdict.PENDING:
-            self._progress.report(check)
-            return False
-        if check.verdict is Verdict.FAILURE:
-            self._raise_failure(check.message, check.step_name if check.status is not None else None)
+        with calls_end_by(self._deadline):
+            check = self._lookout.look(self._check)
+            if check is None:
+                return False
+            if check.verdict is Verdict.PENDING:
+                self._progress.report(check)
+                return False
+            if check.verdict is Verdict.FAILURE:
+                self._raise_failure(check.message, check.step_name if check.status is not None else None)
         self.log.info("%s", check.message)
         error = check.error.to_dict() if check.error else None
         return PokeReturnValue(
@@ -249,7 +284,7 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
         )
 
     def _defer(self) -> NoReturn:
-        end_time = time.time() + self.timeout
+        end_time = self._end_time()
         trigger = CloudflareWorkflowStepTrigger(
             workflow_name=self.workflow_name,
             instance_id=self.instance_id,
@@ -334,6 +369,8 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
             cloudflare_conn_id=self.cloudflare_conn_id,
             success_states=self.success_states,
             failure_states=self.failure_states,
+            deadline=self._deadline,
+            answered=self._answered_before,
         )
 
     def _summary(self, status: str | None, error: dict[str, str] | None, output: Any) -> dict[str, Any]:
@@ -353,14 +390,11 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
         return PokeReturnValue(is_done=True, xcom_value=self._summary(check.status, error, check.output))
 
     def _defer(self) -> NoReturn:
-        self._wait.defer(self, end_time=time.time() + self.timeout, poll_interval=self.poke_interval)
+        self._wait.defer(self, end_time=self._end_time(), poll_interval=self.poke_interval)
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after the trigger: validate its event; on success read the output here, on the worker."""
         self._validate_templated()
         resumed = self._wait.resume(InstanceWaitEvent.from_trigger(event))
         # Trigger events stay small, so the output is read here.
-        details = get_instance_details(
-            self.hook, self.workflow_name, self.instance_id, simple=True, account_id=self.account_id
-        )
-        return self._summary(resumed.instance_status, resumed.error, details.get("output"))
+        return self._summary(resumed.instance_status, resumed.error, self._wait.read_output())

@@ -18,6 +18,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowOutputRejectedError,
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsConnectionError,
+    CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsServerError,
     CloudflareWorkflowStepFailedError,
     CloudflareWorkflowStepNotReadyError,
@@ -152,20 +153,46 @@ def test_max_xcom_bytes_is_validated(value):
         ({"step_type": "do"}, "step_type must be one of 'step', 'waitForEvent'"),
         ({"attempt": 0}, "attempt must be a whole number >= 1"),
         ({"attempt": "two"}, "attempt must be a whole number >= 1"),
+        ({"attempt": "\u0967"}, "attempt must be a whole number >= 1"),  # Devanagari one: not ASCII
         (
             {"attempt": 2, "step_type": "waitForEvent"},
             "attempt is not supported with step_type='waitForEvent'",
         ),
-        ({"output_path": ""}, "output_path is empty"),
-        ({"output_path": "  "}, "output_path is empty"),
-        ({"output_path": 42}, "output_path must be a URL string"),
-        ({"output_path": "s3://aws_conn@bucket/dir/"}, "must name an object, not a directory"),
     ],
 )
 def test_rendered_values_are_validated_before_any_call(kwargs, message, context, requests_mock):
     with pytest.raises(CloudflareWorkflowsConfigurationError, match=message):
         operator(**kwargs).execute(context)
 
+    assert requests_mock.call_count == 0
+    assert context["ti"].pushed == {}
+
+
+@pytest.mark.parametrize(
+    ("output_path", "message"),
+    [
+        ("", "output_path is empty"),
+        ("  ", "output_path is empty"),
+        (42, "output_path must be a URL string"),
+        ("s3://aws_conn@bucket/dir/", "must name an object, not a directory"),
+        ("foo://bucket/key.json", r"output_path 'foo://bucket/key.json' cannot be used: .*'foo'"),
+        ("memory://bucket/key.json", "uses memory://, for which Airflow has no filesystem here"),
+        ("s3:///dir/key.json", r"cannot be used: .*bucket/container missing"),
+        ("{tmp}", "is an existing directory; give the path of a file in it"),
+        ("file://{tmp}/file/out.json", "cannot be created: '{tmp}/file' is a file, not a directory"),
+    ],
+)
+def test_an_unusable_output_path_fails_without_retry_before_any_call(
+    output_path, message, context, requests_mock, tmp_path
+):
+    (tmp_path / "file").write_text("not a directory")
+    if isinstance(output_path, str):
+        output_path = output_path.format(tmp=tmp_path)
+
+    with pytest.raises(CloudflareWorkflowOutputRejectedError, match=message.format(tmp=tmp_path)) as raised:
+        operator(output_path=output_path).execute(context)
+
+    assert isinstance(raised.value, AirflowFailException)  # a retry would fail the same way
     assert requests_mock.call_count == 0
     assert context["ti"].pushed == {}
 
@@ -329,18 +356,77 @@ def test_step_not_complete_asks_for_the_sensor(result, expected, context, reques
     assert not isinstance(raised.value, AirflowFailException)  # a retry later may find it complete
 
 
+INSTANCE_URL = f"{BASE}/accounts/{ACCOUNT}/workflows/etl/instances/run-1"
+STEPS = [
+    {"name": "prepare-1", "type": "step", "attempts": [{"success": True}]},
+    {"name": "load-1", "type": "step", "attempts": [{"success": False}, {"success": True}]},
+    {"name": "approval-1", "type": "waitForEvent"},
+]
+
+
 def test_step_not_started_404_asks_for_the_sensor(context, requests_mock):
     requests_mock.get(STEP_URL, status_code=404, json=not_found("x"))
+    requests_mock.get(INSTANCE_URL, json=ok({"status": "running", "steps": STEPS[:1]}))
 
     with pytest.raises(CloudflareWorkflowStepNotReadyError) as raised:
         operator(step_name="load-3").execute(context)
 
     message = str(raised.value)
-    assert "Found no step 'load-3' or 'load-3-1' on instance 'run-1' of workflow 'etl'" in message
-    assert "has not started yet" in message
+    assert (
+        "Found no step 'load-3' or 'load-3-1' on instance 'run-1' of workflow 'etl': it has not started "
+        "yet (instance running; steps so far: 'prepare-1' (step))." in message
+    )
     assert "CloudflareWorkflowStepSensor" in message
     assert "HTTP 404" in message
-    assert requests_mock.call_count == 2
+    assert not isinstance(raised.value, AirflowFailException)  # a retry later may find it
+    assert requests_mock.call_count == 3  # both names, then the instance once
+
+
+@pytest.mark.parametrize("status", ["complete", "errored", "terminated"])
+def test_a_step_a_finished_instance_never_ran_fails_listing_its_steps(context, requests_mock, status):
+    requests_mock.get(STEP_URL, status_code=404, json=not_found("x"))
+    requests_mock.get(INSTANCE_URL, json=ok({"status": status, "steps": STEPS}))
+
+    with pytest.raises(CloudflareWorkflowStepFailedError) as raised:
+        operator(step_name="laod").execute(context)
+
+    assert str(raised.value) == (
+        f"Found no step 'laod-1' on instance 'run-1' of workflow 'etl': it never ran, and the instance is "
+        f"{status}, so it never will. Steps the instance has: 'prepare-1' (step), 'load-1' (step), "
+        "'approval-1' (waitForEvent). Check step_name (as written in the Workflow code, or the logged "
+        "name with its -N suffix) and step_type."
+    )
+    assert isinstance(raised.value, AirflowFailException)  # no retry: the name is wrong
+    assert "CloudflareWorkflowStepSensor" not in str(raised.value)
+
+
+def test_an_attempt_a_finished_instance_never_made_fails_without_retry(context, requests_mock):
+    requests_mock.get(STEP_URL, status_code=404, json=not_found("x"))
+    requests_mock.get(INSTANCE_URL, json=ok({"status": "complete", "steps": STEPS}))
+
+    with pytest.raises(CloudflareWorkflowStepFailedError) as raised:
+        operator(step_name="load", attempt=5).execute(context)
+
+    assert str(raised.value) == (
+        "Found no attempt 5 of step 'load-1' on instance 'run-1' of workflow 'etl': the step ran 2 "
+        "attempt(s) and the instance is complete, so there will never be an attempt 5."
+    )
+
+
+def test_an_unknown_instance_says_so(context, requests_mock):
+    requests_mock.get(STEP_URL, status_code=404, json=not_found("x"))
+    requests_mock.get(INSTANCE_URL, status_code=404, json=not_found("run-1"))
+
+    with pytest.raises(CloudflareWorkflowsNotFoundError, match="Instance 'run-1' of workflow 'etl' was not"):
+        operator(step_name="load").execute(context)
+
+
+def test_when_the_instance_cannot_be_checked_the_step_may_not_have_started(context, requests_mock):
+    requests_mock.get(STEP_URL, status_code=404, json=not_found("x"))
+    requests_mock.get(INSTANCE_URL, status_code=503, json={"success": False, "errors": [], "result": None})
+
+    with pytest.raises(CloudflareWorkflowStepNotReadyError, match="the instance could not be checked"):
+        operator(step_name="load").execute(context)
 
 
 def test_other_api_errors_are_not_hidden(context, requests_mock):
@@ -450,23 +536,15 @@ def test_cut_off_stream_leaves_nothing_and_is_retryable(context, requests_mock, 
     assert "sha256" not in context["ti"].pushed
 
 
-def test_storage_failure_is_a_clear_retryable_error(context, requests_mock, tmp_path):
+def test_storage_failure_is_a_clear_retryable_error(context, requests_mock):
     requests_mock.get(STEP_URL, json=step_json(output={"a": 1}))
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
 
     with pytest.raises(CloudflareWorkflowOutputDeliveryError) as raised:
-        operator(output_path=f"file://{blocker}/out.json").execute(context)
+        # A directory where no file can be created, not even by root: the write fails (ENOENT).
+        operator(output_path="file:///proc/self/out.json").execute(context)
 
     assert not isinstance(raised.value, AirflowFailException)
     assert "output_path was left untouched (no partial object)" in str(raised.value)
-
-
-def test_existing_directory_as_output_path_is_rejected(context, requests_mock, tmp_path):
-    requests_mock.get(STEP_URL, json=step_json(output={"a": 1}))
-
-    with pytest.raises(CloudflareWorkflowsConfigurationError, match="is an existing directory"):
-        operator(output_path=f"file://{tmp_path}").execute(context)
 
 
 def test_outlet_events_get_the_output_metadata(context, requests_mock, tmp_path):

@@ -239,6 +239,26 @@ def test_step_not_started_is_retried_in_a_dag(run_dag, workflows, capfd):
     assert [r["query"] for r in step_requests(workflows)] == ["name=publish-1&type=step"] * 2
 
 
+def test_a_misspelled_step_of_a_finished_instance_fails_without_retry_listing_its_steps(
+    run_dag, ok_instance, workflows, capfd
+):
+    result = run_dag(
+        "output_xcom", {"workflow_name": OK_WORKFLOW, "instance_id": ok_instance, "step_name": "fetch dta"}
+    )
+
+    assert result.task_states() == {"fetch_output": "failed", "consume": "upstream_failed"}
+    assert task_instance(result, "fetch_output").try_number == 1  # retries=1, but a retry cannot help
+    task_log = capfd.readouterr().out
+    assert (
+        f"Found no step 'fetch dta-1' on instance {ok_instance!r} of workflow {OK_WORKFLOW!r}: it never ran, "
+        "and the instance is complete, so it never will. Steps the instance has: 'fetch data-1' (step), "
+        "'huge-1' (step), 'secret-1' (step), 'blob-1' (step), 'small blob-1' (step)." in task_log
+    )
+    assert "Put a CloudflareWorkflowStepSensor" not in task_log
+    details = [r for r in workflows.requests_log() if r["raw_path"].endswith(f"/instances/{ok_instance}")]
+    assert len(details) == 1  # one extra GET, only on this error
+
+
 # --- object storage ------------------------------------------------------------------------------
 
 
@@ -266,6 +286,29 @@ def test_json_output_to_file(run_dag, ok_instance, tmp_path):
             "sha256": hashlib.sha256(data).hexdigest(),
         }
     ]
+
+
+def test_the_next_try_removes_what_killed_tries_of_the_same_task_left(run_dag, ok_instance, tmp_path):
+    target = tmp_path / "out" / "rows.json"
+
+    result = run_dag(
+        "output_leftovers",
+        {
+            "workflow_name": OK_WORKFLOW,
+            "instance_id": ok_instance,
+            "step_name": "fetch data",
+            "target": str(target),
+        },
+    )
+
+    assert result.state == "success"
+    planted = result.xcom("plant")
+    assert not Path(planted["own"]).exists()
+    assert Path(planted["other"]).read_bytes() == b"half of an earlier try"
+    assert target.read_bytes().startswith(b'{"rows":[')
+    assert sorted(path.name for path in target.parent.iterdir()) == sorted(
+        [target.name, Path(planted["other"]).name]
+    )
 
 
 def test_200mb_stream_to_file_with_bounded_memory(run_dag, ok_instance, workflows, tmp_path):
@@ -407,8 +450,9 @@ def test_errored_step_and_attempt(workflows):
         run_operator(BROKEN_WORKFLOW, instance_id, "load", attempt=1)
     assert "QuotaError: daily quota exceeded" in str(first.value)
 
-    with pytest.raises(CloudflareWorkflowStepNotReadyError, match="Found no attempt 5 of step"):
+    with pytest.raises(CloudflareWorkflowStepFailedError, match="Found no attempt 5 of step") as never:
         run_operator(BROKEN_WORKFLOW, instance_id, "load", attempt=5)
+    assert "the step ran 2 attempt(s) and the instance is errored" in str(never.value)
 
 
 def test_not_yet_complete_steps_ask_for_the_sensor(workflows):

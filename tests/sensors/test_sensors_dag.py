@@ -194,6 +194,10 @@ def test_instance_sensor_complete_and_errored(run_dag, cloudflare_conn, mode, ca
         "error": None,
         "output": {"rows": 42},
     }
+    # The extra link, also after a deferral (the worker that resumed the task did not push the URL).
+    assert done.xcom("wait", "_link_CloudflareWorkflowInstanceLink").endswith(
+        f"/workers/workflows/{ok['workflow_name']}/instance/{ok['instance_id']}"
+    )
     check_deferral(mode, capsys.readouterr().out)
 
     bad = workflow(

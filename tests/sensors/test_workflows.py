@@ -235,10 +235,14 @@ def test_sync_execute_returns_the_summary_and_never_defers(api, context):
 
 
 def test_sync_execute_times_out_without_deferring(api, context):
-    sensor = step_sensor(deferrable=False, timeout=0)
-    with mock.patch.object(sensor, "defer") as defer, pytest.raises(AirflowSensorTimeout):
+    sensor = step_sensor(deferrable=False, timeout=1, poke_interval=1)  # a pending look, then the deadline
+    with mock.patch.object(sensor, "defer") as defer, pytest.raises(AirflowSensorTimeout) as timed_out:
         sensor.execute(context)
     defer.assert_not_called()
+    assert str(timed_out.value) == (
+        "Sensor timed out: Timed out waiting for step 'load data' (step) of instance 'i'; last seen: "
+        "Step 'load data' has not started yet (instance running; steps so far: none yet)."
+    )
 
 
 # --- errors from the API ---------------------------------------------------------------------------
