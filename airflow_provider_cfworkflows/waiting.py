@@ -23,6 +23,7 @@ from airflow_provider_cfworkflows.models import RemoteError, StepOutput
 from airflow_provider_cfworkflows.statuses import (
     TERMINAL_INSTANCE_STATUSES,
     TERMINAL_STEP_STATUSES,
+    InstanceStatus,
     StepType,
     is_known_status,
 )
@@ -31,7 +32,7 @@ from airflow_provider_cfworkflows.validation import validate_states
 # Instance outputs up to this size (serialized) are returned by the instance sensor; larger ones are
 # left out of XCom (read them with the hook, or return less from the Workflow's run()).
 MAX_SUMMARY_OUTPUT_BYTES = 64 * 1024
-_COUNTER_SUFFIX = re.compile(r"-\d+$")
+_COUNTER_SUFFIX = re.compile(r"-[0-9]+\Z")
 # Entries of the details' ``steps`` array that answer to each /step ``type``.
 _ENTRY_TYPES = {StepType.STEP: ("step",), StepType.WAIT_FOR_EVENT: ("waitForEvent",)}
 
@@ -145,6 +146,7 @@ def describe_steps(details: Mapping[str, Any] | None) -> str:
 def plan_step_check(
     step_name: str,
     *,
+    step_type: str,
     success_states: tuple[str, ...],
     failure_states: tuple[str, ...],
     known_name: str | None = None,
@@ -152,44 +154,121 @@ def plan_step_check(
     """
     The calls that decide on a step, and the decision (the generator's return value).
 
-    ``/step`` under each candidate name (see :func:`step_name_candidates`) until one answers; then the
-    instance only when needed: full details when no name answered (its status says "not yet" or
-    "never", its steps are listed in the message), ``simple=true`` when the step is not final yet
-    (a finished instance means the step can never get there). A final step costs one call; when the
-    instance turns out to be final, the step is read once more (it may have moved in between).
+    Details first: one ``GET .../instances/{id}`` (full) lists every step the instance has run, so it
+    answers on its own whether the step has not started, is running or retrying (with the failed
+    attempt's error), waits for its event, or has finished, and whether the instance can still get
+    there. ``/step`` is asked only where the details cannot answer (see :func:`read_step_entry`).
 
-    :param known_name: the exact name an earlier check found; tried first to save a call.
+    Requests per look (the arithmetic behind this order): details first costs 1 whatever the step's
+    state; the earlier ``/step``-first order cost 2 for a step not yet final (``/step``, then the
+    instance) and 3 when the instance had just ended. Confirming each completion with ``/step`` would
+    add 1 per completed wait: 1,000 step waits over 100 instances finishing within 5 minutes would add
+    200 requests per minute to the 100 looks per minute (at 60 s), 300 in all, past the 240 per minute
+    that Cloudflare's 1,200 per 5 minutes allow. A finished entry already says ``complete`` or
+    ``errored`` and carries the failed attempt's error, so it is not confirmed. The details are one
+    snapshot: a step absent while the instance is final never ran, with no second look.
+
+    :param step_type: ``"step"`` or ``"waitForEvent"`` (the kind of entry to read).
+    :param known_name: the exact name an earlier check found; tried first.
     """
     candidates = step_name_candidates(step_name)
     if known_name in candidates:
         candidates = (known_name, *(name for name in candidates if name != known_name))
-
-    def decide(
-        step: StepOutput | None, exact: str | None, instance_status: str | None, details: Any
-    ) -> Check:
-        return evaluate_step(
-            step,
-            step_label=step_name,
-            step_name=exact if step is not None else None,
-            instance_status=instance_status,
-            instance_details=details if step is None else None,
-            success_states=success_states,
-            failure_states=failure_states,
+    details = yield InstanceQuery(simple=False)
+    reading = read_step_entry(details, candidates, step_type)
+    if reading.settled:
+        step, exact = reading.step, reading.name
+    else:
+        # The details cannot answer: ask /step, under the entry's name first when there is one.
+        ordered = (
+            candidates
+            if reading.name is None
+            else (reading.name, *(c for c in candidates if c != reading.name))
         )
+        step, exact = yield from _find_step(ordered)
+    return evaluate_step(
+        step,
+        step_label=step_name,
+        step_name=exact if step is not None else None,
+        instance_status=status_of(details),
+        instance_details=details if step is None else None,
+        success_states=success_states,
+        failure_states=failure_states,
+    )
 
-    step, exact = yield from _find_step(candidates)
-    if step is not None and step.status in (*success_states, *failure_states, *TERMINAL_STEP_STATUSES):
-        return decide(step, exact, None, None)
-    details = yield InstanceQuery(simple=step is not None)
-    instance_status = status_of(details)
-    if instance_status in TERMINAL_INSTANCE_STATUSES:
-        # The step may have started or finished between the two calls. Once the instance is final its
-        # steps are too, so one more look is authoritative (and "never ran" is never a race).
-        if step is None:
-            step, exact = yield from _find_step(candidates)
-        else:
-            step = (yield StepQuery(exact)) or step
-    return decide(step, exact, instance_status, details)
+
+@dataclass(frozen=True)
+class StepReading:
+    """
+    What instance details say about one step.
+
+    :param settled: True when the details answer on their own (``step`` is then the step as ``/step``
+        would report it, or None when it has not started); False when ``/step`` must be asked.
+    :param step: the step's status and error, read from its entry.
+    :param name: the exact logged name of the entry found, if any.
+    """
+
+    settled: bool
+    step: StepOutput | None = None
+    name: str | None = None
+
+
+def read_step_entry(details: Any, candidates: tuple[str, ...], step_type: str) -> StepReading:
+    """
+    Read a step from full instance details, as ``/step`` would report it.
+
+    A ``step`` entry: ``success`` null = ``running`` (a failed earlier attempt's error means retrying),
+    true = ``complete``, false = ``errored`` with the last failed attempt's error. A ``waitForEvent``
+    entry: ``finished`` false = ``waiting``, true = ``complete``, or ``errored`` with its ``error``
+    (e.g. its timeout). The mapping mirrors ``/step`` (reference §5.2; inferred for the retrying
+    error, which ``/step`` documents and the details show only as attempts).
+
+    Not settled (``/step`` decides): details without a ``steps`` list, several entries under one name,
+    an entry whose state field is missing or not a boolean, or an ``errored`` step entry whose
+    attempts carry no error.
+    """
+    entries = details.get("steps") if isinstance(details, Mapping) else None
+    if not isinstance(entries, list):
+        return StepReading(settled=False)
+    entry_types = _ENTRY_TYPES[StepType(step_type)]
+    for name in candidates:
+        matches = [
+            entry
+            for entry in entries
+            if isinstance(entry, Mapping) and entry.get("name") == name and entry.get("type") in entry_types
+        ]
+        if len(matches) > 1:
+            return StepReading(settled=False, name=name)
+        if matches:
+            step = _step_from_entry(matches[0], step_type)
+            return StepReading(settled=step is not None, step=step, name=name)
+    return StepReading(settled=True)
+
+
+def _step_from_entry(entry: Mapping[str, Any], step_type: str) -> StepOutput | None:
+    """The step of one details entry as ``/step`` reports it, or None when the entry cannot say."""
+    if step_type == StepType.WAIT_FOR_EVENT:
+        finished, error = entry.get("finished"), RemoteError.from_api(entry.get("error"))
+        if not isinstance(finished, bool):
+            return None
+        if not finished:
+            return StepOutput(InstanceStatus.WAITING.value, None, None)
+        status = InstanceStatus.ERRORED if error else InstanceStatus.COMPLETE
+        return StepOutput(status.value, error, None)
+    success = entry.get("success")
+    if "success" not in entry or not (success is None or isinstance(success, bool)):
+        return None
+    if success is True:
+        return StepOutput(InstanceStatus.COMPLETE.value, None, None)
+    failed = [
+        attempt
+        for attempt in entry.get("attempts") or []
+        if isinstance(attempt, Mapping) and attempt.get("success") is False
+    ]
+    error = RemoteError.from_api(failed[-1].get("error")) if failed else None
+    if success is False:
+        return StepOutput(InstanceStatus.ERRORED.value, error, None) if error else None
+    return StepOutput(InstanceStatus.RUNNING.value, error, None)
 
 
 def _find_step(

@@ -67,10 +67,15 @@ def run_step_check(
     """
     Make the calls :func:`~airflow_provider_cfworkflows.waiting.plan_step_check` asks for (sync hook).
 
-    A byte-stream output is never downloaded here: only the response headers are read.
+    One request per look (the instance details), plus ``/step`` only where they cannot answer. A
+    byte-stream output is never downloaded here: only the response headers are read.
     """
     plan = plan_step_check(
-        step_name, success_states=success_states, failure_states=failure_states, known_name=known_name
+        step_name,
+        step_type=step_type,
+        success_states=success_states,
+        failure_states=failure_states,
+        known_name=known_name,
     )
     answer: Any = None
     while True:
@@ -103,10 +108,20 @@ async def arun_step_check(
     failure_states: tuple[str, ...],
     account_id: str | None,
     known_name: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Check:
-    """Make the calls :func:`~airflow_provider_cfworkflows.waiting.plan_step_check` asks for (async hook)."""
+    """
+    Make the calls :func:`~airflow_provider_cfworkflows.waiting.plan_step_check` asks for (async hook).
+
+    :param details: full instance details already read (a shared watcher's look): they answer the
+        plan's instance query, so the check itself costs a request only where ``/step`` is needed.
+    """
     plan = plan_step_check(
-        step_name, success_states=success_states, failure_states=failure_states, known_name=known_name
+        step_name,
+        step_type=step_type,
+        success_states=success_states,
+        failure_states=failure_states,
+        known_name=known_name,
     )
     answer: Any = None
     while True:
@@ -121,6 +136,8 @@ async def arun_step_check(
                 )
             except CloudflareWorkflowsNotFoundError:
                 answer = None  # not started yet, or no such step: the plan decides with the instance
+        elif details is not None and not query.simple:
+            answer, details = details, None
         else:
             answer = await aget_instance_details(
                 hook, workflow_name, instance_id, simple=query.simple, account_id=account_id
@@ -171,22 +188,6 @@ def run_instance_check(
 ) -> Check:
     """One look at an instance (``simple=true``) and the decision on it (sync hook)."""
     details = get_instance_details(hook, workflow_name, instance_id, simple=True, account_id=account_id)
-    return evaluate_instance(details, success_states=success_states, failure_states=failure_states)
-
-
-async def arun_instance_check(
-    hook: CloudflareWorkflowsHook,
-    *,
-    workflow_name: str,
-    instance_id: str,
-    success_states: tuple[str, ...],
-    failure_states: tuple[str, ...],
-    account_id: str | None,
-) -> Check:
-    """Async :func:`run_instance_check`."""
-    details = await aget_instance_details(
-        hook, workflow_name, instance_id, simple=True, account_id=account_id
-    )
     return evaluate_instance(details, success_states=success_states, failure_states=failure_states)
 
 
@@ -247,6 +248,7 @@ class Lookout:
         self.awaited = awaited
         self.answered = answered
         self.last_seen: Check | None = None
+        self.last_error: CloudflareWorkflowsError | None = None
 
     def look(self, check: Callable[[], Check]) -> Check | None:
         """Run one check: its result, or None when Cloudflare did not answer usably this time."""
@@ -259,7 +261,8 @@ class Lookout:
 
     def timeout_error(self) -> AirflowSensorTimeout:
         """The wait's timeout (fails without retry), saying what was seen last."""
-        return AirflowSensorTimeout(f"Sensor timed out: {timeout_message(self.awaited, self.last_seen)}")
+        message = timeout_message(self.awaited, self.last_seen, self.last_error)
+        return AirflowSensorTimeout(f"Sensor timed out: {message}")
 
     def _attempt(self, check: Callable[[], Check]) -> Check | None:
         try:
@@ -269,6 +272,7 @@ class Lookout:
                 self.answered = True
             if not error.is_transient:
                 raise
+            self.last_error = error
             if deadline_passed():
                 return None  # cut short by the wait's own deadline: the timeout says so
             if not self.answered and isinstance(error, CloudflareWorkflowsConnectionError):
@@ -278,6 +282,7 @@ class Lookout:
             )
             return None
         self.answered = True
+        self.last_error = None
         return result
 
     def _unreachable(self, error: CloudflareWorkflowsConnectionError) -> CloudflareWorkflowsConnectionError:
@@ -347,10 +352,16 @@ def brief_error(error: CloudflareWorkflowsError) -> str:
     return "; ".join(parts)
 
 
-def timeout_message(awaited: str, last: Check | None) -> str:
-    """What a wait that timed out says: what it waited for and what it saw last."""
+def timeout_message(
+    awaited: str, last: Check | None, last_error: CloudflareWorkflowsError | None = None
+) -> str:
+    """
+    What a wait that timed out says: what it waited for, what it saw last, and the transient error
+    of its last look if that failed (a rate limit that outlasts the wait names itself here).
+    """
     seen = last.message if last else "no usable answer from Cloudflare"
-    return f"Timed out waiting for {awaited}; last seen: {seen}"
+    error = f"; the last look failed: {brief_error(last_error)}" if last_error is not None else ""
+    return f"Timed out waiting for {awaited}; last seen: {seen}{error}"
 
 
 def defer_wait(task: BaseOperator, trigger: BaseTrigger, *, end_time: float) -> NoReturn:

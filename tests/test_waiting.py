@@ -14,6 +14,7 @@ from airflow_provider_cfworkflows.waiting import (
     MAX_SUMMARY_OUTPUT_BYTES,
     InstanceQuery,
     StepQuery,
+    StepReading,
     Verdict,
     check_states,
     evaluate_instance,
@@ -21,6 +22,7 @@ from airflow_provider_cfworkflows.waiting import (
     instance_failure_lines,
     instance_not_found_error,
     plan_step_check,
+    read_step_entry,
     step_failure_lines,
     step_name_candidates,
     summary_output,
@@ -47,9 +49,11 @@ def decide(found, instance_status=None, details=None, success=SUCCESS, failure=F
     )
 
 
-def drive(answers, step_name="load", success=SUCCESS, failure=FAILURE, known_name=None):
+def drive(answers, step_name="load", success=SUCCESS, failure=FAILURE, known_name=None, step_type="step"):
     """Run the plan against ``answers`` (a callable: query -> answer, or a list consumed in order)."""
-    plan = plan_step_check(step_name, success_states=success, failure_states=failure, known_name=known_name)
+    plan = plan_step_check(
+        step_name, step_type=step_type, success_states=success, failure_states=failure, known_name=known_name
+    )
     queries, answer = [], None
     while True:
         try:
@@ -72,6 +76,8 @@ def drive(answers, step_name="load", success=SUCCESS, failure=FAILURE, known_nam
         ("x-10", ("x-10", "x-10-1")),
         ("v1.2", ("v1.2-1",)),
         ("end-", ("end--1",)),
+        ("run-2\n", ("run-2\n-1",)),  # the counter must end the name: no match before a newline
+        ("run-٣", ("run-٣-1",)),  # ASCII digits only
     ],
 )
 def test_step_name_candidates(name, candidates):
@@ -165,56 +171,154 @@ def test_terminal_step_in_neither_set_fails():
 
 # --- plan_step_check: which calls, in which order ------------------------------------------------
 
+FULL = InstanceQuery(simple=False)
+RETRYING = [
+    {"success": False, "error": {"name": "Error", "message": "upstream 503"}},
+    {"success": None, "error": None},
+]
 
-def test_a_final_step_costs_one_call():
-    check, queries = drive([step("complete")])
-    assert queries == [StepQuery("load-1")]
+
+def details(status="running", *entries):
+    return {"status": status, "steps": list(entries)}
+
+
+def entry(name="load-1", kind="step", **fields):
+    return {"name": name, "type": kind, **fields}
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "error"),
+    [
+        ({"success": None, "attempts": [{"success": None}]}, "running", None),
+        ({"success": None, "attempts": RETRYING}, "running", RemoteError("Error", "upstream 503")),
+        (
+            {"success": True, "attempts": [{"success": False, "error": {"name": "E", "message": "m"}}, {}]},
+            "complete",
+            None,
+        ),
+        ({"success": False, "attempts": RETRYING[:1]}, "errored", RemoteError("Error", "upstream 503")),
+    ],
+)
+def test_a_step_entry_reads_as_step_would_report_it(fields, status, error):
+    reading = read_step_entry(details("running", entry(**fields)), ("load-1",), "step")
+    assert reading == StepReading(settled=True, step=StepOutput(status, error, None), name="load-1")
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "error"),
+    [
+        ({"finished": False, "error": None}, "waiting", None),
+        ({"finished": True, "error": None}, "complete", None),
+        (
+            {"finished": True, "error": {"name": "Timeout", "message": "t"}},
+            "errored",
+            RemoteError("Timeout", "t"),
+        ),
+    ],
+)
+def test_a_wait_for_event_entry_reads_as_step_would_report_it(fields, status, error):
+    reading = read_step_entry(
+        details("waiting", entry(kind="waitForEvent", **fields)), ("load-1",), "waitForEvent"
+    )
+    assert reading.settled
+    assert reading.step == StepOutput(status, error, None)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        details("running", entry(attempts=[])),  # no success field
+        details("running", entry(success="yes")),
+        details("running", entry(success=False, attempts=[{"success": False, "error": None}])),  # no error
+        details("running", entry(kind="waitForEvent")),  # no finished field
+        details("running", entry(success=None), entry(success=True)),  # two entries under one name
+    ],
+)
+def test_entries_the_details_cannot_read_are_asked_of_step(answer):
+    step_type = answer["steps"][0]["type"]
+    check, queries = drive([answer, step("complete")], step_type=step_type)
+    assert queries == [FULL, StepQuery("load-1")]
     assert (check.verdict, check.step_name) == (Verdict.SUCCESS, "load-1")
 
 
-def test_a_running_step_checks_the_instance_cheaply():
-    check, queries = drive([step("running"), {"status": "running"}])
-    assert queries == [StepQuery("load-1"), InstanceQuery(simple=True)]
-    assert check.verdict is Verdict.PENDING
+def test_the_entry_of_the_other_kind_is_not_the_step():
+    answer = details("running", entry(kind="waitForEvent", finished=True, error=None))
+    check, queries = drive([answer])
+    assert queries == [FULL]
+    assert (check.verdict, check.status) == (Verdict.PENDING, None)
 
 
-def test_a_missing_step_reads_the_full_details_for_the_names():
-    check, queries = drive([None, {"status": "running", "steps": [{"name": "a-1", "type": "step"}]}])
-    assert queries == [StepQuery("load-1"), InstanceQuery(simple=False)]
-    assert "'a-1' (step)" in check.message
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        (details("running"), None),  # not started
+        (details("waiting", entry(success=None, attempts=RETRYING)), "running"),  # retrying
+        (details("running", entry(success=None, attempts=[])), "running"),
+        (details("waiting", entry(kind="waitForEvent", finished=False, error=None)), "waiting"),
+    ],
+)
+def test_a_look_at_a_step_not_finished_costs_one_request(answer, status):
+    step_type = answer["steps"][0]["type"] if answer["steps"] else "step"
+    check, queries = drive([answer], step_type=step_type)
+    assert queries == [FULL]
+    assert (check.verdict, check.status) == (Verdict.PENDING, status)
+
+
+def test_a_finished_step_is_decided_from_the_details():
+    check, queries = drive([details("running", entry(success=True, attempts=[]))])
+    assert queries == [FULL]
+    assert (check.verdict, check.status, check.step_name, check.message) == (
+        Verdict.SUCCESS,
+        "complete",
+        "load-1",
+        "Step 'load-1' is complete.",
+    )
+    failed = details("errored", entry(success=False, attempts=RETRYING[:1]))
+    check, queries = drive([failed])
+    assert queries == [FULL]
+    assert check.message == "Step 'load-1' is errored: Error: upstream 503."
+
+
+def test_retrying_is_read_from_the_attempts():
+    check, _ = drive([details("waiting", entry(success=None, attempts=RETRYING))])
+    assert "retrying after a failed attempt: Error: upstream 503" in check.message
+    assert check.error == RemoteError("Error", "upstream 503")
 
 
 def test_code_name_with_digits_falls_back_and_the_known_name_goes_first():
-    check, queries = drive(
-        lambda q: step("complete") if q == StepQuery("phase-2-1") else None, step_name="phase-2"
-    )
-    assert queries == [StepQuery("phase-2"), StepQuery("phase-2-1")]
+    answer = details("running", entry("phase-2-1", success=True, attempts=[]))
+    check, queries = drive([answer], step_name="phase-2")
+    assert queries == [FULL]  # both names are read from the one answer
     assert check.step_name == "phase-2-1"
-    _check, queries = drive([step("complete")], step_name="phase-2", known_name="phase-2-1")
-    assert queries == [StepQuery("phase-2-1")]
+    as_given = details("running", entry("phase-2", success=True), entry("phase-2-1", success=None))
+    assert drive([as_given], step_name="phase-2")[0].step_name == "phase-2"
+    assert drive([as_given], step_name="phase-2", known_name="phase-2-1")[0].step_name == "phase-2-1"
 
 
-def test_never_ran_is_confirmed_after_the_instance_ended():
-    finished = {"status": "complete", "steps": [{"name": "other-1", "type": "step"}]}
-    check, queries = drive([None, finished, None])
-    assert queries == [StepQuery("load-1"), InstanceQuery(simple=False), StepQuery("load-1")]
+def test_never_ran_is_decided_from_one_snapshot():
+    finished = details("complete", entry("other-1", success=True))
+    check, queries = drive([finished])
+    assert queries == [FULL]
     assert check.verdict is Verdict.FAILURE
     assert "never ran" in check.message
     assert "'other-1' (step)" in check.message
 
 
-def test_a_step_that_ran_between_the_calls_is_not_reported_as_never_ran():
-    check, _queries = drive([None, {"status": "complete", "steps": []}, step("complete")])
-    assert (check.verdict, check.step_name) == (Verdict.SUCCESS, "load-1")
+def test_a_step_not_final_on_a_final_instance_cannot_finish():
+    answer = details("terminated", entry(kind="waitForEvent", finished=False, error=None))
+    check, queries = drive([answer], step_type="waitForEvent")
+    assert queries == [FULL]
+    assert check.verdict is Verdict.FAILURE
+    assert "the instance is terminated: the step cannot finish" in check.message
 
 
-def test_a_step_that_finished_just_before_its_instance_is_read_again():
-    check, queries = drive([step("running"), {"status": "complete"}, step("complete")])
-    assert queries == [StepQuery("load-1"), InstanceQuery(simple=True), StepQuery("load-1")]
-    assert check.verdict is Verdict.SUCCESS
-    stuck, _ = drive([step("waiting"), {"status": "terminated"}, step("waiting")])
-    assert stuck.verdict is Verdict.FAILURE
-    assert "the instance is terminated: the step cannot finish" in stuck.message
+def test_details_without_steps_fall_back_to_step_under_each_name():
+    check, queries = drive([{"status": "running"}, None, step("complete")], step_name="phase-2")
+    assert queries == [FULL, StepQuery("phase-2"), StepQuery("phase-2-1")]
+    assert check.step_name == "phase-2-1"
+    check, queries = drive([{"status": "errored"}, None])
+    assert queries == [FULL, StepQuery("load-1")]
+    assert "never ran" in check.message
 
 
 # --- evaluate_instance ---------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Triggers that wait for a Cloudflare Workflow step or instance in the triggerer.
 
-They only make GET calls, so a triggerer restart that replays them is harmless. Transient API errors
-(429, 5xx, timeouts, dropped connections) never fail the task: the hook retries a few times, and when
-it gives up the trigger keeps polling with backoff until its deadline. Each trigger yields exactly one
-small event (status and ids, never the output); the task resumes on a worker and acts on it there.
+They only make GET calls, so a triggerer restart that replays them is harmless. All the triggers of a
+triggerer that wait on one instance share one look per interval (:mod:`.instance_watch`). Transient API
+errors (429, 5xx, timeouts, dropped connections) never fail the task: the hook retries a few times, and
+when it gives up the shared watcher keeps looking with backoff and jitter until the trigger's deadline.
+Each trigger yields exactly one small event (status and ids, never the output); the task resumes on a
+worker and acts on it there.
 
 This module owns the event contract: :class:`StepWaitEvent` and :class:`InstanceWaitEvent` are built
 here and validated here (``from_trigger``) when the task resumes.
@@ -21,19 +23,20 @@ from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_cfworkflows.connection import DEFAULT_CONN_ID
-from airflow_provider_cfworkflows.exceptions import (
-    CloudflareWorkflowsError,
-    CloudflareWorkflowsRateLimitError,
-)
+from airflow_provider_cfworkflows.deadlines import calls_end_by
+from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsError
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.statuses import StatusAction, StepType
-from airflow_provider_cfworkflows.waiting import Check, Verdict
-from airflow_provider_cfworkflows.waits import (
-    ProgressLog,
-    arun_instance_check,
-    arun_step_check,
-    timeout_message,
+from airflow_provider_cfworkflows.triggers.instance_watch import (
+    MAX_ERROR_BACKOFF_SECONDS,
+    MIN_ERROR_BACKOFF_SECONDS,
+    Look,
+    Subscription,
+    WatchKey,
+    watch,
 )
+from airflow_provider_cfworkflows.waiting import Check, Verdict, evaluate_instance
+from airflow_provider_cfworkflows.waits import ProgressLog, arun_step_check, timeout_message
 
 # Event "status" values: the check's verdict, or why the wait ended without one.
 EVENT_SUCCESS = Verdict.SUCCESS.value
@@ -41,10 +44,21 @@ EVENT_FAILURE = Verdict.FAILURE.value
 EVENT_TIMEOUT = "timeout"
 EVENT_ERROR = "error"
 EVENT_STATUSES = frozenset({EVENT_SUCCESS, EVENT_FAILURE, EVENT_TIMEOUT, EVENT_ERROR})
-# Waits after a transient error: the poll interval (at least the minimum) doubled per failure in a
-# row, capped; a longer Retry-After wins.
-MIN_ERROR_BACKOFF_SECONDS = 1.0
-MAX_ERROR_BACKOFF_SECONDS = 300.0
+__all__ = [
+    "EVENT_ERROR",
+    "EVENT_FAILURE",
+    "EVENT_STATUSES",
+    "EVENT_SUCCESS",
+    "EVENT_TIMEOUT",
+    "MAX_ERROR_BACKOFF_SECONDS",
+    "MIN_ERROR_BACKOFF_SECONDS",
+    "CloudflareWorkflowInstanceTrigger",
+    "CloudflareWorkflowStepTrigger",
+    "InstanceWaitEvent",
+    "StepWaitEvent",
+    "WaitEvent",
+    "describe_awaited_instance",
+]
 
 
 @dataclass(frozen=True)
@@ -176,7 +190,11 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
         """What this trigger waits for, for messages."""
         raise NotImplementedError
 
-    async def _check(self, hook: CloudflareWorkflowsHook) -> Check:
+    # Whether the trigger needs the steps in the instance details (``simple=false``).
+    _needs_steps = False
+
+    async def _evaluate(self, subscription: Subscription, details: dict[str, Any]) -> Check:
+        """Decide on one look at the instance (making only the calls the details cannot replace)."""
         raise NotImplementedError
 
     def _event(self, status: str, check: Check | None, message: str) -> WaitEvent:
@@ -191,57 +209,60 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
             "message": message,
         }
 
-    def _error_delay(self, failures: int, error: CloudflareWorkflowsError) -> float:
-        base = max(self.poll_interval, MIN_ERROR_BACKOFF_SECONDS)
-        delay = min(base * 2 ** (failures - 1), MAX_ERROR_BACKOFF_SECONDS)
-        if isinstance(error, CloudflareWorkflowsRateLimitError) and error.retry_after:
-            delay = max(delay, min(error.retry_after, MAX_ERROR_BACKOFF_SECONDS))
-        return delay
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = CloudflareWorkflowsHook(self.cloudflare_conn_id)
-        failures = 0
-        last: Check | None = None
+        # The subscription ends before the event is yielded: the shared watcher never waits on a
+        # trigger the triggerer is done with.
+        event = await self._wait()
+        yield TriggerEvent(event.to_dict())
+
+    async def _wait(self) -> WaitEvent:
+        """Look (through the shared watcher) until a verdict, a non-transient error or the deadline."""
         progress = ProgressLog(self.log)
+        last: Check | None = None
+        key = WatchKey(self.cloudflare_conn_id, self.account_id, self.workflow_name, self.instance_id)
         try:
-            while True:
-                try:
-                    check = await self._check(hook)
-                except CloudflareWorkflowsError as error:
-                    if not error.is_transient:
-                        message = (
-                            f"Cloudflare API error while waiting for {self._describe_awaited()}: {error}"
-                        )
-                        yield TriggerEvent(self._event(EVENT_ERROR, last, message).to_dict())
-                        return
-                    failures += 1
-                    delay = self._error_delay(failures, error)
-                    self.log.warning(
-                        "Transient Cloudflare error (%d in a row), polling again in %.1f s: %s",
-                        failures,
-                        delay,
-                        error,
-                    )
-                except AirflowException as error:  # e.g. the connection does not exist
-                    message = f"Cannot poll Cloudflare for {self._describe_awaited()}: {error}"
-                    yield TriggerEvent(self._event(EVENT_ERROR, last, message).to_dict())
-                    return
-                else:
-                    failures = 0
-                    last = check
-                    if check.verdict is not Verdict.PENDING:
-                        yield TriggerEvent(self._event(check.verdict.value, check, check.message).to_dict())
-                        return
-                    progress.report(check)
-                    delay = self.poll_interval
-                remaining = self.end_time - time.time()
-                if remaining <= 0:
-                    message = timeout_message(self._describe_awaited(), last)
-                    yield TriggerEvent(self._event(EVENT_TIMEOUT, last, message).to_dict())
-                    return
-                await asyncio.sleep(min(delay, remaining))
-        finally:
-            await hook.aclose()
+            # Ends by end_time whatever the server does (the watcher's look and our own calls alike).
+            async with asyncio.timeout(self.end_time - time.time()) as scope:
+                with watch(
+                    key, poll_interval=self.poll_interval, full=self._needs_steps, deadline=self.end_time
+                ) as subscription:
+                    while True:
+                        look = await subscription.next_look()
+                        try:
+                            if look.error is not None:
+                                raise look.error
+                            assert look.details is not None  # for mypy: a look has one or the other
+                            with calls_end_by(self.end_time):
+                                check = await self._evaluate(subscription, look.details)
+                        except CloudflareWorkflowsError as error:
+                            if not error.is_transient:
+                                awaited = self._describe_awaited()
+                                message = f"Cloudflare API error while waiting for {awaited}: {error}"
+                                return self._event(EVENT_ERROR, last, message)
+                            self._log_transient(error, look)
+                            continue
+                        except AirflowException as error:  # e.g. the connection does not exist
+                            message = f"Cannot poll Cloudflare for {self._describe_awaited()}: {error}"
+                            return self._event(EVENT_ERROR, last, message)
+                        last = check
+                        if check.verdict is not Verdict.PENDING:
+                            return self._event(check.verdict.value, check, check.message)
+                        progress.report(check)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+        return self._event(EVENT_TIMEOUT, last, timeout_message(self._describe_awaited(), last))
+
+    def _log_transient(self, error: CloudflareWorkflowsError, look: Look) -> None:
+        if look.error is error:
+            self.log.warning(
+                "Transient Cloudflare error (%d in a row), polling again in %.1f s: %s",
+                look.failures,
+                look.retry_in,
+                error,
+            )
+        else:
+            self.log.warning("Transient Cloudflare error, looking again at the next poll: %s", error)
 
 
 class CloudflareWorkflowStepTrigger(_CloudflareWorkflowsPollingTrigger):
@@ -284,9 +305,11 @@ class CloudflareWorkflowStepTrigger(_CloudflareWorkflowsPollingTrigger):
             step_status=check.status if check else None,
         )
 
-    async def _check(self, hook: CloudflareWorkflowsHook) -> Check:
+    _needs_steps = True
+
+    async def _evaluate(self, subscription: Subscription, details: dict[str, Any]) -> Check:
         check = await arun_step_check(
-            hook,
+            subscription.hook,
             workflow_name=self.workflow_name,
             instance_id=self.instance_id,
             step_name=self.step_name,
@@ -295,6 +318,7 @@ class CloudflareWorkflowStepTrigger(_CloudflareWorkflowsPollingTrigger):
             failure_states=self.failure_states,
             account_id=self.account_id,
             known_name=self._known_name,
+            details=details,
         )
         self._known_name = check.step_name or self._known_name
         return check
@@ -356,14 +380,9 @@ class CloudflareWorkflowInstanceTrigger(_CloudflareWorkflowsPollingTrigger):
             instance_status=check.status if check else None,
         )
 
-    async def _check(self, hook: CloudflareWorkflowsHook) -> Check:
-        return await arun_instance_check(
-            hook,
-            workflow_name=self.workflow_name,
-            instance_id=self.instance_id,
-            success_states=self.success_states,
-            failure_states=self.failure_states,
-            account_id=self.account_id,
+    async def _evaluate(self, subscription: Subscription, details: dict[str, Any]) -> Check:
+        return evaluate_instance(
+            details, success_states=self.success_states, failure_states=self.failure_states
         )
 
 

@@ -2,7 +2,9 @@
 
 One instance (``wf`` / ``i``): its details come from :attr:`FakeApi.instance` and ``/step`` answers
 from :attr:`FakeApi.steps`, keyed by ``(logged name, type)`` (missing = 404, as Cloudflare answers for
-a step that has not started). Queued :attr:`FakeApi.faults` answer first. Every call is recorded.
+a step that has not started). The full details list every step of :attr:`FakeApi.steps` as Cloudflare
+would (:func:`details_entry`), after the entries written into ``instance["steps"]`` (which win for the
+same name and type). Queued :attr:`FakeApi.faults` answer first. Every call is recorded.
 """
 
 from __future__ import annotations
@@ -31,6 +33,23 @@ def step_result(status: str, error: tuple[str, str] | None = None, output: Any =
         "error": {"name": error[0], "message": error[1]} if error else None,
         "output": output,
     }
+
+
+def details_entry(name: str, kind: str, step: dict[str, Any]) -> dict[str, Any]:
+    """The details' ``steps`` entry of a step that ``/step`` answers with ``step`` (reference §4, §5.2)."""
+    status, error = step["status"], step["error"]
+    if kind == "waitForEvent":
+        finished = status in ("complete", "errored")
+        return {"type": kind, "name": name, "finished": finished, "error": error if finished else None}
+    if status == "complete":
+        success, attempts = True, [{"success": True, "error": None}]
+    elif status == "errored":
+        success, attempts = False, [{"success": False, "error": error}]
+    else:  # running (retrying when there is an error) or anything else /step may say: not finished
+        success = None
+        attempts = [{"success": False, "error": error}] if error else []
+        attempts.append({"success": None, "error": None})
+    return {"type": kind, "name": name, "success": success, "attempts": attempts}
 
 
 class FakeApi:
@@ -66,6 +85,13 @@ class FakeApi:
             result = dict(self.instance)
             if call == "instance simple":
                 result.pop("steps", None)
+            elif isinstance(result.get("steps"), list):
+                written = {(entry.get("name"), entry.get("type")) for entry in result["steps"]}
+                result["steps"] = result["steps"] + [
+                    details_entry(name, kind, step)
+                    for (name, kind), step in self.steps.items()
+                    if (name, kind) not in written
+                ]
         if result is None:
             body = {"success": False, "errors": [{"code": 10404, "message": "not found"}], "result": None}
             return 404, json_headers, json.dumps(body).encode()

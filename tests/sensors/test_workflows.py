@@ -108,24 +108,45 @@ def test_name_as_written_means_its_first_run(api, context):
     result = step_sensor().poke(context)
     assert isinstance(result, PokeReturnValue)
     assert (result.is_done, result.xcom_value) == (True, summary())
-    assert api.calls == ["step load data-1 (step)"]  # a final step costs one call
+    assert api.calls == ["instance full"]  # one request per look, whatever the step's state
 
 
 def test_logged_name_is_used_as_given(api, context):
     api.steps[("load data-2", "step")] = step_result("complete")
     assert step_sensor(step_name="load data-2").poke(context).xcom_value == summary("load data-2")
-    assert api.calls == ["step load data-2 (step)"]
+    assert api.calls == ["instance full"]
 
 
 def test_code_name_ending_in_digits_then_the_found_name_first(api, context):
     api.steps[("phase-2-1", "step")] = step_result("running")
     sensor = step_sensor(step_name="phase-2")
     assert sensor.poke(context) is False
-    assert api.calls == ["step phase-2 (step)", "step phase-2-1 (step)", "instance simple"]
+    assert api.calls == ["instance full"]  # both names are read from the one answer
     api.calls.clear()
     api.steps[("phase-2-1", "step")] = step_result("complete")
     assert sensor.poke(context).xcom_value == summary("phase-2-1")
-    assert api.calls == ["step phase-2-1 (step)"]
+    assert api.calls == ["instance full"]
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        None,  # not started
+        step_result("running"),
+        step_result("running", error=("Error", "upstream 503")),  # retrying
+    ],
+)
+def test_a_look_at_a_step_not_finished_costs_one_request(api, context, step):
+    if step is not None:
+        api.steps[("load data-1", "step")] = step
+    assert step_sensor().poke(context) is False
+    assert api.calls == ["instance full"]
+
+
+def test_a_wait_for_event_step_waiting_costs_one_request(api, context):
+    api.steps[("approval-1", "waitForEvent")] = step_result("waiting")
+    assert step_sensor(step_name="approval", step_type="waitForEvent").poke(context) is False
+    assert api.calls == ["instance full"]
 
 
 def test_wait_for_event_steps_are_looked_up_with_their_type(api, context):
@@ -355,7 +376,7 @@ def test_deferrable_defers_when_not_done_with_an_absolute_deadline(api, context)
     assert kwargs["poll_interval"] == 7
     assert (kwargs["step_name"], kwargs["step_type"]) == ("load data", "step")
     assert UNIT_TEST_TOKEN not in json.dumps(kwargs)
-    assert api.calls[0] == "step load data-1 (step)"  # it poked before deferring
+    assert api.calls[0] == "instance full"  # it poked before deferring
 
 
 def test_instance_sensor_defers_with_the_instance_trigger(api, context):

@@ -22,6 +22,7 @@ from airflow_provider_cfworkflows.exceptions import (
 from airflow_provider_cfworkflows.models import RemoteError, StepOutput
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
 from airflow_provider_cfworkflows.statuses import InstanceStatus
+from airflow_provider_cfworkflows.triggers import instance_watch
 from airflow_provider_cfworkflows.triggers import workflows as triggers
 from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
@@ -61,7 +62,7 @@ def _connection(mocked_api_conn):
 
 @pytest.fixture(autouse=True)
 def _no_waits(monkeypatch):
-    monkeypatch.setattr(triggers, "MIN_ERROR_BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(instance_watch, "MIN_ERROR_BACKOFF_SECONDS", 0.01)
     monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
 
 
@@ -77,10 +78,19 @@ def instance_trigger(**overrides):
     )
 
 
+def running(*entries, status="running"):
+    """Full instance details listing ``entries``."""
+    return {"status": status, "steps": list(entries)}
+
+
+def load_step(success, *attempts):
+    return {"type": "step", "name": "load-1", "success": success, "attempts": list(attempts)}
+
+
 @pytest.fixture
 def hook():
-    """The hook the trigger builds, with its async calls mocked."""
-    with mock.patch.object(triggers, "CloudflareWorkflowsHook", autospec=True) as hook_class:
+    """The hook the shared watcher builds, with its async calls mocked."""
+    with mock.patch.object(instance_watch, "CloudflareWorkflowsHook", autospec=True) as hook_class:
         instance = hook_class.return_value
         instance.aclose = mock.AsyncMock()
         instance.aget_step_output = mock.AsyncMock()
@@ -90,6 +100,14 @@ def hook():
 
 async def events(trigger):
     return [event.payload async for event in trigger.run()]
+
+
+async def until(condition, seconds=5.0):
+    """Wait (yielding to the loop) until ``condition()`` holds; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
 
 
 # --- serialization ---------------------------------------------------------------------------------
@@ -128,9 +146,9 @@ def test_instance_trigger_serialization_round_trip():
 
 
 async def test_success_event_is_small_and_exact(hook):
-    hook.aget_step_output.side_effect = [
-        StepOutput("running", None, None),
-        StepOutput("complete", None, {"big": "x" * 5000}),
+    hook.aget_instance.side_effect = [
+        running(load_step(None)),
+        running(load_step(True, {"success": True, "error": None})),
     ]
     assert await events(step_trigger()) == [
         {
@@ -144,11 +162,15 @@ async def test_success_event_is_small_and_exact(hook):
             "message": "Step 'load-1' is complete.",
         }
     ]
-    hook.aclose.assert_awaited_once()
+    assert [call.kwargs["simple"] for call in hook.aget_instance.await_args_list] == [False, False]
+    hook.aget_step_output.assert_not_awaited()  # the details answered every look
+    assert instance_watch.watchers() == {}
+    await until(lambda: hook.aclose.await_count == 1)  # the stopped watcher closes its hook
 
 
 async def test_failure_event(hook):
-    hook.aget_step_output.return_value = StepOutput("errored", RemoteError("Error", "boom"), None)
+    failed = {"success": False, "error": {"name": "Error", "message": "boom"}}
+    hook.aget_instance.return_value = running(load_step(False, failed), status="errored")
     (event,) = await events(step_trigger())
     assert set(event) == STEP_EVENT_KEYS
     assert (event["status"], event["step_status"], event["error"]) == (
@@ -158,59 +180,96 @@ async def test_failure_event(hook):
     )
 
 
+async def test_an_entry_the_details_cannot_read_is_asked_of_step(hook):
+    hook.aget_instance.return_value = running(load_step(False, {"success": False, "error": None}))
+    hook.aget_step_output.return_value = StepOutput("errored", RemoteError("Error", "boom"), None)
+    (event,) = await events(step_trigger())
+    assert (event["status"], event["error"]) == ("failure", {"name": "Error", "message": "boom"})
+    assert [call.args[2] for call in hook.aget_step_output.await_args_list] == ["load-1"]
+
+
 async def test_code_name_falls_back_and_missing_step_on_finished_instance_fails(hook):
-    hook.aget_step_output.side_effect = CloudflareWorkflowsNotFoundError("nope", http_status=404)
     hook.aget_instance.return_value = {"status": "complete", "steps": [{"name": "other-1", "type": "step"}]}
     (event,) = await events(step_trigger(step_name="phase-2"))
     assert (event["status"], event["step_name"], event["step_status"]) == ("failure", "phase-2", None)
     assert "Step 'phase-2' never ran" in event["message"]
     assert "'other-1' (step)" in event["message"]
-    tried = [call.args[2] for call in hook.aget_step_output.await_args_list]
-    assert tried == ["phase-2", "phase-2-1", "phase-2", "phase-2-1"]  # re-checked once the instance ended
+    assert hook.aget_instance.await_count == 1  # one snapshot decides "never ran"
+    hook.aget_step_output.assert_not_awaited()
 
 
 async def test_timeout_event_says_what_was_last_seen(hook):
-    hook.aget_step_output.return_value = StepOutput("running", None, None)
+    hook.aget_instance.return_value = running(load_step(None))
     (event,) = await events(step_trigger(end_time=time.time() + 0.05))
     assert set(event) == STEP_EVENT_KEYS
     assert (event["status"], event["step_status"]) == ("timeout", "running")
     assert "last seen: Step 'load-1' is running; still waiting." in event["message"]
+    assert instance_watch.watchers() == {}
 
 
-async def test_transient_errors_are_retried_inside_the_loop(hook):
-    hook.aget_step_output.side_effect = [
+async def test_a_server_that_never_answers_still_ends_by_the_deadline(hook):
+    never = asyncio.Event()
+
+    async def hang(*args, **kwargs):
+        await never.wait()
+
+    hook.aget_instance.side_effect = hang
+    started = time.monotonic()
+    (event,) = await events(step_trigger(end_time=time.time() + 0.1))
+    assert event["status"] == "timeout"
+    assert time.monotonic() - started < 2
+    assert instance_watch.watchers() == {}
+
+
+async def test_transient_errors_are_retried_by_the_watcher(hook):
+    hook.aget_instance.side_effect = [
         CloudflareWorkflowsRateLimitError("slow down", retry_after=0.01, http_status=429),
         CloudflareWorkflowsServerError("oops", http_status=503),
         CloudflareWorkflowsConnectionError("dropped"),
-        StepOutput("complete", None, 1),
+        running(load_step(True)),
     ]
     assert [event["status"] for event in await events(step_trigger())] == ["success"]
-    assert hook.aget_step_output.await_count == 4
+    assert hook.aget_instance.await_count == 4
+
+
+async def test_a_transient_error_of_the_triggers_own_call_means_look_again(hook):
+    hook.aget_instance.return_value = running(load_step("?"))
+    hook.aget_step_output.side_effect = [
+        CloudflareWorkflowsServerError("oops", http_status=503),
+        StepOutput("complete", None, None),
+    ]
+    assert [event["status"] for event in await events(step_trigger())] == ["success"]
+    assert hook.aget_instance.await_count == 2
 
 
 async def test_transient_errors_until_the_deadline_are_a_timeout_not_an_error(hook):
-    hook.aget_step_output.side_effect = CloudflareWorkflowsServerError("oops", http_status=503)
+    hook.aget_instance.side_effect = CloudflareWorkflowsServerError("oops", http_status=503)
     (event,) = await events(step_trigger(end_time=time.time() + 0.1))
     assert event["status"] == "timeout"
     assert "no usable answer from Cloudflare" in event["message"]
 
 
 @pytest.mark.parametrize("failures", [1, 2, 3, 20])
-def test_error_backoff_doubles_is_capped_and_honours_retry_after(monkeypatch, failures):
-    monkeypatch.setattr(triggers, "MIN_ERROR_BACKOFF_SECONDS", 1.0)
-    trigger = step_trigger(poll_interval=2)
-    plain = trigger._error_delay(failures, CloudflareWorkflowsServerError("x"))
-    assert plain == min(2 * 2 ** (failures - 1), triggers.MAX_ERROR_BACKOFF_SECONDS)
-    limited = trigger._error_delay(failures, CloudflareWorkflowsRateLimitError("x", retry_after=100))
-    assert limited == max(plain, 100)
+def test_error_backoff_doubles_is_capped_jittered_and_honours_retry_after(monkeypatch, failures):
+    monkeypatch.setattr(instance_watch, "MIN_ERROR_BACKOFF_SECONDS", 1.0)
+    server = CloudflareWorkflowsServerError("x")
+    plain = instance_watch.error_delay(failures, server, 2, jitter=0)
+    assert plain == min(2 * 2 ** (failures - 1), instance_watch.MAX_ERROR_BACKOFF_SECONDS)
+    assert instance_watch.error_delay(failures, server, 2, jitter=0.999) == pytest.approx(
+        plain * 0.75, rel=1e-3
+    )
+    limited = CloudflareWorkflowsRateLimitError("x", retry_after=100)
+    assert instance_watch.error_delay(failures, limited, 2, jitter=0) == max(plain, 100)
+    jittered = instance_watch.error_delay(failures, limited, 2, jitter=0.5)
+    assert jittered >= 100  # jitter never shortens a Retry-After
 
 
 async def test_non_transient_error_yields_one_error_event(hook):
-    hook.aget_step_output.side_effect = CloudflareWorkflowsAuthError("Authentication error", http_status=403)
+    hook.aget_instance.side_effect = CloudflareWorkflowsAuthError("Authentication error", http_status=403)
     assert [(e["status"], "Authentication error" in e["message"]) for e in await events(step_trigger())] == [
         ("error", True)
     ]
-    hook.aclose.assert_awaited_once()
+    await until(lambda: hook.aclose.await_count == 1)
 
 
 async def test_missing_connection_is_an_error_event():
@@ -220,12 +279,14 @@ async def test_missing_connection_is_an_error_event():
 
 
 async def test_still_running_keeps_polling_without_an_event(hook):
-    hook.aget_step_output.return_value = StepOutput("hibernating", None, None)  # unknown: not yet
+    hook.aget_instance.return_value = running(load_step(None))
     task = asyncio.create_task(step_trigger().run().__anext__())
-    await asyncio.sleep(0.2)
+    await until(lambda: hook.aget_instance.await_count > 3)
     assert not task.done()
-    assert hook.aget_step_output.await_count > 3
     task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert instance_watch.watchers() == {}
 
 
 async def test_instance_trigger_events(hook):

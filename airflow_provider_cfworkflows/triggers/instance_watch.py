@@ -1,0 +1,365 @@
+"""Shared looks at Workflow instances for all the triggers of one triggerer event loop.
+
+Every trigger that waits on the same (connection, account, workflow, instance) subscribes to one
+:class:`InstanceWatcher`: a single asyncio task that reads the instance details once per interval (the
+shortest among its subscribers) and hands each look, or the error it got, to all of them. A trigger
+decides on each look with the pure rules of :mod:`~airflow_provider_cfworkflows.waiting` and makes its
+own call only where the details cannot answer (``/step`` for an entry they cannot read).
+
+Requests per interval, per instance: one, however many triggers watch it (full details when any of
+them waits for a step, ``simple=true`` when all wait for the instance). Before, each trigger polled on
+its own: 1,000 step waits over 100 instances at 60 s made at least 1,000 requests per minute (2 per
+look at a step not yet final: 2,000), against Cloudflare's budget of 240 per minute (1,200 per 5
+minutes, shared with the dashboard); now 100.
+
+Instance waits on many instances of one workflow do NOT share a list-instances call: a listing says
+only the status (no error for a failure event), needs one call per ``status`` filter (3 terminal ones)
+and per 100 instances of history under that filter (the ``date_start`` filter's field is inferred), and
+cursor pages may shift while instances finish. With the looks shared per instance, N instance waits
+cost N per interval; a listing would cost 3 x ceil(H / 100) (H = the workflow's recent finished
+instances), cheaper only when N is larger than that and H is small. Not worth the lost error and the
+inferred filter now; revisit if users wait on hundreds of instances of one workflow.
+
+The registry lives per event loop (the triggerer runs one; tests may run several): a watcher is made by
+its first subscriber and stopped when the last one leaves (finished, failed, timed out or cancelled),
+so the registry is then empty. The watchers of one connection share one hook (one httpx client and
+its connection pool), closed when the last of them stops: a client per watcher cost 50-130 ms of CPU
+each (httpx loads the CA bundle into a new SSL context), 5 s for 100 instances, blocking the loop. A
+hook that meets an authentication error is retired (the next watcher reads the connection afresh, so a
+rotated token is picked up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import random
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from airflow_provider_cfworkflows.deadlines import calls_end_by
+from airflow_provider_cfworkflows.exceptions import (
+    CloudflareWorkflowsAuthError,
+    CloudflareWorkflowsError,
+    CloudflareWorkflowsRateLimitError,
+)
+from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+from airflow_provider_cfworkflows.waits import aget_instance_details
+
+log = logging.getLogger(__name__)
+
+# Waits after a transient error: the poll interval (at least the minimum) doubled per failure in a
+# row, capped, minus up to 25 % jitter; a longer Retry-After wins (plus up to 10 % jitter), so the
+# watchers of one process do not all look again in the same instant.
+MIN_ERROR_BACKOFF_SECONDS = 1.0
+MAX_ERROR_BACKOFF_SECONDS = 300.0
+BACKOFF_JITTER_FRACTION = 0.25
+RETRY_AFTER_JITTER_FRACTION = 0.1
+
+
+class WatchKey(NamedTuple):
+    """What a watcher looks at: one instance, through one connection and account."""
+
+    cloudflare_conn_id: str
+    account_id: str | None
+    workflow_name: str
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class Look:
+    """
+    One look at an instance: its details, or the error that came instead.
+
+    :param number: increases by one per look of the watcher (subscribers use it to skip repeats).
+    :param taken_at: ``time.monotonic()`` when the look ended.
+    :param full: whether the details list the steps (``simple=false``).
+    :param details: the instance details, or None with ``error``.
+    :param error: why there are no details (the trigger decides what it means).
+    :param failures: transient errors in a row, this one included (0 for a usable look).
+    :param retry_in: seconds until the watcher looks again after a transient error.
+    """
+
+    number: int
+    taken_at: float
+    full: bool
+    details: dict[str, Any] | None = None
+    error: BaseException | None = None
+    failures: int = 0
+    retry_in: float = 0.0
+
+
+def error_delay(
+    failures: int, error: BaseException, poll_interval: float, jitter: float | None = None
+) -> float:
+    """
+    Seconds until the next look after ``failures`` transient errors in a row (see the constants).
+
+    :param jitter: a number in [0, 1) (default: random).
+    """
+    fraction = random.random() if jitter is None else jitter
+    base = max(poll_interval, MIN_ERROR_BACKOFF_SECONDS)
+    delay = min(base * 2 ** (failures - 1), MAX_ERROR_BACKOFF_SECONDS) * (
+        1 - BACKOFF_JITTER_FRACTION * fraction
+    )
+    if isinstance(error, CloudflareWorkflowsRateLimitError) and error.retry_after:
+        waited = min(error.retry_after, MAX_ERROR_BACKOFF_SECONDS) * (
+            1 + RETRY_AFTER_JITTER_FRACTION * fraction
+        )
+        delay = max(delay, waited)
+    return delay
+
+
+class Subscription:
+    """
+    One trigger's place at a watcher.
+
+    :param watcher: the watcher.
+    :param poll_interval: the trigger's seconds between looks.
+    :param full: whether the trigger needs the steps (a step wait).
+    :param deadline: the trigger's wall-clock end (``time.time()`` seconds).
+    """
+
+    def __init__(
+        self, *, watcher: InstanceWatcher, poll_interval: float, full: bool, deadline: float
+    ) -> None:
+        self.watcher = watcher
+        self.poll_interval = poll_interval
+        self.full = full
+        self.deadline = deadline
+        self._seen = 0
+        self._news = asyncio.Event()
+
+    @property
+    def hook(self) -> CloudflareWorkflowsHook:
+        """The watcher's hook, for the trigger's own calls (``/step``)."""
+        return self.watcher.hook
+
+    def wants(self, look: Look | None) -> bool:
+        """Whether ``look`` is new to this subscriber and has what it needs."""
+        return look is not None and look.number > self._seen and (look.full or not self.full)
+
+    def notify(self) -> None:
+        """A new look (or error) is there."""
+        self._news.set()
+
+    async def next_look(self) -> Look:
+        """The next look this subscriber has not seen (at once if there is one)."""
+        while not self.wants(self.watcher.latest):
+            self._news.clear()
+            await self._news.wait()
+        look = self.watcher.latest
+        assert look is not None  # for mypy: wants() said so
+        self._seen = look.number
+        return look
+
+
+class InstanceWatcher:
+    """
+    One asyncio task looking at one instance for all its subscribers (see the module docstring).
+
+    :param key: the instance, connection and account.
+    :param hooks: the hooks of this event loop, one per connection.
+    """
+
+    def __init__(self, key: WatchKey, hooks: SharedHooks) -> None:
+        self.key = key
+        self._hooks = hooks
+        self._shared = hooks.acquire(key.cloudflare_conn_id)
+        self.hook = self._shared.hook
+        self.subscribers: list[Subscription] = []
+        self.latest: Look | None = None
+        self.looks = 0
+        self._failures = 0
+        self._retry_at = 0.0
+        self._look_now = False
+        self._stopped = False
+        self._wake = asyncio.Event()
+        # A fresh context: the watcher must not inherit the deadline (or log context) of the trigger
+        # that happened to start it; it serves all of them.
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(),
+            name=f"cloudflare-workflows-watch:{key.workflow_name}/{key.instance_id}",
+            context=contextvars.Context(),
+        )
+
+    # --- subscribers ---------------------------------------------------------------------------------
+
+    def subscribe(self, *, poll_interval: float, full: bool, deadline: float) -> Subscription:
+        """Add a subscriber; it gets the latest look at once if that is fresher than its interval."""
+        subscription = Subscription(watcher=self, poll_interval=poll_interval, full=full, deadline=deadline)
+        latest = self.latest
+        fresh = latest is not None and time.monotonic() - latest.taken_at <= poll_interval
+        if latest is not None and not (fresh and subscription.wants(latest)):
+            subscription._seen = latest.number  # stale for it: wait for the next look...
+            self._look_now = True  # ...which comes now (unless a transient error holds the watcher back)
+        self.subscribers.append(subscription)
+        self._wake.set()
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Remove a subscriber (the registry stops the watcher when none is left)."""
+        if subscription in self.subscribers:
+            self.subscribers.remove(subscription)
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop looking: cancel the task (it closes the hook as it ends)."""
+        self._stopped = True
+        self._wake.set()
+        self.task.cancel()
+
+    # --- the task ------------------------------------------------------------------------------------
+
+    def _next_look_at(self) -> float:
+        """``time.monotonic()`` of the next look."""
+        if self.latest is None or self._look_now:
+            due = 0.0
+        else:
+            interval = min((s.poll_interval for s in self.subscribers), default=MAX_ERROR_BACKOFF_SECONDS)
+            due = self.latest.taken_at + interval
+        return max(due, self._retry_at)
+
+    async def _run(self) -> None:
+        try:
+            while await self._until_due():
+                self._look_now = False
+                self._publish(await self._look())
+        finally:
+            await self._hooks.release(self._shared)
+
+    async def _until_due(self) -> bool:
+        """Wait until the next look is due (True) or the watcher is stopped (False)."""
+        while not self._stopped:
+            delay = self._next_look_at() - time.monotonic()
+            if self.subscribers and delay <= 0:
+                return True
+            self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that comes
+            # with the wake-up (the last subscriber leaving does both).
+            with suppress(TimeoutError):
+                async with asyncio.timeout(delay if self.subscribers else None):
+                    await self._wake.wait()
+        return False
+
+    async def _look(self) -> Look:
+        full = any(subscription.full for subscription in self.subscribers)
+        # Bounded by the latest deadline among the subscribers: nobody needs an answer after it.
+        deadline = max(subscription.deadline for subscription in self.subscribers)
+        key = self.key
+        self.looks += 1
+        try:
+            with calls_end_by(deadline):
+                details = await aget_instance_details(
+                    self.hook, key.workflow_name, key.instance_id, simple=not full, account_id=key.account_id
+                )
+        except Exception as error:  # handed to the subscribers, which decide (as their own call would)
+            return self._error_look(error, full)
+        self._failures = 0
+        return Look(self.looks, time.monotonic(), full, details=details)
+
+    def _error_look(self, error: Exception, full: bool) -> Look:
+        if isinstance(error, CloudflareWorkflowsAuthError):
+            self._hooks.retire(self._shared)
+        if not (isinstance(error, CloudflareWorkflowsError) and error.is_transient):
+            return Look(self.looks, time.monotonic(), full, error=error)
+        self._failures += 1
+        interval = min((s.poll_interval for s in self.subscribers), default=MIN_ERROR_BACKOFF_SECONDS)
+        retry_in = error_delay(self._failures, error, interval)
+        self._retry_at = time.monotonic() + retry_in
+        return Look(
+            self.looks, time.monotonic(), full, error=error, failures=self._failures, retry_in=retry_in
+        )
+
+    def _publish(self, look: Look) -> None:
+        self.latest = look
+        for subscription in self.subscribers:
+            subscription.notify()
+
+
+@dataclass
+class _SharedHook:
+    cloudflare_conn_id: str
+    hook: CloudflareWorkflowsHook
+    users: int = 0
+
+
+class SharedHooks:
+    """The hooks of one event loop's watchers, one per connection, each closed after its last user."""
+
+    def __init__(self) -> None:
+        self.by_connection: dict[str, _SharedHook] = {}
+
+    def acquire(self, cloudflare_conn_id: str) -> _SharedHook:
+        """The connection's hook (made if there is none), counted as used once more."""
+        shared = self.by_connection.get(cloudflare_conn_id)
+        if shared is None:
+            shared = _SharedHook(cloudflare_conn_id, CloudflareWorkflowsHook(cloudflare_conn_id))
+            self.by_connection[cloudflare_conn_id] = shared
+        shared.users += 1
+        return shared
+
+    def retire(self, shared: _SharedHook) -> None:
+        """Give no more watchers this hook (its current users keep it until they stop)."""
+        if self.by_connection.get(shared.cloudflare_conn_id) is shared:
+            del self.by_connection[shared.cloudflare_conn_id]
+
+    async def release(self, shared: _SharedHook) -> None:
+        """One user less; the last one closes the hook."""
+        shared.users -= 1
+        if shared.users == 0:
+            self.retire(shared)
+            await shared.hook.aclose()
+
+
+@dataclass
+class _LoopRegistry:
+    watchers: dict[WatchKey, InstanceWatcher] = field(default_factory=dict)
+    hooks: SharedHooks = field(default_factory=SharedHooks)
+
+
+_registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopRegistry] = weakref.WeakKeyDictionary()
+
+
+def _registry() -> _LoopRegistry:
+    return _registries.setdefault(asyncio.get_running_loop(), _LoopRegistry())
+
+
+def watchers() -> dict[WatchKey, InstanceWatcher]:
+    """The watchers of the running event loop (empty when no trigger watches anything)."""
+    return _registry().watchers
+
+
+def shared_hooks() -> dict[str, CloudflareWorkflowsHook]:
+    """The open hooks of the running event loop's watchers, by connection id (empty once they stopped)."""
+    return {conn_id: shared.hook for conn_id, shared in _registry().hooks.by_connection.items()}
+
+
+@contextmanager
+def watch(key: WatchKey, *, poll_interval: float, full: bool, deadline: float) -> Iterator[Subscription]:
+    """
+    Subscribe to the watcher of ``key`` for the block (made if there is none); leaving the block, by
+    any way, unsubscribes, and the last subscriber to leave stops the watcher and removes it.
+
+    :param poll_interval: the subscriber's seconds between looks.
+    :param full: whether it needs the steps.
+    :param deadline: its wall-clock end (``time.time()`` seconds).
+    """
+    registry = _registry()
+    watcher = registry.watchers.get(key)
+    if watcher is None or watcher.task.done():
+        watcher = registry.watchers[key] = InstanceWatcher(key, registry.hooks)
+    subscription = watcher.subscribe(poll_interval=poll_interval, full=full, deadline=deadline)
+    try:
+        yield subscription
+    finally:
+        watcher.unsubscribe(subscription)
+        if not watcher.subscribers:
+            if registry.watchers.get(key) is watcher:
+                del registry.watchers[key]
+            watcher.stop()

@@ -1,0 +1,247 @@
+"""Coalesced polling against the real emulator on 127.0.0.1: triggers of one event loop that wait on one
+instance share one look per interval, a look at a step that has not finished costs one request (sync
+poke and trigger alike), and a cancelled or finished trigger leaves the registry empty."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from unittest import mock
+
+import pytest
+
+from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
+from airflow_provider_cfworkflows.triggers import instance_watch
+from airflow_provider_cfworkflows.triggers.workflows import (
+    CloudflareWorkflowInstanceTrigger,
+    CloudflareWorkflowStepTrigger,
+)
+
+# Seconds between looks: short, so the tests are quick; long enough to tell one look per interval from
+# one per trigger.
+INTERVAL = 0.25
+
+
+def put_workflow(emulator, steps):
+    name = f"watch-{uuid.uuid4().hex[:8]}"
+    emulator.put_workflow({"name": name, "class_name": "Watched", "script_name": "watched", "steps": steps})
+    return name
+
+
+def create_instance(emulator, workflow):
+    instance_id = f"i-{uuid.uuid4().hex[:8]}"
+    with emulator.api_client() as client:
+        client.post(f"/{workflow}/instances", json={"instance_id": instance_id}).raise_for_status()
+    return instance_id
+
+
+def common(workflow, instance_id, seconds=30.0, poll_interval=INTERVAL):
+    return {
+        "workflow_name": workflow,
+        "instance_id": instance_id,
+        "end_time": time.time() + seconds,
+        "poll_interval": poll_interval,
+    }
+
+
+def step_trigger(workflow, instance_id, step_name, **kwargs):
+    return CloudflareWorkflowStepTrigger(
+        **common(workflow, instance_id, **kwargs),
+        step_name=step_name,
+        success_states=["complete"],
+        failure_states=["errored"],
+    )
+
+
+def instance_trigger(workflow, instance_id, **kwargs):
+    return CloudflareWorkflowInstanceTrigger(
+        **common(workflow, instance_id, **kwargs),
+        success_states=["complete"],
+        failure_states=["errored", "terminated"],
+    )
+
+
+async def first_event(trigger):
+    async for event in trigger.run():
+        return event.payload
+    raise AssertionError("the trigger ended without an event")
+
+
+def api_requests(emulator, since):
+    return [entry for entry in emulator.requests_log(since=since) if entry["endpoint"] is not None]
+
+
+async def until(condition, seconds=10.0):
+    """Wait (yielding to the loop) until ``condition()`` holds; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_triggers_on_one_instance_share_one_request_per_interval(cloudflare_conn):
+    emulator = cloudflare_conn
+    workflow = put_workflow(emulator, [{"name": "a", "duration": 1}, {"name": "b", "duration": 1}])
+    instance_id = create_instance(emulator, workflow)
+    started = time.time()
+    triggers = [
+        *(step_trigger(workflow, instance_id, "a") for _ in range(6)),
+        *(step_trigger(workflow, instance_id, "b", poll_interval=INTERVAL * 4) for _ in range(4)),
+        *(instance_trigger(workflow, instance_id) for _ in range(2)),
+    ]
+    events = await asyncio.gather(*(first_event(trigger) for trigger in triggers))
+    elapsed = time.time() - started
+
+    assert [(event["status"], event.get("step_name")) for event in events] == [
+        *[("success", "a-1")] * 6,
+        *[("success", "b-1")] * 4,
+        *[("success", None)] * 2,
+    ]
+    assert events[0]["message"] == "Step 'a-1' is complete."
+    assert instance_watch.watchers() == {}
+    sent = api_requests(emulator, started)
+    # Every request is one shared look at the details (full: step waits are among the subscribers);
+    # the details answered every step wait, so no /step at all.
+    assert {(entry["endpoint"], "simple=true" in (entry["query"] or "")) for entry in sent} == {
+        ("get_instance", False)
+    }
+    times = sorted(entry["time"] for entry in sent)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= INTERVAL * 0.8, gaps  # the shortest interval among the subscribers, not less
+    assert len(sent) <= elapsed / INTERVAL + 2  # one per interval, not one per trigger per interval
+
+
+async def test_a_late_subscriber_gets_the_latest_look_at_once(cloudflare_conn):
+    emulator = cloudflare_conn
+    workflow = put_workflow(emulator, [{"name": "slow", "duration": 60}])
+    instance_id = create_instance(emulator, workflow)
+    first = asyncio.create_task(first_event(step_trigger(workflow, instance_id, "slow")))
+    await until(
+        lambda: instance_watch.watchers() and next(iter(instance_watch.watchers().values())).looks >= 1
+    )
+    watcher = next(iter(instance_watch.watchers().values()))
+    await until(lambda: watcher.latest is not None)
+    looks = watcher.looks
+    # Fresher than its interval: no look of its own; it times out having seen that look.
+    late = await first_event(step_trigger(workflow, instance_id, "slow", seconds=0.05, poll_interval=60))
+    assert late["status"] == "timeout"
+    assert "last seen: Step 'slow-1' is running; still waiting." in late["message"]
+    assert watcher.looks <= looks + 1
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert instance_watch.watchers() == {}
+
+
+async def test_cancellation_leaves_the_registry_empty_and_stops_looking(cloudflare_conn):
+    emulator = cloudflare_conn
+    workflow = put_workflow(emulator, [{"name": "slow", "duration": 60}])
+    instances = [create_instance(emulator, workflow) for _ in range(3)]
+    tasks = [
+        asyncio.create_task(first_event(step_trigger(workflow, instance_id, "slow")))
+        for instance_id in instances
+        for _ in range(4)
+    ]
+    await until(lambda: len(instance_watch.watchers()) == 3)
+    watchers = list(instance_watch.watchers().values())
+    assert len(instance_watch.shared_hooks()) == 1  # one hook (one client) for the connection
+    assert len({id(watcher.hook) for watcher in watchers}) == 1
+    await until(lambda: all(watcher.looks >= 2 for watcher in watchers))
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert instance_watch.watchers() == {}
+    await asyncio.wait([watcher.task for watcher in watchers], timeout=5)
+    assert all(watcher.task.done() for watcher in watchers)
+    assert instance_watch.shared_hooks() == {}
+    assert watchers[0].hook._async_client is None  # the shared hook was closed
+    stopped = time.time()
+    sent_before = len(api_requests(emulator, 0))
+    # A new trigger on another instance looks (so time passes in the loop); the stopped watchers do not.
+    other = create_instance(emulator, workflow)
+    event = await first_event(step_trigger(workflow, other, "slow", seconds=INTERVAL * 3))
+    assert event["status"] == "timeout"
+    later = api_requests(emulator, stopped)
+    assert {entry["raw_path"].rsplit("/", 1)[-1] for entry in later} <= {"instances", other}
+    assert len(api_requests(emulator, 0)) > sent_before
+
+
+async def test_a_look_at_a_step_not_finished_costs_one_request_in_the_trigger(cloudflare_conn, capsys):
+    emulator = cloudflare_conn
+    workflow = put_workflow(
+        emulator,
+        [
+            {
+                "name": "flaky",
+                "duration": 0.1,
+                "fail_attempts": 50,
+                "retries": {"limit": 60, "delay": 0.1, "backoff": "constant"},
+                "error": {"name": "Error", "message": "upstream 503"},
+            }
+        ],
+    )
+    instance_id = create_instance(emulator, workflow)
+    trigger = step_trigger(workflow, instance_id, "flaky", seconds=INTERVAL * 6)
+    started = time.time()
+    event = await first_event(trigger)
+    assert event["status"] == "timeout"
+    assert "retrying after a failed attempt: Error: upstream 503" in event["message"]
+    sent = api_requests(emulator, started)
+    assert [entry["endpoint"] for entry in sent] == ["get_instance"] * len(sent)
+    assert 2 <= len(sent) <= 8
+    # Logged once (each change once), as a warning: the failed attempt's error, read from the details.
+    logged = [line for line in capsys.readouterr().out.splitlines() if "retrying after a failed" in line]
+    assert len(logged) == 1
+    assert "warning" in logged[0]
+
+
+def test_a_look_at_a_step_not_finished_costs_one_request_in_the_sync_sensor(cloudflare_conn):
+    emulator = cloudflare_conn
+    workflow = put_workflow(emulator, [{"name": "slow", "duration": 60}, {"name": "later", "duration": 1}])
+    instance_id = create_instance(emulator, workflow)
+    context = {"ti": mock.MagicMock()}
+    for step_name in ("slow", "later", "not a step"):  # running, not started, unknown (instance running)
+        sensor = CloudflareWorkflowStepSensor(
+            task_id=f"s{uuid.uuid4().hex[:6]}",
+            workflow_name=workflow,
+            instance_id=instance_id,
+            step_name=step_name,
+        )
+        started = time.time()
+        assert sensor.poke(context) is False
+        sent = api_requests(emulator, started)
+        assert [(entry["endpoint"], "simple=true" in (entry["query"] or "")) for entry in sent] == [
+            ("get_instance", False)
+        ]
+
+
+async def test_one_hook_per_connection_closed_after_its_last_user_and_retired_on_auth_errors(monkeypatch):
+    made = []
+
+    class Hook:
+        def __init__(self, cloudflare_conn_id):
+            self.cloudflare_conn_id = cloudflare_conn_id
+            self.closed = False
+            made.append(self)
+
+        async def aclose(self):
+            self.closed = True
+
+    monkeypatch.setattr(instance_watch, "CloudflareWorkflowsHook", Hook)
+    hooks = instance_watch.SharedHooks()
+    first, second, other = hooks.acquire("a"), hooks.acquire("a"), hooks.acquire("b")
+    assert first is second
+    assert first is not other
+    await hooks.release(first)
+    assert not first.hook.closed  # still used
+    hooks.retire(second)  # e.g. an authentication error: the token may have been rotated
+    fresh = hooks.acquire("a")
+    assert fresh is not second  # new users get a new hook, which reads the connection again
+    await hooks.release(second)
+    assert second.hook.closed
+    await hooks.release(fresh)
+    await hooks.release(other)
+    assert hooks.by_connection == {}
+    assert all(hook.closed for hook in made)
