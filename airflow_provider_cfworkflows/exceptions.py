@@ -127,6 +127,10 @@ class CloudflareWorkflowsNotFoundError(CloudflareWorkflowsError):
     """404: the workflow, instance, version or step does not exist (or a step has not started yet)."""
 
 
+class CloudflareWorkflowsUnknownWorkflowError(CloudflareWorkflowsNotFoundError):
+    """404 for a workflow name the account does not have; the message lists the workflows it has."""
+
+
 class CloudflareWorkflowsConflictError(CloudflareWorkflowsError):
     """409: the instance is in a state that does not allow the request (or the id already exists)."""
 

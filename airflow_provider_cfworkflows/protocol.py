@@ -33,6 +33,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsResponseError,
     CloudflareWorkflowsResponseTooLargeError,
     CloudflareWorkflowsServerError,
+    CloudflareWorkflowsUnknownWorkflowError,
 )
 from airflow_provider_cfworkflows.models import (
     JSON_CONTENT_TYPE,
@@ -867,7 +868,7 @@ def is_workflow_not_found(request: ApiRequest, error: CloudflareWorkflowsError) 
 
 def workflow_not_found_error(
     request: ApiRequest, error: CloudflareWorkflowsError, workflow_names: Sequence[str] | None
-) -> CloudflareWorkflowsNotFoundError:
+) -> CloudflareWorkflowsUnknownWorkflowError:
     """
     The 404 for an unknown workflow, naming it, the account, and the workflows the account has.
 
@@ -887,7 +888,7 @@ def workflow_not_found_error(
         close = difflib.get_close_matches(name or "", workflow_names, n=1)
         if close:
             listing += f"; did you mean {close[0]!r}?"
-    return CloudflareWorkflowsNotFoundError(
+    return CloudflareWorkflowsUnknownWorkflowError(
         f"Workflow {name!r} was not found in account {request.account_id}: {listing} "
         "(check workflow_name, and account_id or the connection's login)",
         http_status=error.http_status,

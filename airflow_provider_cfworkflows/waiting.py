@@ -18,6 +18,7 @@ from typing import Any
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsNotFoundError,
+    CloudflareWorkflowsUnknownWorkflowError,
 )
 from airflow_provider_cfworkflows.models import RemoteError, StepOutput
 from airflow_provider_cfworkflows.statuses import (
@@ -121,7 +122,9 @@ def status_of(details: Any) -> str | None:
 def instance_not_found_error(
     error: CloudflareWorkflowsNotFoundError, workflow_name: str, instance_id: str
 ) -> CloudflareWorkflowsNotFoundError:
-    """The 404 of an instance lookup, saying what was looked for."""
+    """The 404 of an instance lookup, saying what was looked for (an unknown workflow already says so)."""
+    if isinstance(error, CloudflareWorkflowsUnknownWorkflowError):
+        return error
     return CloudflareWorkflowsNotFoundError(
         f"Instance {instance_id!r} of workflow {workflow_name!r} was not found: check workflow_name, "
         "instance_id and the account (account_id or the connection's login)",

@@ -8,8 +8,10 @@ triggerer does, until every one has yielded its event. Prints, from this one run
 
 - requests per nominal minute (goal <= 240 = 1,200 / 5 min), and the most sent in any window;
 - 429 answers (goal 0);
-- requests against the baseline of one request per trigger per interval over each trigger's lifetime
-  (goal >= 10x fewer; at most ``--waits`` x, see below);
+- requests against the baseline of one request per trigger per interval over the run (as issue 9
+  measured the old triggers: 200 triggers x 51 s / 5 s = 2,037; goal >= 10x fewer), and against the
+  stricter baseline of one request per trigger per interval over each trigger's own lifetime (at most
+  ``--waits`` x, see below);
 - detection latency in intervals, from the step's end in the emulator to the trigger's event (goal <= 2);
 - CPU used by the loop's process (process CPU time / wall time; goal <= 0.1 core).
 
@@ -161,6 +163,7 @@ def run_layout(
     most_in_window = max(
         (sum(1 for t in times[i:] if t < start + window) for i, start in enumerate(times)), default=0
     )
+    run_baseline = len(triggers) * (ended - started) / interval
     baseline = sum(1 + int((at - started) // interval) for at, _payload in results)
 
     ends: dict[tuple[str, str], float] = {}
@@ -186,8 +189,10 @@ def run_layout(
         "most_requests_in_one_window": most_in_window,
         "quota_per_window": args.quota,
         "responses_429": limited,
-        "baseline_requests": baseline,
-        "baseline_ratio": round(baseline / max(len(sent), 1), 2),
+        "run_baseline_requests": round(run_baseline),
+        "run_baseline_ratio": round(run_baseline / max(len(sent), 1), 2),
+        "lifetime_baseline_requests": baseline,
+        "lifetime_baseline_ratio": round(baseline / max(len(sent), 1), 2),
         "latency_intervals_median": round(statistics.median(latencies), 2),
         "latency_intervals_max": round(max(latencies), 2),
         "cpu_seconds": round(cpu, 2),

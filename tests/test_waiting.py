@@ -402,3 +402,16 @@ def test_instance_not_found_error_says_what_was_looked_for():
     assert isinstance(error, CloudflareWorkflowsNotFoundError)
     assert error.http_status == 404
     assert "Instance 'i-1' of workflow 'wf' was not found" in str(error)
+
+
+def test_an_unknown_workflow_keeps_the_hooks_message_listing_the_workflows():
+    from airflow_provider_cfworkflows.exceptions import (
+        CloudflareWorkflowsNotFoundError,
+        CloudflareWorkflowsUnknownWorkflowError,
+    )
+    from airflow_provider_cfworkflows.waiting import instance_not_found_error
+
+    unknown = CloudflareWorkflowsUnknownWorkflowError("Workflow 'wf' was not found: the account has 'wf2'")
+    assert instance_not_found_error(unknown, "wf", "i-1") is unknown
+    plain = instance_not_found_error(CloudflareWorkflowsNotFoundError("Not found"), "wf", "i-1")
+    assert "Instance 'i-1' of workflow 'wf' was not found" in str(plain)

@@ -219,6 +219,7 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
         """Look (through the shared watcher) until a verdict, a non-transient error or the deadline."""
         progress = ProgressLog(self.log)
         last: Check | None = None
+        last_error: CloudflareWorkflowsError | None = None
         key = WatchKey(self.cloudflare_conn_id, self.account_id, self.workflow_name, self.instance_id)
         try:
             # Ends by end_time whatever the server does (the watcher's look and our own calls alike).
@@ -240,18 +241,20 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
                                 message = f"Cloudflare API error while waiting for {awaited}: {error}"
                                 return self._event(EVENT_ERROR, last, message)
                             self._log_transient(error, look)
+                            last_error = error
                             continue
                         except AirflowException as error:  # e.g. the connection does not exist
                             message = f"Cannot poll Cloudflare for {self._describe_awaited()}: {error}"
                             return self._event(EVENT_ERROR, last, message)
-                        last = check
+                        last, last_error = check, None
                         if check.verdict is not Verdict.PENDING:
                             return self._event(check.verdict.value, check, check.message)
                         progress.report(check)
         except TimeoutError:
             if not scope.expired():
                 raise
-        return self._event(EVENT_TIMEOUT, last, timeout_message(self._describe_awaited(), last))
+        message = timeout_message(self._describe_awaited(), last, last_error)
+        return self._event(EVENT_TIMEOUT, last, message)
 
     def _log_transient(self, error: CloudflareWorkflowsError, look: Look) -> None:
         if look.error is error:
