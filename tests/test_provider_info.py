@@ -64,6 +64,7 @@ PUBLIC_CLASSES = {
         "CloudflareWorkflowChangeInstanceStatusOperator",
         "CloudflareWorkflowCreateInstanceOperator",
         "CloudflareWorkflowCreateInstancesOperator",
+        "CloudflareWorkflowDeleteInstancesOperator",
         "CloudflareWorkflowSendEventOperator",
         "CloudflareWorkflowStepOutputOperator",
     ],
