@@ -62,6 +62,8 @@ def child(args: argparse.Namespace) -> None:
     from airflow_provider_cfworkflows.operators.workflows import CloudflareWorkflowStepOutputOperator
 
     class TaskInstance:
+        dag_id, run_id, task_id, map_index = "bench", "bench-run", "fetch_output", None
+
         def __init__(self) -> None:
             self.pushed: dict[str, Any] = {}
 
