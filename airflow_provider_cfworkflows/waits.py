@@ -28,6 +28,8 @@ from airflow_provider_cfworkflows.exceptions import (
 )
 from airflow_provider_cfworkflows.waiting import (
     Check,
+    InstanceQuery,
+    StepCheckPlan,
     StepQuery,
     Verdict,
     evaluate_instance,
@@ -70,31 +72,23 @@ def run_step_check(
     One request per look (the instance details), plus ``/step`` only where they cannot answer. A
     byte-stream output is never downloaded here: only the response headers are read.
     """
-    plan = plan_step_check(
-        step_name,
-        step_type=step_type,
-        success_states=success_states,
-        failure_states=failure_states,
-        known_name=known_name,
-    )
-    answer: Any = None
-    while True:
-        try:
-            query = plan.send(answer)
-        except StopIteration as done:
-            return done.value
+    plan = _step_plan(step_name, step_type, success_states, failure_states, known_name)
+    query = _advance(plan, None)
+    while not isinstance(query, Check):
         if isinstance(query, StepQuery):
             try:
                 with hook.stream_step_output(
                     workflow_name, instance_id, query.step_name, step_type, account_id=account_id
                 ) as stream:
-                    answer = stream.step
+                    answer: Any = stream.step
             except CloudflareWorkflowsNotFoundError:
                 answer = None  # not started yet, or no such step: the plan decides with the instance
         else:
             answer = get_instance_details(
                 hook, workflow_name, instance_id, simple=query.simple, account_id=account_id
             )
+        query = _advance(plan, answer)
+    return query
 
 
 async def arun_step_check(
@@ -116,19 +110,10 @@ async def arun_step_check(
     :param details: full instance details already read (a shared watcher's look): they answer the
         plan's instance query, so the check itself costs a request only where ``/step`` is needed.
     """
-    plan = plan_step_check(
-        step_name,
-        step_type=step_type,
-        success_states=success_states,
-        failure_states=failure_states,
-        known_name=known_name,
-    )
-    answer: Any = None
-    while True:
-        try:
-            query = plan.send(answer)
-        except StopIteration as done:
-            return done.value
+    plan = _step_plan(step_name, step_type, success_states, failure_states, known_name)
+    query = _advance(plan, None)
+    while not isinstance(query, Check):
+        answer: Any
         if isinstance(query, StepQuery):
             try:
                 answer = await hook.aget_step_output(
@@ -142,6 +127,33 @@ async def arun_step_check(
             answer = await aget_instance_details(
                 hook, workflow_name, instance_id, simple=query.simple, account_id=account_id
             )
+        query = _advance(plan, answer)
+    return query
+
+
+def _step_plan(
+    step_name: str,
+    step_type: str,
+    success_states: tuple[str, ...],
+    failure_states: tuple[str, ...],
+    known_name: str | None,
+) -> StepCheckPlan:
+    """The step-check plan both drivers run."""
+    return plan_step_check(
+        step_name,
+        step_type=step_type,
+        success_states=success_states,
+        failure_states=failure_states,
+        known_name=known_name,
+    )
+
+
+def _advance(plan: StepCheckPlan, answer: Any) -> StepQuery | InstanceQuery | Check:
+    """Give the plan the answer to its last call: its next call, or its decision once it has one."""
+    try:
+        return plan.send(answer)
+    except StopIteration as done:
+        return done.value
 
 
 # --- the instance look, by each transport -----------------------------------------------------------
