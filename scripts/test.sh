@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh), then run every check: ruff, mypy, the pytest suite (two workers), then the
 # multi-process Airflow tests (tests/multiprocess/: a real scheduler, dag-processor, triggerer and
-# api-server each; one at a time). About 6 minutes on 2 cores.
+# api-server each; one at a time). About 7 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
