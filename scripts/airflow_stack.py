@@ -260,10 +260,6 @@ class AirflowStack:
             for component in (SCHEDULER, TRIGGERER, DAG_PROCESSOR, API_SERVER):
                 self.stop(component)
 
-    def pids(self) -> dict[str, int]:
-        """``{component: pid}`` of the components started (the process-group ids too)."""
-        return {name: process.pid for name, process in self.processes.items()}
-
     def log_tail(self, component: str, lines: int = LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of ``component``'s output."""
         path = self.log_path(component)

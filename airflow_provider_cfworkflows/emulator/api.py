@@ -29,15 +29,13 @@ from typing import Any
 from . import engine, errors, shapes
 from .clock import iso
 from .errors import ApiError
-from .scenario import ApiOptions, StreamSpec
+from .scenario import ID_PATTERN, ApiOptions, StreamSpec
 from .state import EmulatorState, WorkflowRecord
 
-# Instance ids users may choose (reference §2, §3.6); cron-made ids are longer and looser.
-INSTANCE_ID_PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}")  # always fullmatch
+# Instance ids users may choose (ID_PATTERN); cron-made ids are longer and looser.
 RESERVED_INSTANCE_ID = re.compile(r"cf_[0-9a-f]{64}")
 # Unverified (a newer binding source only, API audit §4): ids that would collide with API routes.
 RESERVED_ROUTE_IDS = frozenset({"batch", "terminate", "terminateAll"})
-EVENT_TYPE_PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024  # docs: event payloads are at most 1 MiB
 MAX_BATCH = 100
@@ -186,7 +184,7 @@ def parse_new_instance(item: Any, where: str, params_encoding: str = "lenient") 
         instance_id = engine.new_instance_id()
     elif (
         not isinstance(instance_id, str)
-        or not INSTANCE_ID_PATTERN.fullmatch(instance_id)
+        or not ID_PATTERN.fullmatch(instance_id)
         or RESERVED_INSTANCE_ID.fullmatch(instance_id)
         or instance_id in RESERVED_ROUTE_IDS
     ):
@@ -303,7 +301,7 @@ class WorkflowsApi:
         name, instance_id, extra = found.workflow or "", found.instance_id or "", found.extra or ""
         if CONTROL_CHARACTERS.search(instance_id):
             raise ApiError(400, errors.INVALID_INSTANCE_ID)
-        if found.endpoint == "send_event" and not EVENT_TYPE_PATTERN.fullmatch(extra):
+        if found.endpoint == "send_event" and not ID_PATTERN.fullmatch(extra):
             raise ApiError(400, errors.INVALID_EVENT_TYPE)
         match found.endpoint:
             case "list_workflows":

@@ -155,9 +155,14 @@ def parse_query(query_string: str) -> dict[str, str]:
     return dict(parse_qsl(query_string, keep_blank_values=True))
 
 
+def is_api_path(segments: list[str]) -> bool:
+    """Whether a path is below ``/client/v4/accounts/{account_id}/workflows``."""
+    return tuple(segments[:3]) == API_PREFIX and len(segments) >= 5 and segments[4] == "workflows"
+
+
 def endpoint_of(method: str, segments: list[str]) -> str | None:
     """The endpoint name (``create``, ``send_event``, ...) of an API request, for the request log."""
-    if tuple(segments[:3]) != API_PREFIX or len(segments) < 5 or segments[4] != "workflows":
+    if not is_api_path(segments):
         return None
     found = route(method, segments[5:])
     return found.endpoint if found is not None else None
@@ -196,7 +201,18 @@ def create_app(scenario: Scenario, *, clock: Clock | None = None) -> FastAPI:
             "status": None,
         }
         state.request_log.append(entry)
-        response = await _serve_api(state, api, request, segments, query, body, body_ok, raw_body, entry)
+        wire = Wire(gzip=state.options.gzip and accepts_gzip(request.headers.get("accept-encoding")))
+        credentials = authenticate(state.scenario, request.headers)
+        entry["auth"], entry["credential"] = credentials.scheme, credentials.label
+        verdict = state.limiter.admit(credentials.label) if credentials.label is not None else None
+        if verdict is not None and not verdict.allowed:
+            response = error_response(ApiError(429, errors.RATE_LIMITED), wire)
+        else:
+            response = await _answer(
+                state, api, request, segments, query, body, body_ok, raw_body, entry, credentials.error, wire
+            )
+        if verdict is not None:
+            response.headers.update(verdict.headers())
         response.headers["cf-ray"] = new_cf_ray()
         entry["status"] = response.status_code
         return response
@@ -232,32 +248,6 @@ def _drop_unanswered(request: Request) -> None:
     raise EmulatedDisconnect("lost_answer fault: the request took effect; its answer is never sent")
 
 
-async def _serve_api(
-    state: EmulatorState,
-    api: WorkflowsApi,
-    request: Request,
-    segments: list[str],
-    query: Mapping[str, str],
-    body: Any,
-    body_ok: bool,
-    raw_body: bytes,
-    entry: dict[str, Any],
-) -> Response:
-    wire = Wire(gzip=state.options.gzip and accepts_gzip(request.headers.get("accept-encoding")))
-    credentials = authenticate(state.scenario, request.headers)
-    entry["auth"], entry["credential"] = credentials.scheme, credentials.label
-    verdict = state.limiter.admit(credentials.label) if credentials.label is not None else None
-    if verdict is not None and not verdict.allowed:
-        response = error_response(ApiError(429, errors.RATE_LIMITED), wire)
-    else:
-        response = await _answer(
-            state, api, request, segments, query, body, body_ok, raw_body, entry, credentials.error, wire
-        )
-    if verdict is not None:
-        response.headers.update(verdict.headers())
-    return response
-
-
 async def _answer(
     state: EmulatorState,
     api: WorkflowsApi,
@@ -273,7 +263,7 @@ async def _answer(
 ) -> Response:
     if auth_error is not None:
         return error_response(auth_error, wire)
-    if tuple(segments[:3]) != API_PREFIX or len(segments) < 5 or segments[4] != "workflows":
+    if not is_api_path(segments):
         return error_response(ApiError(400, errors.NO_ROUTE), wire)
     if segments[3] != state.scenario.account_id:
         # Valid credentials, but not for this account: Cloudflare answers 403 Authentication error.
@@ -294,13 +284,12 @@ async def _answer(
     try:
         with state.lock:
             reply = api.handle(request.method, segments[5:], query, body, raw_body)
+        response = reply_response(reply, fault, stream_wire if reply.stream is not None else wire)
     except ApiError as error:
-        if fault is not None and fault.kind == "lost_answer":
-            _drop_unanswered(request)
-        return json_fault_response(error_envelope(error), error.status, fault, wire)
+        response = json_fault_response(error_envelope(error), error.status, fault, wire)
     if fault is not None and fault.kind == "lost_answer":
-        _drop_unanswered(request)
-    return reply_response(reply, fault, stream_wire if reply.stream is not None else wire)
+        _drop_unanswered(request)  # the request took effect (or failed) on the emulated side
+    return response
 
 
 def _no_effect_fault(fault: Fault, wire: Wire) -> Response:

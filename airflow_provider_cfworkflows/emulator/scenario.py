@@ -110,7 +110,8 @@ DEFAULT_RATE_QUOTA = 1200
 DEFAULT_RATE_WINDOW = 300
 MAX_STEP_NAME = 256
 MAX_WORKFLOW_NAME = 64
-EVENT_TYPE_PATTERN = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}$")
+# Ids users may choose and event types alike (reference §2, §3.6); always matched whole (fullmatch).
+ID_PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 _COMMON_STEP_FIELDS = frozenset({"name", "type"})
@@ -304,7 +305,7 @@ def parse_step(data: Any, where: str) -> StepSpec:
     duration = _number(data.get("duration", 0), f"{where}.duration", maximum=max_duration)
     if kind == "waitForEvent":
         event_type = _text(data.get("event_type"), f"{where}.event_type")
-        if not EVENT_TYPE_PATTERN.match(event_type):
+        if not ID_PATTERN.fullmatch(event_type):
             raise ScenarioError(
                 f"{where}.event_type must match ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$ (at most 100 characters), "
                 f"got {event_type!r}"

@@ -235,14 +235,11 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
         if target is None:
             return owner_tag
         try:
-            removed = remove_stale_temporaries(target, owner_tag)
+            remove_stale_temporaries(target, owner_tag)  # it logs what it removed
         except Exception as error:
             self.log.warning(
                 "Could not look for temporaries left by earlier tries next to %s: %s", target, error
             )
-        else:
-            for leftover in removed:
-                self.log.info("Removed %s, left by an earlier try of this task.", leftover)
         return owner_tag
 
     def _write_stream(
