@@ -532,6 +532,9 @@ def step_output_request(
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
     """Case-insensitive header lookup over any mapping."""
+    value = headers.get(name)  # requests' and httpx's headers find any case at once
+    if value is not None:
+        return value
     lowered = name.lower()
     for key, value in headers.items():
         if key.lower() == lowered:

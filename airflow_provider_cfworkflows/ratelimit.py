@@ -44,9 +44,6 @@ from airflow_provider_cfworkflows.protocol import header, parse_retry_after
 
 log = logging.getLogger(__name__)
 
-# Cloudflare's budget per user (docs "Rate limits") is used for the dashboard reserve when the response
-# names no policy.
-CLOUDFLARE_QUOTA = CLOUDFLARE_RATE_LIMIT
 # "If you exceed this, all API calls for the next five minutes will be blocked" (docs "Rate limits"):
 # a 429 that says neither Retry-After nor the reset time pauses this long.
 LOCKOUT_SECONDS = 300.0
@@ -162,12 +159,6 @@ def _structured_items(value: str | None) -> list[tuple[str, dict[str, str]]]:
             parsed[key.strip().lower()] = number.strip()
         items.append((name, parsed))
     return items
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    # requests' and httpx's headers look up any case in O(1); only a plain dict needs the scan.
-    value = headers.get(name)
-    return header(headers, name) if value is None and isinstance(headers, dict) else value
 
 
 def _non_negative(text: str | None) -> float | None:
@@ -338,13 +329,13 @@ class RateLimiter:
 
     def observe(self, now: float, status_code: int, headers: Mapping[str, str]) -> None:
         """Update the budget from a response to a request that had a slot."""
-        budgets = parse_ratelimit(_header(headers, RATELIMIT_HEADER))
-        policies = parse_ratelimit_policy(_header(headers, RATELIMIT_POLICY_HEADER)) if budgets else []
+        budgets = parse_ratelimit(header(headers, RATELIMIT_HEADER))
+        policies = parse_ratelimit_policy(header(headers, RATELIMIT_POLICY_HEADER)) if budgets else []
         current = _tightest(budgets) if budgets else None
         pause = None
         if status_code == TOO_MANY_REQUESTS:
             # Wait what the server says, or for the reset, or (neither given) the 5-minute lockout.
-            pause = parse_retry_after(_header(headers, RETRY_AFTER_HEADER))
+            pause = parse_retry_after(header(headers, RETRY_AFTER_HEADER))
             if pause is None:
                 pause = current.reset_seconds + RESET_MARGIN_SECONDS if current else LOCKOUT_SECONDS
             pause = min(pause, MAX_WAIT_SECONDS)
@@ -428,7 +419,9 @@ class RateLimiter:
         return max(start, self._tat - (burst - 1) * interval)
 
     def _update_window(self, now: float, current: RemainingBudget, policies: list[QuotaPolicy]) -> None:
-        quota = next((p.quota for p in policies if p.policy == current.policy), CLOUDFLARE_QUOTA)
+        quota = next(
+            (p.quota for p in policies if p.policy == current.policy), CLOUDFLARE_RATE_LIMIT
+        )  # no policy named
         estimate = current.remaining - self._in_flight
         reset_at = now + current.reset_seconds
         window = self._window

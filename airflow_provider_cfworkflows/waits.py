@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 from urllib.parse import urlsplit
 
 from airflow.sdk.exceptions import AirflowSensorTimeout
@@ -54,6 +54,13 @@ DEFERRAL_GRACE_SECONDS = 60
 # --- the step-check plan, driven by each transport -------------------------------------------------
 
 
+class StepLook(NamedTuple):
+    """A step check, and the full instance details it was decided on (None when it read none)."""
+
+    check: Check
+    details: dict[str, Any] | None
+
+
 def run_step_check(
     hook: CloudflareWorkflowsHook,
     *,
@@ -65,14 +72,16 @@ def run_step_check(
     failure_states: tuple[str, ...],
     account_id: str | None,
     known_name: str | None = None,
-) -> Check:
+) -> StepLook:
     """
     Make the calls :func:`~airflow_provider_cfworkflows.waiting.plan_step_check` asks for (sync hook).
 
     One request per look (the instance details), plus ``/step`` only where they cannot answer. A
-    byte-stream output is never downloaded here: only the response headers are read.
+    byte-stream output is never downloaded here: only the response headers are read. Returns the check
+    with the details it was decided on, so a failure report needs no second read of them.
     """
     plan = _step_plan(step_name, step_type, success_states, failure_states, known_name)
+    details: dict[str, Any] | None = None
     query = _advance(plan, None)
     while not isinstance(query, Check):
         if isinstance(query, StepQuery):
@@ -87,8 +96,9 @@ def run_step_check(
             answer = get_instance_details(
                 hook, workflow_name, instance_id, simple=query.simple, account_id=account_id
             )
+            details = None if query.simple else answer
         query = _advance(plan, answer)
-    return query
+    return StepLook(query, details)
 
 
 async def arun_step_check(
@@ -417,17 +427,19 @@ def fail_step(
     step_name: str | None,
     step_type: str,
     message: str,
+    details: Mapping[str, Any] | None = None,
 ) -> NoReturn:
     """
     Log a step's failure readably (the remote error, each failed attempt), then fail without retries.
 
     :param step_name: the exact logged name when the step exists (its attempts are then looked up in
         the instance's step log); None when it never ran.
+    :param details: the instance's full details, when the check that failed already read them.
     """
     lines = (
         None if step_name is None else partial(step_failure_lines, step_name=step_name, step_type=step_type)
     )
-    _log_remote_failure(hook, log, workflow_name, instance_id, account_id, message, lines)
+    _log_remote_failure(hook, log, workflow_name, instance_id, account_id, message, lines, details)
     raise CloudflareWorkflowStepFailedError(message)
 
 
@@ -439,15 +451,20 @@ def _log_remote_failure(
     account_id: str | None,
     message: str,
     lines_from: Callable[[Mapping[str, Any]], list[str]] | None,
+    details: Mapping[str, Any] | None = None,
 ) -> None:
-    """Log ``message``, then the lines ``lines_from`` reads from the instance's full details."""
+    """
+    Log ``message``, then the lines ``lines_from`` reads from the instance's full details (read here
+    unless given).
+    """
     log.error("%s", message)
     if lines_from is None:
         return
-    try:
-        details = hook.get_instance(workflow_name, instance_id, account_id=account_id)
-    except CloudflareWorkflowsError as lookup_error:
-        log.warning("Could not read the instance's step log: %s", lookup_error)
-    else:
-        for line in lines_from(details):
-            log.error("  %s", line)
+    if details is None:
+        try:
+            details = hook.get_instance(workflow_name, instance_id, account_id=account_id)
+        except CloudflareWorkflowsError as lookup_error:
+            log.warning("Could not read the instance's step log: %s", lookup_error)
+            return
+    for line in lines_from(details):
+        log.error("  %s", line)

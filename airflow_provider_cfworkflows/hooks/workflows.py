@@ -35,6 +35,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsRateLimitError,
+    CloudflareWorkflowsUnknownWorkflowError,
     is_transient_error,
 )
 from airflow_provider_cfworkflows.models import (
@@ -748,7 +749,7 @@ class CloudflareWorkflowsHook(BaseHook):
         :param attempt: a specific attempt (>= 1) of a ``step``; None for the latest.
         """
         candidates = step_name_candidates(step_name)
-        misses: list[CloudflareWorkflowsNotFoundError] = []
+        not_found: CloudflareWorkflowsNotFoundError | None = None
         for candidate in candidates:
             try:
                 with self.stream_step_output(
@@ -760,11 +761,11 @@ class CloudflareWorkflowsHook(BaseHook):
                 return StepOutput(
                     status=stream.step.status, error=None, output=data, content_type=OCTET_STREAM_CONTENT_TYPE
                 )
+            except CloudflareWorkflowsUnknownWorkflowError:
+                raise  # _send already named the workflows the account has
             except CloudflareWorkflowsNotFoundError as error:
-                if any(code in protocol.WORKFLOW_NOT_FOUND_ERROR_CODES for code in error.error_codes):
-                    raise
-                misses.append(error)
-        not_found = misses[-1]
+                not_found = error
+        assert not_found is not None  # every candidate answered 404
         details = self.get_instance(workflow_name, instance_id, account_id=account_id)
         tried = " or ".join(repr(candidate) for candidate in candidates)
         raise CloudflareWorkflowsNotFoundError(
@@ -968,9 +969,7 @@ def _is_header_error(error: BaseException) -> bool:
     return isinstance(error, ValueError) and not isinstance(error, requests.RequestException)
 
 
-def _transport_error(
-    request: ApiRequest, error: BaseException, *, received: int | None = None
-) -> CloudflareWorkflowsError:
+def _transport_error(request: ApiRequest, error: BaseException) -> CloudflareWorkflowsError:
     """
     Wrap a transport error. Its text holds at most the URL, which never carries a credential, except
     for header errors: those are described without their text.
@@ -989,8 +988,6 @@ def _transport_error(
     what = "timed out" if timed_out else "failed before a complete response"
     if never_sent:
         what = "could not connect (nothing was sent)"
-    if received is not None:
-        what = f"was cut off after {received} bytes of the body"
     return CloudflareWorkflowsConnectionError(
         f"Request {what}: {type(error).__name__}: {str(error)[:300]}",
         request_sent=not never_sent,

@@ -214,6 +214,7 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
         self.step_name = step_name
         self.step_type = step_type
         self._known_name: str | None = None
+        self._last_details: dict[str, Any] | None = None
 
     @cached_property
     def _progress(self) -> ProgressLog:
@@ -240,7 +241,7 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
         }
 
     def _check(self) -> Check:
-        check = run_step_check(
+        check, self._last_details = run_step_check(
             self.hook,
             workflow_name=self.workflow_name,
             instance_id=self.instance_id,
@@ -265,6 +266,7 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
             step_name=step_name,
             step_type=self.step_type,
             message=message,
+            details=self._last_details,  # the failing look's details (None after a deferral)
         )
 
     def poke(self, context: Context) -> PokeReturnValue | bool:

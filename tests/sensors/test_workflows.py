@@ -229,6 +229,7 @@ def test_failure_logs_the_error_and_each_attempt(api, context, capsys):
     assert "  attempt 1: Error: upstream 503" in errors
     assert "  attempt 2: Error: upstream 502" in errors
     assert "  instance errored: Error: upstream 502" in errors
+    assert api.calls == ["instance full"]  # the failing look's details also feed the failure report
 
 
 def test_branching_configuration_succeeds_with_the_error(api, context):
