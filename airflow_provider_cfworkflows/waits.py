@@ -111,8 +111,8 @@ async def arun_step_check(
     success_states: tuple[str, ...],
     failure_states: tuple[str, ...],
     account_id: str | None,
+    details: dict[str, Any],
     known_name: str | None = None,
-    details: dict[str, Any] | None = None,
 ) -> Check:
     """
     Make the calls :func:`~airflow_provider_cfworkflows.waiting.plan_step_check` asks for (async hook).
@@ -131,12 +131,8 @@ async def arun_step_check(
                 )
             except CloudflareWorkflowsNotFoundError:
                 answer = None  # not started yet, or no such step: the plan decides with the instance
-        elif details is not None and not query.simple:
-            answer, details = details, None
         else:
-            answer = await aget_instance_details(
-                hook, workflow_name, instance_id, simple=query.simple, account_id=account_id
-            )
+            answer = details
         query = _advance(plan, answer)
     return query
 
