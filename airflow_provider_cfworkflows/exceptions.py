@@ -8,6 +8,7 @@ credential: they are built from the response and the request path only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Self, TypeVar, overload
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -18,6 +19,7 @@ RETRYABLE_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522,
 # "instance.already_exists" and in words; any 4xx with either counts (see ``is_already_exists``).
 ALREADY_EXISTS_ERROR_CODES = frozenset({10405})
 ALREADY_EXISTS_MESSAGE_FRAGMENT = "already_exists"
+_E = TypeVar("_E", bound="CloudflareWorkflowsError")
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,23 @@ class CloudflareWorkflowsError(AirflowException):
             for detail in self.errors
         )
 
+    @overload
+    def restated(self, message: str) -> Self: ...
+
+    @overload
+    def restated(self, message: str, error_class: type[_E]) -> _E: ...
+
+    def restated(self, message: str, error_class: type[CloudflareWorkflowsError] | None = None) -> Any:
+        """The same answer (HTTP status, Cloudflare's errors, ``cf-ray``, request), told by ``message``."""
+        return (error_class or type(self))(
+            message,
+            http_status=self.http_status,
+            errors=self.errors,
+            cf_ray=self.cf_ray,
+            method=self.method,
+            path=self.path,
+        )
+
     def _render(self) -> str:
         parts = [self.message]
         if self.method and self.path:
@@ -129,6 +148,10 @@ class CloudflareWorkflowsNotFoundError(CloudflareWorkflowsError):
 
 class CloudflareWorkflowsUnknownWorkflowError(CloudflareWorkflowsNotFoundError):
     """404 for a workflow name the account does not have; the message lists the workflows it has."""
+
+
+class CloudflareWorkflowStepNotFoundError(CloudflareWorkflowsNotFoundError):
+    """404 from ``/step`` for every logged name tried: the step has not started, or has another name."""
 
 
 class CloudflareWorkflowsConflictError(CloudflareWorkflowsError):

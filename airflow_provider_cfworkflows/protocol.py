@@ -47,7 +47,6 @@ from airflow_provider_cfworkflows.validation import (
     DOT_SEGMENTS,
     MAX_BATCH_SIZE,
     encode_json,
-    validate_attempt,
     validate_event_payload,
     validate_event_type,
     validate_instance_id,
@@ -57,8 +56,8 @@ from airflow_provider_cfworkflows.validation import (
     validate_new_instance_id,
     validate_per_page,
     validate_status_action,
+    validate_step_attempt,
     validate_step_name,
-    validate_step_type,
     validate_workflow_name,
 )
 
@@ -513,10 +512,7 @@ def step_output_request(
     Asks for ``Accept-Encoding: identity``: a stream output's ``Content-Length`` then counts the bytes
     the transport hands over, so a cut-short body can be told from a complete one.
     """
-    kind = validate_step_type(step_type)
-    attempt = validate_attempt(attempt)
-    if attempt is not None and kind is StepType.WAIT_FOR_EVENT:
-        raise CloudflareWorkflowsConfigurationError("attempt is not supported with step_type='waitForEvent'.")
+    kind, attempt = validate_step_attempt(step_type, attempt)
     return ApiRequest(
         "GET",
         _instance_path(account_id, workflow_name, instance_id, "step"),

@@ -33,6 +33,13 @@ TERMINAL_INSTANCE_STATUSES = frozenset(
 TERMINAL_STEP_STATUSES = frozenset({InstanceStatus.COMPLETE, InstanceStatus.ERRORED})
 
 
+# What a wait waits for unless told otherwise (the sensors' and the create-and-wait operator's defaults).
+DEFAULT_STEP_SUCCESS_STATES = (InstanceStatus.COMPLETE.value,)
+DEFAULT_STEP_FAILURE_STATES = (InstanceStatus.ERRORED.value,)
+DEFAULT_INSTANCE_SUCCESS_STATES = (InstanceStatus.COMPLETE.value,)
+DEFAULT_INSTANCE_FAILURE_STATES = (InstanceStatus.ERRORED.value, InstanceStatus.TERMINATED.value)
+
+
 class StepType(StrEnum):
     """The ``type`` query parameter of the ``/step`` endpoint."""
 

@@ -168,6 +168,17 @@ def validate_attempt(value: Any) -> int | None:
     return value
 
 
+def validate_step_attempt(step_type: Any, attempt: Any) -> tuple[StepType, int | None]:
+    """A step type and an attempt that go together: a ``waitForEvent`` step has no attempts."""
+    kind, number = validate_step_type(step_type), validate_attempt(attempt)
+    if number is not None and kind is StepType.WAIT_FOR_EVENT:
+        raise _config_error(
+            "attempt is not supported with step_type='waitForEvent' (an event has no attempts); "
+            "leave attempt as None."
+        )
+    return kind, number
+
+
 def validate_event_type(value: Any) -> str:
     """An event type: 1-100 characters of ``[a-zA-Z0-9_-]``, not starting with ``-``.
 

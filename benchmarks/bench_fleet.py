@@ -95,14 +95,14 @@ async def _run_triggers(triggers: list[Any]) -> list[tuple[float, dict[str, Any]
             return time.time(), event.payload
         raise AssertionError("a trigger ended without an event")
 
-    from airflow_provider_cfworkflows.triggers import instance_watch
+    from airflow_provider_cfworkflows.triggers import watchers
 
     results = await asyncio.gather(*(first_event(trigger) for trigger in triggers))
-    assert instance_watch.watchers() == {}, "a watcher outlived its triggers"
+    assert watchers.watchers() == {}, "a watcher outlived its triggers"
     deadline = time.monotonic() + 10
-    while instance_watch.shared_hooks() and time.monotonic() < deadline:
+    while watchers.shared_hooks() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)  # the last watcher closes the shared hook as it ends
-    assert instance_watch.shared_hooks() == {}, "a hook stayed open"
+    assert watchers.shared_hooks() == {}, "a hook stayed open"
     return results
 
 

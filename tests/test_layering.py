@@ -11,7 +11,7 @@ import pytest
 PACKAGE = "airflow_provider_cfworkflows"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 # Modules that sit above the hook: they use it, the errors and the wait rules, never the wire format.
-ABOVE_THE_HOOK = ("operators", "sensors", "triggers", "base", "instance_wait", "waits")
+ABOVE_THE_HOOK = ("operators", "sensors", "triggers", "base", "task_waits", "looks", "checks")
 
 
 def module_name(path: Path) -> str:
@@ -50,7 +50,7 @@ def test_the_graph_reader_sees_imports():
     # Guard against a reader that finds nothing: the operators do import the base module.
     imports = imported_modules(ROOT / "operators" / "instances.py")
     assert f"{PACKAGE}.base" in imports
-    assert f"{PACKAGE}.instance_wait.InstanceWait" in imports
+    assert f"{PACKAGE}.task_waits.InstanceWait" in imports
 
 
 @pytest.mark.parametrize(("layer", "sibling"), [("operators", "sensors"), ("sensors", "operators")])

@@ -18,9 +18,13 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsError,
 )
 from airflow_provider_cfworkflows.instance_ids import derive_instance_id, first_try_of_series
-from airflow_provider_cfworkflows.instance_wait import InstanceWait
 from airflow_provider_cfworkflows.links.workflows import instance_dashboard_url
-from airflow_provider_cfworkflows.statuses import InstanceStatus, StatusAction
+from airflow_provider_cfworkflows.statuses import (
+    DEFAULT_INSTANCE_FAILURE_STATES,
+    DEFAULT_INSTANCE_SUCCESS_STATES,
+    StatusAction,
+)
+from airflow_provider_cfworkflows.task_waits import InstanceWait
 from airflow_provider_cfworkflows.triggers.workflows import InstanceWaitEvent
 from airflow_provider_cfworkflows.validation import (
     MAX_BATCH_SIZE,
@@ -42,9 +46,6 @@ DEFAULT_WAIT_TIMEOUT_SECONDS = 7 * 24 * 3600.0
 INSTANCE_NOT_FOUND_ERROR_CODES = frozenset({10400})
 BATCH_ITEM_KEYS = ("instance_id", "params", "instance_retention", "location_hint")
 _ITEM_KEYS_TEXT = ", ".join(repr(key) for key in BATCH_ITEM_KEYS)
-# What the create-and-wait operator waits for (the instance sensor's defaults).
-SUCCESS_STATES = (InstanceStatus.COMPLETE.value,)
-FAILURE_STATES = (InstanceStatus.ERRORED.value, InstanceStatus.TERMINATED.value)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,13 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         return True
 
     def _instance_wait(
-        self, workflow_name: str, instance_id: str, account_id: str, *, deadline: float | None = None
+        self,
+        workflow_name: str,
+        instance_id: str,
+        account_id: str,
+        *,
+        deadline: float | None = None,
+        terminate_on_kill: bool = False,
     ) -> InstanceWait:
         return InstanceWait(
             hook=self.hook,
@@ -211,9 +218,10 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
             instance_id=instance_id,
             account_id=account_id,
             cloudflare_conn_id=self.cloudflare_conn_id,
-            success_states=SUCCESS_STATES,
-            failure_states=FAILURE_STATES,
+            success_states=DEFAULT_INSTANCE_SUCCESS_STATES,
+            failure_states=DEFAULT_INSTANCE_FAILURE_STATES,
             deadline=deadline,
+            terminate_on_kill=terminate_on_kill,
         )
 
     def _wait(
@@ -221,14 +229,15 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
     ) -> None:
         if self.deferrable:
             end_time = time.time() + self.timeout
-            wait = self._instance_wait(workflow_name, instance_id, account_id, deadline=end_time)
+            wait = self._instance_wait(
+                workflow_name,
+                instance_id,
+                account_id,
+                deadline=end_time,
+                terminate_on_kill=owned is not None and self.terminate_on_kill,
+            )
             if wait.poke() is None:  # one look first: a finished instance needs no trigger
-                wait.defer(
-                    self,
-                    end_time=end_time,
-                    poll_interval=self.poll_interval,
-                    terminate_on_kill=owned is not None and self.terminate_on_kill,
-                )
+                wait.defer(self, end_time=end_time, poll_interval=self.poll_interval)
             return
         wait = self._instance_wait(workflow_name, instance_id, account_id)
         self._stop_waiting = threading.Event()
@@ -240,12 +249,11 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
 
     def execute_complete(self, context: Context, event: Any = None) -> str:
         """Resume after the trigger: validate its event; fail as the wait would, or return the id."""
-        resumed = InstanceWaitEvent.from_trigger(event)
+        instance_id = InstanceWaitEvent.from_trigger(event).instance_id  # validated: a derived id is in it
         wait = self._instance_wait(
-            validate_workflow_name(self.workflow_name), resumed.instance_id, self.resolve_account_id()
+            validate_workflow_name(self.workflow_name), instance_id, self.resolve_account_id()
         )
-        wait.resume(resumed)
-        return resumed.instance_id
+        return wait.resume(event).instance_id
 
     def on_kill(self) -> None:
         """Terminate the instance this task created, if it is killed while waiting for it."""

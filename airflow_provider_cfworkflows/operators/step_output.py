@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,8 +19,15 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowStepFailedError,
+    CloudflareWorkflowStepNotFoundError,
     CloudflareWorkflowStepNotReadyError,
 )
+from airflow_provider_cfworkflows.instance_details import (
+    describe_step,
+    explain_missing_step,
+    step_name_candidates,
+)
+from airflow_provider_cfworkflows.looks import get_instance_details
 from airflow_provider_cfworkflows.models import (
     JSON_CONTENT_TYPE,
     OCTET_STREAM_CONTENT_TYPE,
@@ -37,16 +44,13 @@ from airflow_provider_cfworkflows.output_storage import (
     remove_stale_temporaries,
     write_object,
 )
-from airflow_provider_cfworkflows.statuses import TERMINAL_INSTANCE_STATUSES, InstanceStatus, StepType
+from airflow_provider_cfworkflows.statuses import InstanceStatus, StepType
 from airflow_provider_cfworkflows.validation import (
-    validate_attempt,
     validate_instance_id,
+    validate_step_attempt,
     validate_step_name,
-    validate_step_type,
     validate_workflow_name,
 )
-from airflow_provider_cfworkflows.waiting import describe_steps, status_of, step_name_candidates
-from airflow_provider_cfworkflows.waits import get_instance_details
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -181,7 +185,7 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
         account_id = self.persist_instance_link(context, query.workflow_name, query.instance_id)
         with ExitStack() as stack:
             name, stream = _open_step_output(stack, self.hook, query, account_id)
-            what = f"{_describe_step(repr(name), query.step_type, query.attempt)} of {query.where}"
+            what = f"{describe_step(name, query.step_type, query.attempt)} of {query.where}"
             _check_complete(stream.step, what, context, for_attempt=query.attempt is not None)
             if stream.step.is_stream:
                 delivered = self._write_stream(stream, target, what, owner_tag)
@@ -198,12 +202,7 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
 
     def _validated_query(self) -> _StepOutputQuery:
         """The rendered arguments, checked before any call."""
-        step_type = validate_step_type(self.step_type)
-        attempt = validate_attempt(self.attempt)
-        if attempt is not None and step_type is StepType.WAIT_FOR_EVENT:
-            raise CloudflareWorkflowsConfigurationError(
-                "attempt is not supported with step_type='waitForEvent' (an event has no attempts)."
-            )
+        step_type, attempt = validate_step_attempt(self.step_type, self.attempt)
         return _StepOutputQuery(
             workflow_name=validate_workflow_name(self.workflow_name),
             instance_id=validate_instance_id(self.instance_id),
@@ -341,25 +340,20 @@ def _open_step_output(
 ) -> tuple[str, StepOutputStream]:
     """Open ``/step`` for the first candidate name that exists; the response stays open in ``stack``."""
     candidates = step_name_candidates(query.step_name)
-    not_found: CloudflareWorkflowsNotFoundError | None = None
-    for name in candidates:
-        try:
-            stream = stack.enter_context(
-                hook.stream_step_output(
-                    query.workflow_name,
-                    query.instance_id,
-                    name,
-                    query.step_type,
-                    query.attempt,
-                    account_id=account_id,
-                    chunk_size=WRITE_BLOCK_SIZE,  # reads of exactly one write block: no re-cutting
-                )
+    try:
+        return stack.enter_context(
+            hook.find_step_output(
+                query.workflow_name,
+                query.instance_id,
+                candidates,
+                query.step_type,
+                query.attempt,
+                account_id=account_id,
+                chunk_size=WRITE_BLOCK_SIZE,  # reads of exactly one write block: no re-cutting
             )
-        except CloudflareWorkflowsNotFoundError as error:
-            not_found = error
-            continue
-        return name, stream
-    raise _no_such_step(hook, query, account_id, candidates, not_found)
+        )
+    except CloudflareWorkflowStepNotFoundError as not_found:
+        raise _no_such_step(hook, query, account_id, candidates, not_found) from None
 
 
 def _no_such_step(
@@ -367,7 +361,7 @@ def _no_such_step(
     query: _StepOutputQuery,
     account_id: str,
     candidates: tuple[str, ...],
-    not_found: CloudflareWorkflowsNotFoundError | None,
+    not_found: CloudflareWorkflowStepNotFoundError,
 ) -> AirflowException:
     """
     Why no candidate name answered, decided as the step sensor decides: the instance's details (one
@@ -375,7 +369,6 @@ def _no_such_step(
     upstream) or never will run on a finished instance (a misspelled name or wrong step_type: fails
     without retry, listing the steps the instance has).
     """
-    found = f"Found no {_describe_step(' or '.join(map(repr, candidates)), query.step_type, query.attempt)}"
     try:
         details = get_instance_details(
             hook, query.workflow_name, query.instance_id, simple=False, account_id=account_id
@@ -383,42 +376,22 @@ def _no_such_step(
     except CloudflareWorkflowsNotFoundError:
         raise
     except CloudflareWorkflowsError as error:
+        what = describe_step(query.step_name, query.step_type, query.attempt)
         return CloudflareWorkflowStepNotReadyError(
-            f"{found} on {query.where}: the step has not started yet, or a name is wrong (the instance "
-            f"could not be checked: {error}). {_SENSOR_HINT} Cloudflare said: {not_found}"
+            f"Found no {what} of {query.where}: the step has not started yet, or a name is wrong (the "
+            f"instance could not be checked: {error}). {_SENSOR_HINT} Cloudflare said: {not_found}"
         )
-    status = status_of(details)
-    runs = _attempts_of(details, candidates) if query.attempt is not None else None
-    if status not in TERMINAL_INSTANCE_STATUSES:
-        seen = f"{runs} attempt(s) so far" if runs is not None else f"steps so far: {describe_steps(details)}"
-        return CloudflareWorkflowStepNotReadyError(
-            f"{found} on {query.where}: it has not started yet (instance {status}; {seen}). {_SENSOR_HINT} "
-            f"Cloudflare said: {not_found}"
-        )
-    if runs is not None:
-        return CloudflareWorkflowStepFailedError(
-            f"{found} on {query.where}: the step ran {runs} attempt(s) and the instance is {status}, so "
-            f"there will never be an attempt {query.attempt}."
-        )
-    return CloudflareWorkflowStepFailedError(
-        f"{found} on {query.where}: it never ran, and the instance is {status}, so it never will. "
-        f"Steps the instance has: {describe_steps(details)}. Check step_name (as written in the Workflow "
-        "code, or the logged name with its -N suffix) and step_type."
+    final, message = explain_missing_step(
+        details,
+        step_label=query.step_name,
+        tried=candidates,
+        step_type=query.step_type,
+        instance_label=query.where,
+        attempt=query.attempt,
     )
-
-
-def _attempts_of(details: Mapping[str, Any], candidates: tuple[str, ...]) -> int | None:
-    """How many attempts the instance's step log shows for the first candidate it has, or None."""
-    for entry in details.get("steps") or []:
-        if isinstance(entry, Mapping) and entry.get("type") == "step" and entry.get("name") in candidates:
-            return len(entry.get("attempts") or [])
-    return None
-
-
-def _describe_step(quoted_name: str, step_type: StepType, attempt: int | None) -> str:
-    kind = "waitForEvent step" if step_type is StepType.WAIT_FOR_EVENT else "step"
-    prefix = f"attempt {attempt} of " if attempt is not None else ""
-    return f"{prefix}{kind} {quoted_name}"
+    if final:
+        return CloudflareWorkflowStepFailedError(message)
+    return CloudflareWorkflowStepNotReadyError(f"{message} {_SENSOR_HINT} Cloudflare said: {not_found}")
 
 
 def _check_complete(step: StepOutput, what: str, context: Context, *, for_attempt: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import PokeReturnValue, conf
 from airflow.sdk.exceptions import (
@@ -16,30 +16,23 @@ from airflow.sdk.exceptions import (
 )
 
 from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseSensor
+from airflow_provider_cfworkflows.checks import Check, check_states, summary_output
 from airflow_provider_cfworkflows.connection import DEFAULT_CONN_ID
-from airflow_provider_cfworkflows.deadlines import calls_end_by
-from airflow_provider_cfworkflows.instance_wait import InstanceWait
-from airflow_provider_cfworkflows.statuses import InstanceStatus, StepType
-from airflow_provider_cfworkflows.triggers.workflows import (
-    CloudflareWorkflowStepTrigger,
-    InstanceWaitEvent,
-    StepWaitEvent,
+from airflow_provider_cfworkflows.statuses import (
+    DEFAULT_INSTANCE_FAILURE_STATES,
+    DEFAULT_INSTANCE_SUCCESS_STATES,
+    DEFAULT_STEP_FAILURE_STATES,
+    DEFAULT_STEP_SUCCESS_STATES,
+    StepType,
 )
+from airflow_provider_cfworkflows.task_waits import DEFERRAL_GRACE_SECONDS, InstanceWait, StepWait
+from airflow_provider_cfworkflows.triggers.workflows import InstanceWaitEvent, StepWaitEvent
 from airflow_provider_cfworkflows.validation import (
     validate_instance_id,
     validate_positive_seconds,
     validate_step_name,
     validate_step_type,
     validate_workflow_name,
-)
-from airflow_provider_cfworkflows.waiting import Check, Verdict, check_states, summary_output
-from airflow_provider_cfworkflows.waits import (
-    DEFERRAL_GRACE_SECONDS,
-    Lookout,
-    ProgressLog,
-    defer_wait,
-    fail_step,
-    run_step_check,
 )
 
 if TYPE_CHECKING:
@@ -88,8 +81,43 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         validate_workflow_name(self.workflow_name)
         validate_instance_id(self.instance_id)
 
-    def _defer(self) -> NoReturn:
+    @cached_property
+    def _wait(self) -> StepWait | InstanceWait:
+        """The wait (shared with the operators that wait), made at the first poke."""
         raise NotImplementedError
+
+    def _wait_arguments(self) -> dict[str, Any]:
+        return {
+            "hook": self.hook,
+            "log": self.log,
+            "workflow_name": self.workflow_name,
+            "instance_id": self.instance_id,
+            "account_id": self.account_id,
+            "cloudflare_conn_id": self.cloudflare_conn_id,
+            "success_states": self.success_states,
+            "failure_states": self.failure_states,
+            "deadline": self._deadline,
+            "answered": self._answered_before,
+        }
+
+    def _summary(self, check: Check) -> dict[str, Any]:
+        """The XCom of a successful poke."""
+        raise NotImplementedError
+
+    def _resumed_summary(self, event: Any) -> dict[str, Any]:
+        """The XCom after a successful deferral."""
+        raise NotImplementedError
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        check = self._wait.poke()
+        if check is None:
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=self._summary(check))
+
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Resume after the trigger: validate its event, then succeed or fail exactly as a poke would."""
+        self._validate_templated()
+        return self._resumed_summary(self._wait.resume(event))
 
     def execute(self, context: Context) -> Any:
         self._deadline = self._started_at(context) + self.timeout
@@ -103,7 +131,7 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         done, xcom_value = self._first_poke(context)
         if done:
             return xcom_value
-        self._defer()
+        self._wait.defer(self, end_time=self._end_time(), poll_interval=self.poke_interval)
 
     def _started_at(self, context: Context) -> float:
         """
@@ -196,8 +224,8 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
         step_type: str = StepType.STEP.value,
         account_id: str | None = None,
         cloudflare_conn_id: str = DEFAULT_CONN_ID,
-        success_states: Sequence[str] = (InstanceStatus.COMPLETE.value,),
-        failure_states: Sequence[str] = (InstanceStatus.ERRORED.value,),
+        success_states: Sequence[str] = DEFAULT_STEP_SUCCESS_STATES,
+        failure_states: Sequence[str] = DEFAULT_STEP_FAILURE_STATES,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -213,24 +241,19 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
         )
         self.step_name = step_name
         self.step_type = step_type
-        self._known_name: str | None = None
-        self._last_details: dict[str, Any] | None = None
 
     @cached_property
-    def _progress(self) -> ProgressLog:
-        return ProgressLog(self.log)
-
-    @cached_property
-    def _lookout(self) -> Lookout:
-        awaited = f"step {self.step_name!r} ({self.step_type}) of instance {self.instance_id!r}"
-        return Lookout(self.log, self.hook, awaited=awaited, answered=self._answered_before)
+    def _wait(self) -> StepWait:
+        return StepWait(step_name=self.step_name, step_type=self.step_type, **self._wait_arguments())
 
     def _validate_templated(self) -> None:
         super()._validate_templated()
         validate_step_name(self.step_name)
         self.step_type = validate_step_type(self.step_type).value
 
-    def _summary(self, step_name: str, status: str | None, error: dict[str, str] | None) -> dict[str, Any]:
+    def _step_summary(
+        self, step_name: str, status: str | None, error: dict[str, str] | None
+    ) -> dict[str, Any]:
         return {
             "workflow_name": self.workflow_name,
             "instance_id": self.instance_id,
@@ -240,78 +263,12 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
             "error": error,
         }
 
-    def _check(self) -> Check:
-        check, self._last_details = run_step_check(
-            self.hook,
-            workflow_name=self.workflow_name,
-            instance_id=self.instance_id,
-            step_name=self.step_name,
-            step_type=self.step_type,
-            success_states=self.success_states,
-            failure_states=self.failure_states,
-            account_id=self.account_id,
-            known_name=self._known_name,
-        )
-        self._known_name = check.step_name or self._known_name
-        return check
-
-    def _raise_failure(self, message: str, step_name: str | None) -> NoReturn:
-        """Log what went wrong remotely (error, each failed attempt), then fail without retries."""
-        fail_step(
-            self.hook,
-            self.log,
-            workflow_name=self.workflow_name,
-            instance_id=self.instance_id,
-            account_id=self.account_id,
-            step_name=step_name,
-            step_type=self.step_type,
-            message=message,
-            details=self._last_details,  # the failing look's details (None after a deferral)
-        )
-
-    def poke(self, context: Context) -> PokeReturnValue | bool:
-        with calls_end_by(self._deadline):
-            check = self._lookout.look(self._check)
-            if check is None:
-                return False
-            if check.verdict is Verdict.PENDING:
-                self._progress.report(check)
-                return False
-            if check.verdict is Verdict.FAILURE:
-                self._raise_failure(check.message, check.step_name if check.status is not None else None)
-        self.log.info("%s", check.message)
+    def _summary(self, check: Check) -> dict[str, Any]:
         error = check.error.to_dict() if check.error else None
-        return PokeReturnValue(
-            is_done=True, xcom_value=self._summary(check.step_name or self.step_name, check.status, error)
-        )
+        return self._step_summary(check.step_name or self.step_name, check.status, error)
 
-    def _defer(self) -> NoReturn:
-        end_time = self._end_time()
-        trigger = CloudflareWorkflowStepTrigger(
-            workflow_name=self.workflow_name,
-            instance_id=self.instance_id,
-            step_name=self.step_name,
-            step_type=self.step_type,
-            success_states=list(self.success_states),
-            failure_states=list(self.failure_states),
-            end_time=end_time,
-            poll_interval=self.poke_interval,
-            account_id=self.account_id,
-            cloudflare_conn_id=self.cloudflare_conn_id,
-        )
-        defer_wait(self, trigger, end_time=end_time)
-
-    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
-        """Resume after the trigger: validate its event, then succeed or fail exactly as a poke would."""
-        self._validate_templated()
-        resumed = StepWaitEvent.from_trigger(event)
-        self.log.info("Resumed after deferral; the trigger reported %s.", resumed.status)
-        if not resumed.is_success:
-            self._raise_failure(
-                resumed.message, resumed.step_name if resumed.step_status is not None else None
-            )
-        self.log.info("%s", resumed.message)
-        return self._summary(resumed.step_name, resumed.step_status, resumed.error)
+    def _resumed_summary(self, event: StepWaitEvent) -> dict[str, Any]:
+        return self._step_summary(event.step_name, event.step_status, event.error)
 
 
 class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
@@ -343,8 +300,8 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
         instance_id: str,
         account_id: str | None = None,
         cloudflare_conn_id: str = DEFAULT_CONN_ID,
-        success_states: Sequence[str] = (InstanceStatus.COMPLETE.value,),
-        failure_states: Sequence[str] = (InstanceStatus.ERRORED.value, InstanceStatus.TERMINATED.value),
+        success_states: Sequence[str] = DEFAULT_INSTANCE_SUCCESS_STATES,
+        failure_states: Sequence[str] = DEFAULT_INSTANCE_FAILURE_STATES,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -361,21 +318,11 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
 
     @cached_property
     def _wait(self) -> InstanceWait:
-        """The instance-wait rule (shared with the create-and-wait operator)."""
-        return InstanceWait(
-            hook=self.hook,
-            log=self.log,
-            workflow_name=self.workflow_name,
-            instance_id=self.instance_id,
-            account_id=self.account_id,
-            cloudflare_conn_id=self.cloudflare_conn_id,
-            success_states=self.success_states,
-            failure_states=self.failure_states,
-            deadline=self._deadline,
-            answered=self._answered_before,
-        )
+        return InstanceWait(**self._wait_arguments())
 
-    def _summary(self, status: str | None, error: dict[str, str] | None, output: Any) -> dict[str, Any]:
+    def _instance_summary(
+        self, status: str | None, error: dict[str, str] | None, output: Any
+    ) -> dict[str, Any]:
         return {
             "workflow_name": self.workflow_name,
             "instance_id": self.instance_id,
@@ -384,19 +331,10 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
             **summary_output(output),
         }
 
-    def poke(self, context: Context) -> PokeReturnValue | bool:
-        check = self._wait.poke()
-        if check is None:
-            return False
+    def _summary(self, check: Check) -> dict[str, Any]:
         error = check.error.to_dict() if check.error else None
-        return PokeReturnValue(is_done=True, xcom_value=self._summary(check.status, error, check.output))
+        return self._instance_summary(check.status, error, check.output)
 
-    def _defer(self) -> NoReturn:
-        self._wait.defer(self, end_time=self._end_time(), poll_interval=self.poke_interval)
-
-    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
-        """Resume after the trigger: validate its event; on success read the output here, on the worker."""
-        self._validate_templated()
-        resumed = self._wait.resume(InstanceWaitEvent.from_trigger(event))
-        # Trigger events stay small, so the output is read here.
-        return self._summary(resumed.instance_status, resumed.error, self._wait.read_output())
+    def _resumed_summary(self, event: InstanceWaitEvent) -> dict[str, Any]:
+        # Trigger events stay small, so the output is read here, on the worker.
+        return self._instance_summary(event.instance_status, event.error, self._wait.read_output())

@@ -22,12 +22,20 @@ from typing import Any, Self
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_cfworkflows.checks import (
+    Check,
+    Verdict,
+    describe_awaited_instance,
+    describe_awaited_step,
+    evaluate_instance,
+)
 from airflow_provider_cfworkflows.connection import DEFAULT_CONN_ID
 from airflow_provider_cfworkflows.deadlines import calls_end_by
 from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsError
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+from airflow_provider_cfworkflows.looks import ProgressLog, arun_step_check, timeout_message
 from airflow_provider_cfworkflows.statuses import StatusAction, StepType
-from airflow_provider_cfworkflows.triggers.instance_watch import (
+from airflow_provider_cfworkflows.triggers.watchers import (
     MAX_ERROR_BACKOFF_SECONDS,
     MIN_ERROR_BACKOFF_SECONDS,
     Look,
@@ -35,8 +43,6 @@ from airflow_provider_cfworkflows.triggers.instance_watch import (
     WatchKey,
     watch,
 )
-from airflow_provider_cfworkflows.waiting import Check, Verdict, evaluate_instance
-from airflow_provider_cfworkflows.waits import ProgressLog, arun_step_check, timeout_message
 
 # Event "status" values: the check's verdict, or why the wait ended without one.
 EVENT_SUCCESS = Verdict.SUCCESS.value
@@ -298,7 +304,7 @@ class CloudflareWorkflowStepTrigger(_CloudflareWorkflowsPollingTrigger):
         return {**super()._kwargs(), "step_name": self.step_name, "step_type": self.step_type}
 
     def _describe_awaited(self) -> str:
-        return f"step {self.step_name!r} ({self.step_type}) of instance {self.instance_id!r}"
+        return describe_awaited_step(self.workflow_name, self.instance_id, self.step_name, self.step_type)
 
     def _event(self, status: str, check: Check | None, message: str) -> StepWaitEvent:
         return StepWaitEvent(
@@ -320,6 +326,7 @@ class CloudflareWorkflowStepTrigger(_CloudflareWorkflowsPollingTrigger):
             success_states=self.success_states,
             failure_states=self.failure_states,
             account_id=self.account_id,
+            instance_label=describe_awaited_instance(self.workflow_name, self.instance_id),
             known_name=self._known_name,
             details=details,
         )
@@ -387,8 +394,3 @@ class CloudflareWorkflowInstanceTrigger(_CloudflareWorkflowsPollingTrigger):
         return evaluate_instance(
             details, success_states=self.success_states, failure_states=self.failure_states
         )
-
-
-def describe_awaited_instance(workflow_name: str, instance_id: str) -> str:
-    """``instance 'i' of workflow 'wf'``: what an instance wait waits for, in messages."""
-    return f"instance {instance_id!r} of workflow {workflow_name!r}"

@@ -375,8 +375,8 @@ def test_step_not_found_names_the_logged_forms_tried_and_the_steps_the_instance_
         hook.get_step_output("wf", "i", "x-1")
 
     message = str(caught.value)
-    assert "not found as 'x-1' or 'x-1-1'" in message
-    assert "The instance is complete and has these steps: 'load rows-1' (step)" in message
+    assert "never ran (no step is logged as 'x-1' or 'x-1-1'): the instance is complete" in message
+    assert "Steps the instance has: 'load rows-1' (step)" in message
     assert "10404: Step not found" in message
     steps = [r.qs["name"] for r in requests_mock.request_history if r.path.endswith("/step")]
     assert steps == [["x-1"], ["x-1-1"]]

@@ -526,8 +526,8 @@ def test_step_output_by_the_name_as_written(hook, cloudflare_conn, quick_workflo
     assert len(hook.get_step_output(quick_workflow, "named", "fetch data").output["rows"]) == 200
     with pytest.raises(CloudflareWorkflowsNotFoundError) as caught:
         hook.get_step_output(quick_workflow, "named", "fetch dta")
-    assert "not found as 'fetch dta-1'" in str(caught.value)
-    assert "has these steps: 'fetch data-1' (step)" in str(caught.value)
+    assert "no step is logged as 'fetch dta-1'" in str(caught.value)
+    assert "Steps the instance has: 'fetch data-1' (step)" in str(caught.value)
 
 
 def test_an_unknown_workflow_lists_the_accounts_workflows(hook, cloudflare_conn, quick_workflow):

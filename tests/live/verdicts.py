@@ -18,6 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from airflow_provider_cfworkflows.checks import summary_output
 from airflow_provider_cfworkflows.connection import ConnectionSettings
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsAuthError,
@@ -25,7 +26,6 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsNotFoundError,
 )
 from airflow_provider_cfworkflows.protocol import ParamsEncoding
-from airflow_provider_cfworkflows.waiting import summary_output
 
 # The params every create of the check sends (the demo Workflow ignores them).
 PROBE_PARAMS: dict[str, Any] = {"probe": "live-check", "numbers": [1, 2.5], "nested": {"ok": True}}

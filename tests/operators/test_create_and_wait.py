@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowTaskTerminated, TaskDeferred
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.instance_ids import derive_instance_id
 from airflow_provider_cfworkflows.operators.workflows import CloudflareWorkflowCreateInstanceOperator
-from airflow_provider_cfworkflows.waits import DEFERRAL_GRACE_SECONDS
+from airflow_provider_cfworkflows.task_waits import DEFERRAL_GRACE_SECONDS
 
 pytestmark = pytest.mark.integration
 MODES = ("sync", "deferrable")

@@ -364,8 +364,8 @@ def test_step_not_started_404_asks_for_the_sensor(context, requests_mock):
 
     message = str(raised.value)
     assert (
-        "Found no step 'load-3' or 'load-3-1' on instance 'run-1' of workflow 'etl': it has not started "
-        "yet (instance running; steps so far: 'prepare-1' (step))." in message
+        "Step 'load-3' of instance 'run-1' of workflow 'etl' has not started yet (the instance is running; "
+        "steps so far: 'prepare-1' (step))." in message
     )
     assert "CloudflareWorkflowStepSensor" in message
     assert "HTTP 404" in message
@@ -382,10 +382,10 @@ def test_a_step_a_finished_instance_never_ran_fails_listing_its_steps(context, r
         operator(step_name="laod").execute(context)
 
     assert str(raised.value) == (
-        f"Found no step 'laod-1' on instance 'run-1' of workflow 'etl': it never ran, and the instance is "
-        f"{status}, so it never will. Steps the instance has: 'prepare-1' (step), 'load-1' (step), "
-        "'approval-1' (waitForEvent). Check step_name (as written in the Workflow code, or the logged "
-        "name with its -N suffix) and step_type."
+        "Step 'laod' of instance 'run-1' of workflow 'etl' never ran (no step is logged as 'laod-1'): the "
+        f"instance is {status} and will not run it. Steps the instance has: 'prepare-1' (step), 'load-1' "
+        "(step), 'approval-1' (waitForEvent). Check the name (as written in the Workflow code, or the "
+        "logged name with its -N suffix) and the step_type."
     )
     assert isinstance(raised.value, AirflowFailException)  # no retry: the name is wrong
     assert "CloudflareWorkflowStepSensor" not in str(raised.value)
@@ -399,7 +399,7 @@ def test_an_attempt_a_finished_instance_never_made_fails_without_retry(context, 
         operator(step_name="load", attempt=5).execute(context)
 
     assert str(raised.value) == (
-        "Found no attempt 5 of step 'load-1' on instance 'run-1' of workflow 'etl': the step ran 2 "
+        "Attempt 5 of step 'load' of instance 'run-1' of workflow 'etl' does not exist: the step ran 2 "
         "attempt(s) and the instance is complete, so there will never be an attempt 5."
     )
 

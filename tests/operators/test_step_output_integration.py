@@ -250,8 +250,9 @@ def test_a_misspelled_step_of_a_finished_instance_fails_without_retry_listing_it
     assert task_instance(result, "fetch_output").try_number == 1  # retries=1, but a retry cannot help
     task_log = capfd.readouterr().out
     assert (
-        f"Found no step 'fetch dta-1' on instance {ok_instance!r} of workflow {OK_WORKFLOW!r}: it never ran, "
-        "and the instance is complete, so it never will. Steps the instance has: 'fetch data-1' (step), "
+        f"Step 'fetch dta' of instance {ok_instance!r} of workflow {OK_WORKFLOW!r} never ran (no step is "
+        "logged as 'fetch dta-1'): the instance is complete and will not run it. Steps the instance has: "
+        "'fetch data-1' (step), "
         "'huge-1' (step), 'secret-1' (step), 'blob-1' (step), 'small blob-1' (step)." in task_log
     )
     assert "Put a CloudflareWorkflowStepSensor" not in task_log
@@ -444,7 +445,9 @@ def test_errored_step_and_attempt(workflows):
         run_operator(BROKEN_WORKFLOW, instance_id, "load", attempt=1)
     assert "QuotaError: daily quota exceeded" in str(first.value)
 
-    with pytest.raises(CloudflareWorkflowStepFailedError, match="Found no attempt 5 of step") as never:
+    with pytest.raises(
+        CloudflareWorkflowStepFailedError, match="Attempt 5 of step 'load' of instance"
+    ) as never:
         run_operator(BROKEN_WORKFLOW, instance_id, "load", attempt=5)
     assert "the step ran 2 attempt(s) and the instance is errored" in str(never.value)
 
@@ -458,7 +461,7 @@ def test_not_yet_complete_steps_ask_for_the_sensor(workflows):
             (WAITING_WORKFLOW, waiting, "approval", {"step_type": "waitForEvent"}),
             "still waiting for its event",
         ),
-        ((WAITING_WORKFLOW, waiting, "publish", {}), "Found no step 'publish-1'"),
+        ((WAITING_WORKFLOW, waiting, "publish", {}), "Step 'publish' of instance"),
         (
             (FLAKY_WORKFLOW, flaky, "call api", {}),
             "is retrying after an attempt failed with Error: upstream 503",

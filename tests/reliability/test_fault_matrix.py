@@ -33,7 +33,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from airflow_provider_cfworkflows.emulator.server import run_emulator_process
-from airflow_provider_cfworkflows.triggers import instance_watch
+from airflow_provider_cfworkflows.triggers import watchers
 from tests.helpers import connection_json
 from tests.reliability.components import COMPONENTS, WAIT_TIMEOUT, Component, Run, file_left_behind
 from tests.reliability.guarded import SCENARIO, TOKEN_WITH_NEWLINE
@@ -198,7 +198,7 @@ def refusing_address() -> Iterator[str]:
 def _no_backoff(monkeypatch: pytest.MonkeyPatch, limiter_clock: Any) -> None:
     """The hook's and triggers' retries without their backoff; rate-limiter waits take no real time."""
     monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
-    monkeypatch.setattr(instance_watch, "MIN_ERROR_BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(watchers, "MIN_ERROR_BACKOFF_SECONDS", 0.01)
 
 
 def _error_names(error: BaseException) -> set[str]:

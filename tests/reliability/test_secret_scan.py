@@ -25,7 +25,7 @@ from airflow_provider_cfworkflows.emulator.server import run_emulator_process
 from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsConfigurationError
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
-from airflow_provider_cfworkflows.triggers import instance_watch
+from airflow_provider_cfworkflows.triggers import watchers
 from tests.helpers import connection_json
 from tests.reliability.components import SLOW, run_trigger, task_context
 from tests.reliability.guarded import SCENARIO, SECRET, SECRET_FORMS, TOKEN_WITH_NEWLINE, leaked_forms
@@ -120,7 +120,7 @@ def connections(live_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
             f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(live_emulator.api_base, **fields)
         )
     monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
-    monkeypatch.setattr(instance_watch, "MIN_ERROR_BACKOFF_SECONDS", 0.2)
+    monkeypatch.setattr(watchers, "MIN_ERROR_BACKOFF_SECONDS", 0.2)
     return live_emulator
 
 

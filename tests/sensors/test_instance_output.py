@@ -11,9 +11,9 @@ from unittest import mock
 import pytest
 
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
-from airflow_provider_cfworkflows.instance_wait import InstanceWait
 from airflow_provider_cfworkflows.models import instance_output
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowInstanceSensor
+from airflow_provider_cfworkflows.task_waits import InstanceWait
 
 # What run() returned -> what the user receives, when Cloudflare sends it raw / JSON-encoded.
 RECEIVED: list[tuple[Any, Any, Any]] = [

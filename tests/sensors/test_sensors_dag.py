@@ -61,7 +61,10 @@ def test_step_completes_after_a_few_seconds(run_dag, cloudflare_conn, mode, caps
     # The sensor only reads: the one write is the DAG's own create.
     assert [r["method"] for r in cloudflare_conn.requests_log() if r["method"] != "GET"] == ["POST"]
     out = capsys.readouterr().out
-    assert "Step 'load data' has not started yet" in out
+    assert (
+        f"Step 'load data' of instance {conf['instance_id']!r} of workflow {conf['workflow_name']!r} has not "
+        "started yet" in out
+    )
     check_deferral(mode, out)
 
 
@@ -85,7 +88,8 @@ def test_step_that_errors_after_retries_fails_the_task(run_dag, cloudflare_conn,
     assert result.state == "failed"
     assert result.task_states() == {"start": "success", "wait": "failed"}
     out = capsys.readouterr().out
-    assert "Step 'call api-1' is errored: UpstreamError: upstream answered 503." in out
+    assert "Step 'call api-1' of instance " in out
+    assert "is errored: UpstreamError: upstream answered 503." in out
     for attempt in (1, 2, 3):
         assert f"attempt {attempt}: UpstreamError: upstream answered 503" in out
     check_deferral(mode, out)
@@ -149,7 +153,8 @@ def test_misspelled_step_fails_fast_listing_the_steps(run_dag, cloudflare_conn, 
     assert result.task_states() == {"start": "success", "wait": "failed"}
     assert time.monotonic() - started < 30  # not the 60 s timeout
     out = capsys.readouterr().out
-    assert "Step 'lod data' never ran: the instance is" in out
+    assert "Step 'lod data' of instance " in out
+    assert "never ran (no step is logged as 'lod data-1'): the instance is" in out
     assert "'load data-1' (step), 'approval-1' (waitForEvent)" in out
 
 
@@ -164,7 +169,7 @@ def test_instance_terminated_before_the_step(run_dag, cloudflare_conn, mode, cap
 
     assert result.task_states() == {"start": "success", "wait": "failed"}
     out = capsys.readouterr().out
-    assert "Step 'after' never ran: the instance is terminated" in out
+    assert "never ran (no step is logged as 'after-1'): the instance is terminated" in out
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -181,7 +181,8 @@ def test_not_started_is_not_yet_and_logged_once_per_change(api, context, capsys)
     assert sensor.poke(context) is False
     infos = logged(capsys, "info")
     assert infos == [
-        "Step 'load data' has not started yet (instance running; steps so far: 'prepare-1' (step))."
+        "Step 'load data' of instance 'i' of workflow 'wf' has not started yet (the instance is running; "
+        "steps so far: 'prepare-1' (step))."
     ]
     api.instance["steps"].append({"name": "transform-1", "type": "step"})
     assert sensor.poke(context) is False
@@ -196,7 +197,10 @@ def test_never_ran_on_a_finished_instance_fails_listing_the_steps(api, context):
     with pytest.raises(CloudflareWorkflowStepFailedError) as failed:
         step_sensor(step_name="lod data").poke(context)
     message = str(failed.value)
-    assert "Step 'lod data' never ran: the instance is complete" in message
+    assert (
+        "Step 'lod data' of instance 'i' of workflow 'wf' never ran (no step is logged as 'lod data-1'): "
+        "the instance is complete" in message
+    )
     assert "'prepare-1' (step), 'approval-1' (waitForEvent)" in message
 
 
@@ -211,7 +215,10 @@ def test_retrying_step_logs_the_failed_attempt_and_waits(api, context, capsys):
     api.steps[("load data-1", "step")] = step_result("running", error=("Error", "upstream 503"))
     assert step_sensor().poke(context) is False
     warnings = logged(capsys, "warning")
-    assert "Step 'load data-1' is retrying after a failed attempt: Error: upstream 503." in warnings
+    assert (
+        "Step 'load data-1' of instance 'i' of workflow 'wf' is retrying after a failed attempt: Error: "
+        "upstream 503." in warnings
+    )
 
 
 def test_failure_logs_the_error_and_each_attempt(api, context, capsys):
@@ -224,7 +231,10 @@ def test_failure_logs_the_error_and_each_attempt(api, context, capsys):
     with pytest.raises(CloudflareWorkflowStepFailedError) as failed:
         step_sensor().poke(context)
     assert isinstance(failed.value, AirflowFailException)  # no retries; soft_fail skips
-    assert str(failed.value) == "Step 'load data-1' is errored: Error: upstream 502."
+    assert (
+        str(failed.value)
+        == "Step 'load data-1' of instance 'i' of workflow 'wf' is errored: Error: upstream 502."
+    )
     errors = logged(capsys, "error")
     assert "  attempt 1: Error: upstream 503" in errors
     assert "  attempt 2: Error: upstream 502" in errors
@@ -262,8 +272,9 @@ def test_sync_execute_times_out_without_deferring(api, context):
         sensor.execute(context)
     defer.assert_not_called()
     assert str(timed_out.value) == (
-        "Sensor timed out: Timed out waiting for step 'load data' (step) of instance 'i'; last seen: "
-        "Step 'load data' has not started yet (instance running; steps so far: none yet)."
+        "Sensor timed out: Timed out waiting for step 'load data' (step) of instance 'i' of workflow 'wf'; "
+        "last seen: Step 'load data' of instance 'i' of workflow 'wf' has not started yet (the instance is "
+        "running; steps so far: none yet)."
     )
 
 
@@ -406,7 +417,7 @@ def step_event(status="success", **overrides):
         "step_type": "step",
         "step_status": "complete",
         "error": None,
-        "message": "Step 'load data-1' is complete.",
+        "message": "Step 'load data-1' of instance 'i' of workflow 'wf' is complete.",
         **overrides,
     }
 

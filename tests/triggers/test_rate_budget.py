@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
-from airflow_provider_cfworkflows.triggers import instance_watch
+from airflow_provider_cfworkflows.triggers import watchers
 from airflow_provider_cfworkflows.triggers.workflows import CloudflareWorkflowStepTrigger
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ async def test_pacing_by_the_headers_keeps_a_small_quota_with_no_429(cloudflare_
     sent = token_requests(emulator, started)
     assert [entry for entry in sent if entry["status"] == 429] == []
     assert emulator.rate_limit_status()["credentials"][emulator.token_label]["limited"] == 0
-    assert instance_watch.watchers() == {}
+    assert watchers.watchers() == {}
 
 
 async def test_a_429_pauses_every_caller_until_retry_after_and_no_wait_fails(cloudflare_conn):

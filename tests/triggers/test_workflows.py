@@ -19,10 +19,11 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsServerError,
     CloudflareWorkflowStepFailedError,
 )
+from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.models import RemoteError, StepOutput
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
 from airflow_provider_cfworkflows.statuses import InstanceStatus
-from airflow_provider_cfworkflows.triggers import instance_watch
+from airflow_provider_cfworkflows.triggers import watchers
 from airflow_provider_cfworkflows.triggers import workflows as triggers
 from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
@@ -62,7 +63,7 @@ def _connection(mocked_api_conn):
 
 @pytest.fixture(autouse=True)
 def _no_waits(monkeypatch):
-    monkeypatch.setattr(instance_watch, "MIN_ERROR_BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(watchers, "MIN_ERROR_BACKOFF_SECONDS", 0.01)
     monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
 
 
@@ -90,10 +91,15 @@ def load_step(success, *attempts):
 @pytest.fixture
 def hook():
     """The hook the shared watcher builds, with its async calls mocked."""
-    with mock.patch.object(instance_watch, "CloudflareWorkflowsHook", autospec=True) as hook_class:
+    with mock.patch.object(watchers, "CloudflareWorkflowsHook", autospec=True) as hook_class:
         instance = hook_class.return_value
         instance.aclose = mock.AsyncMock()
         instance.aget_step_output = mock.AsyncMock()
+
+        async def afind_step_status(*args, **kwargs):  # the real loop over names, on the mocked calls
+            return await CloudflareWorkflowsHook.afind_step_status(instance, *args, **kwargs)
+
+        instance.afind_step_status = afind_step_status
         instance.aget_instance = mock.AsyncMock(return_value={"status": "running", "steps": []})
         yield instance
 
@@ -159,12 +165,12 @@ async def test_success_event_is_small_and_exact(hook):
             "step_type": "step",
             "step_status": "complete",
             "error": None,
-            "message": "Step 'load-1' is complete.",
+            "message": "Step 'load-1' of instance '*/5 * * * *-17' of workflow 'wf' is complete.",
         }
     ]
     assert [call.kwargs["simple"] for call in hook.aget_instance.await_args_list] == [False, False]
     hook.aget_step_output.assert_not_awaited()  # the details answered every look
-    assert instance_watch.watchers() == {}
+    assert watchers.watchers() == {}
     await until(lambda: hook.aclose.await_count == 1)  # the stopped watcher closes its hook
 
 
@@ -192,7 +198,7 @@ async def test_code_name_falls_back_and_missing_step_on_finished_instance_fails(
     hook.aget_instance.return_value = {"status": "complete", "steps": [{"name": "other-1", "type": "step"}]}
     (event,) = await events(step_trigger(step_name="phase-2"))
     assert (event["status"], event["step_name"], event["step_status"]) == ("failure", "phase-2", None)
-    assert "Step 'phase-2' never ran" in event["message"]
+    assert "Step 'phase-2' of instance '*/5 * * * *-17' of workflow 'wf' never ran" in event["message"]
     assert "'other-1' (step)" in event["message"]
     assert hook.aget_instance.await_count == 1  # one snapshot decides "never ran"
     hook.aget_step_output.assert_not_awaited()
@@ -203,8 +209,11 @@ async def test_timeout_event_says_what_was_last_seen(hook):
     (event,) = await events(step_trigger(end_time=time.time() + 0.05))
     assert set(event) == STEP_EVENT_KEYS
     assert (event["status"], event["step_status"]) == ("timeout", "running")
-    assert "last seen: Step 'load-1' is running; still waiting." in event["message"]
-    assert instance_watch.watchers() == {}
+    assert (
+        "last seen: Step 'load-1' of instance '*/5 * * * *-17' of workflow 'wf' is running; still waiting."
+        in event["message"]
+    )
+    assert watchers.watchers() == {}
 
 
 async def test_a_server_that_never_answers_still_ends_by_the_deadline(hook):
@@ -218,7 +227,7 @@ async def test_a_server_that_never_answers_still_ends_by_the_deadline(hook):
     (event,) = await events(step_trigger(end_time=time.time() + 0.1))
     assert event["status"] == "timeout"
     assert time.monotonic() - started < 2
-    assert instance_watch.watchers() == {}
+    assert watchers.watchers() == {}
 
 
 async def test_transient_errors_are_retried_by_the_watcher(hook):
@@ -251,16 +260,14 @@ async def test_transient_errors_until_the_deadline_are_a_timeout_not_an_error(ho
 
 @pytest.mark.parametrize("failures", [1, 2, 3, 20])
 def test_error_backoff_doubles_is_capped_jittered_and_honours_retry_after(monkeypatch, failures):
-    monkeypatch.setattr(instance_watch, "MIN_ERROR_BACKOFF_SECONDS", 1.0)
+    monkeypatch.setattr(watchers, "MIN_ERROR_BACKOFF_SECONDS", 1.0)
     server = CloudflareWorkflowsServerError("x")
-    plain = instance_watch.error_delay(failures, server, 2, jitter=0)
-    assert plain == min(2 * 2 ** (failures - 1), instance_watch.MAX_ERROR_BACKOFF_SECONDS)
-    assert instance_watch.error_delay(failures, server, 2, jitter=0.999) == pytest.approx(
-        plain * 0.75, rel=1e-3
-    )
+    plain = watchers.error_delay(failures, server, 2, jitter=0)
+    assert plain == min(2 * 2 ** (failures - 1), watchers.MAX_ERROR_BACKOFF_SECONDS)
+    assert watchers.error_delay(failures, server, 2, jitter=0.999) == pytest.approx(plain * 0.75, rel=1e-3)
     limited = CloudflareWorkflowsRateLimitError("x", retry_after=100)
-    assert instance_watch.error_delay(failures, limited, 2, jitter=0) == max(plain, 100)
-    jittered = instance_watch.error_delay(failures, limited, 2, jitter=0.5)
+    assert watchers.error_delay(failures, limited, 2, jitter=0) == max(plain, 100)
+    jittered = watchers.error_delay(failures, limited, 2, jitter=0.5)
     assert jittered >= 100  # jitter never shortens a Retry-After
 
 
@@ -286,7 +293,7 @@ async def test_still_running_keeps_polling_without_an_event(hook):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert instance_watch.watchers() == {}
+    assert watchers.watchers() == {}
 
 
 async def test_instance_trigger_events(hook):

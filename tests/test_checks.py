@@ -1,49 +1,45 @@
-"""The pure decisions shared by sensors and triggers: names, states, the step-check plan, verdicts."""
+"""The pure decisions shared by sensors, operators and triggers: states, the step-check plan, verdicts."""
 
 from __future__ import annotations
 
 import pytest
 
-from airflow_provider_cfworkflows.exceptions import (
-    CloudflareWorkflowsConfigurationError,
-    CloudflareWorkflowsNotFoundError,
-)
-from airflow_provider_cfworkflows.models import RemoteError, StepOutput
-from airflow_provider_cfworkflows.statuses import InstanceStatus
-from airflow_provider_cfworkflows.waiting import (
+from airflow_provider_cfworkflows.checks import (
     MAX_SUMMARY_OUTPUT_BYTES,
     InstanceQuery,
     StepQuery,
-    StepReading,
     Verdict,
     check_states,
     evaluate_instance,
     evaluate_step,
-    instance_failure_lines,
     instance_not_found_error,
     plan_step_check,
-    read_step_entry,
-    step_failure_lines,
-    step_name_candidates,
     summary_output,
 )
+from airflow_provider_cfworkflows.exceptions import (
+    CloudflareWorkflowsConfigurationError,
+    CloudflareWorkflowsNotFoundError,
+    CloudflareWorkflowsUnknownWorkflowError,
+)
+from airflow_provider_cfworkflows.models import RemoteError, StepOutput
+from airflow_provider_cfworkflows.statuses import InstanceStatus
 
 SUCCESS, FAILURE = ("complete",), ("errored",)
 ALL_STATUSES = [status.value for status in InstanceStatus]
 TERMINAL = ("complete", "errored", "terminated")
+LABEL = "instance 'i' of workflow 'wf'"
 
 
 def step(status, error=None, output=None):
     return StepOutput(status=status, error=RemoteError("Error", error) if error else None, output=output)
 
 
-def decide(found, instance_status=None, details=None, success=SUCCESS, failure=FAILURE):
+def decide(found, instance_status=None, success=SUCCESS, failure=FAILURE):
     return evaluate_step(
         found,
-        step_label="load",
-        step_name="load-1" if found else None,
+        step_name="load-1",
+        instance_label=LABEL,
         instance_status=instance_status,
-        instance_details=details,
         success_states=success,
         failure_states=failure,
     )
@@ -52,7 +48,12 @@ def decide(found, instance_status=None, details=None, success=SUCCESS, failure=F
 def drive(answers, step_name="load", success=SUCCESS, failure=FAILURE, known_name=None, step_type="step"):
     """Run the plan against ``answers`` (a callable: query -> answer, or a list consumed in order)."""
     plan = plan_step_check(
-        step_name, step_type=step_type, success_states=success, failure_states=failure, known_name=known_name
+        step_name,
+        step_type=step_type,
+        success_states=success,
+        failure_states=failure,
+        instance_label=LABEL,
+        known_name=known_name,
     )
     queries, answer = [], None
     while True:
@@ -62,26 +63,6 @@ def drive(answers, step_name="load", success=SUCCESS, failure=FAILURE, known_nam
             return done.value, queries
         queries.append(query)
         answer = answers(query) if callable(answers) else answers.pop(0)
-
-
-# --- step names ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("name", "candidates"),
-    [
-        ("fetch data", ("fetch data-1",)),  # as written in code: its first run
-        ("fetch data-2", ("fetch data-2", "fetch data-2-1")),  # as logged: its second run
-        ("phase-2", ("phase-2", "phase-2-1")),  # a code name ending in -<digits>
-        ("x-10", ("x-10", "x-10-1")),
-        ("v1.2", ("v1.2-1",)),
-        ("end-", ("end--1",)),
-        ("run-2\n", ("run-2\n-1",)),  # the counter must end the name: no match before a newline
-        ("run-٣", ("run-٣-1",)),  # ASCII digits only
-    ],
-)
-def test_step_name_candidates(name, candidates):
-    assert step_name_candidates(name) == candidates
 
 
 # --- states --------------------------------------------------------------------------------------
@@ -136,17 +117,18 @@ def test_unknown_statuses_are_pending_not_a_crash(instance_status):
 
 
 def test_missing_step_pending_until_the_instance_ends():
-    details = {
-        "steps": [{"name": "prepare-1", "type": "step"}, {"name": "approval-1", "type": "waitForEvent"}]
-    }
-    pending = decide(None, instance_status="running", details=details)
+    entries = [{"name": "prepare-1", "type": "step"}, {"name": "approval-1", "type": "waitForEvent"}]
+    pending, _ = drive([{"status": "running", "steps": entries}])
     assert pending.verdict is Verdict.PENDING
-    assert "has not started yet" in pending.message
+    assert f"Step 'load' of {LABEL} has not started yet" in pending.message
     assert "'prepare-1' (step), 'approval-1' (waitForEvent)" in pending.message
     for status in TERMINAL:
-        never = decide(None, instance_status=status, details=details)
+        never, _ = drive([{"status": status, "steps": entries}])
         assert never.verdict is Verdict.FAILURE
-        assert f"Step 'load' never ran: the instance is {status}" in never.message
+        assert (
+            f"Step 'load' of {LABEL} never ran (no step is logged as 'load-1'): the instance is {status}"
+            in (never.message)
+        )
         assert "'prepare-1' (step), 'approval-1' (waitForEvent)" in never.message
 
 
@@ -160,7 +142,7 @@ def test_branching_configuration_succeeds_on_either():
 
 def test_failure_message_carries_the_remote_error():
     check = decide(step("errored", error="upstream 503"))
-    assert check.message == "Step 'load-1' is errored: Error: upstream 503."
+    assert check.message == f"Step 'load-1' of {LABEL} is errored: Error: upstream 503."
 
 
 def test_terminal_step_in_neither_set_fails():
@@ -171,7 +153,7 @@ def test_terminal_step_in_neither_set_fails():
 
 # --- plan_step_check: which calls, in which order ------------------------------------------------
 
-FULL = InstanceQuery(simple=False)
+FULL = InstanceQuery()
 RETRYING = [
     {"success": False, "error": {"name": "Error", "message": "upstream 503"}},
     {"success": None, "error": None},
@@ -187,44 +169,6 @@ def entry(name="load-1", kind="step", **fields):
 
 
 @pytest.mark.parametrize(
-    ("fields", "status", "error"),
-    [
-        ({"success": None, "attempts": [{"success": None}]}, "running", None),
-        ({"success": None, "attempts": RETRYING}, "running", RemoteError("Error", "upstream 503")),
-        (
-            {"success": True, "attempts": [{"success": False, "error": {"name": "E", "message": "m"}}, {}]},
-            "complete",
-            None,
-        ),
-        ({"success": False, "attempts": RETRYING[:1]}, "errored", RemoteError("Error", "upstream 503")),
-    ],
-)
-def test_a_step_entry_reads_as_step_would_report_it(fields, status, error):
-    reading = read_step_entry(details("running", entry(**fields)), ("load-1",), "step")
-    assert reading == StepReading(settled=True, step=StepOutput(status, error, None), name="load-1")
-
-
-@pytest.mark.parametrize(
-    ("fields", "status", "error"),
-    [
-        ({"finished": False, "error": None}, "waiting", None),
-        ({"finished": True, "error": None}, "complete", None),
-        (
-            {"finished": True, "error": {"name": "Timeout", "message": "t"}},
-            "errored",
-            RemoteError("Timeout", "t"),
-        ),
-    ],
-)
-def test_a_wait_for_event_entry_reads_as_step_would_report_it(fields, status, error):
-    reading = read_step_entry(
-        details("waiting", entry(kind="waitForEvent", **fields)), ("load-1",), "waitForEvent"
-    )
-    assert reading.settled
-    assert reading.step == StepOutput(status, error, None)
-
-
-@pytest.mark.parametrize(
     "answer",
     [
         details("running", entry(attempts=[])),  # no success field
@@ -236,8 +180,8 @@ def test_a_wait_for_event_entry_reads_as_step_would_report_it(fields, status, er
 )
 def test_entries_the_details_cannot_read_are_asked_of_step(answer):
     step_type = answer["steps"][0]["type"]
-    check, queries = drive([answer, step("complete")], step_type=step_type)
-    assert queries == [FULL, StepQuery("load-1")]
+    check, queries = drive([answer, ("load-1", step("complete"))], step_type=step_type)
+    assert queries == [FULL, StepQuery(("load-1",))]
     assert (check.verdict, check.step_name) == (Verdict.SUCCESS, "load-1")
 
 
@@ -271,12 +215,12 @@ def test_a_finished_step_is_decided_from_the_details():
         Verdict.SUCCESS,
         "complete",
         "load-1",
-        "Step 'load-1' is complete.",
+        f"Step 'load-1' of {LABEL} is complete.",
     )
     failed = details("errored", entry(success=False, attempts=RETRYING[:1]))
     check, queries = drive([failed])
     assert queries == [FULL]
-    assert check.message == "Step 'load-1' is errored: Error: upstream 503."
+    assert check.message == f"Step 'load-1' of {LABEL} is errored: Error: upstream 503."
 
 
 def test_retrying_is_read_from_the_attempts():
@@ -313,12 +257,24 @@ def test_a_step_not_final_on_a_final_instance_cannot_finish():
 
 
 def test_details_without_steps_fall_back_to_step_under_each_name():
-    check, queries = drive([{"status": "running"}, None, step("complete")], step_name="phase-2")
-    assert queries == [FULL, StepQuery("phase-2"), StepQuery("phase-2-1")]
+    check, queries = drive([{"status": "running"}, ("phase-2-1", step("complete"))], step_name="phase-2")
+    assert queries == [FULL, StepQuery(("phase-2", "phase-2-1"))]
     assert check.step_name == "phase-2-1"
     check, queries = drive([{"status": "errored"}, None])
-    assert queries == [FULL, StepQuery("load-1")]
+    assert queries == [FULL, StepQuery(("load-1",))]
     assert "never ran" in check.message
+
+
+def test_an_entry_that_cannot_be_read_is_asked_for_first():
+    answer = details("running", entry("phase-2-1", success="yes"))
+    _, queries = drive([answer, ("phase-2-1", step("running"))], step_name="phase-2")
+    assert queries == [FULL, StepQuery(("phase-2-1", "phase-2"))]
+
+
+def test_a_step_check_carries_the_details_it_was_decided_on():
+    answer = details("running", entry(success=True))
+    check, _ = drive([answer])
+    assert check.details is answer
 
 
 # --- evaluate_instance ---------------------------------------------------------------------------
@@ -355,38 +311,6 @@ def test_terminal_instance_status_in_neither_set_fails():
 # --- failure details and summaries ---------------------------------------------------------------
 
 
-def test_failure_lines():
-    details = {
-        "status": "errored",
-        "error": {"name": "Error", "message": "b"},
-        "steps": [
-            {
-                "name": "load-1",
-                "type": "step",
-                "success": False,
-                "attempts": [
-                    {"success": False, "error": {"name": "Error", "message": "a"}},
-                    {"success": False, "error": {"name": "Error", "message": "b"}},
-                ],
-            },
-            {"name": "load-1", "type": "waitForEvent", "error": {"name": "Timeout", "message": "t"}},
-            {"name": "ok-1", "type": "step", "success": True, "attempts": [{"success": False}, {}]},
-            {"type": "termination", "trigger": {"source": "api"}},
-        ],
-    }
-    assert step_failure_lines(details, "load-1", "step") == [
-        "instance errored: Error: b",
-        "attempt 1: Error: a",
-        "attempt 2: Error: b",
-    ]
-    assert step_failure_lines(details, "load-1", "waitForEvent")[-1] == "error: Timeout: t"
-    assert instance_failure_lines(details) == [
-        "step 'load-1' (step) failed: Error: b (2 failed attempt(s))",
-        "step 'load-1' (waitForEvent) failed: Timeout: t",
-        "step 'ok-1': 1 failed attempt(s), then went on",
-    ]
-
-
 def test_summary_output():
     assert summary_output({"a": 1}) == {"output": {"a": 1}}
     assert summary_output(None) == {"output": None}
@@ -405,12 +329,6 @@ def test_instance_not_found_error_says_what_was_looked_for():
 
 
 def test_an_unknown_workflow_keeps_the_hooks_message_listing_the_workflows():
-    from airflow_provider_cfworkflows.exceptions import (
-        CloudflareWorkflowsNotFoundError,
-        CloudflareWorkflowsUnknownWorkflowError,
-    )
-    from airflow_provider_cfworkflows.waiting import instance_not_found_error
-
     unknown = CloudflareWorkflowsUnknownWorkflowError("Workflow 'wf' was not found: the account has 'wf2'")
     assert instance_not_found_error(unknown, "wf", "i-1") is unknown
     plain = instance_not_found_error(CloudflareWorkflowsNotFoundError("Not found"), "wf", "i-1")

@@ -13,7 +13,7 @@ from unittest import mock
 import pytest
 
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
-from airflow_provider_cfworkflows.triggers import instance_watch
+from airflow_provider_cfworkflows.triggers import watchers
 from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
     CloudflareWorkflowStepTrigger,
@@ -99,8 +99,11 @@ async def test_triggers_on_one_instance_share_one_request_per_interval(cloudflar
         *[("success", "b-1")] * 4,
         *[("success", None)] * 2,
     ]
-    assert events[0]["message"] == "Step 'a-1' is complete."
-    assert instance_watch.watchers() == {}
+    assert (
+        events[0]["message"]
+        == f"Step 'a-1' of instance {instance_id!r} of workflow {workflow!r} is complete."
+    )
+    assert watchers.watchers() == {}
     sent = api_requests(emulator, started)
     # Every request is one shared look at the details (full: step waits are among the subscribers);
     # the details answered every step wait, so no /step at all.
@@ -118,21 +121,20 @@ async def test_a_late_subscriber_gets_the_latest_look_at_once(cloudflare_conn):
     workflow = put_workflow(emulator, [{"name": "slow", "duration": 60}])
     instance_id = create_instance(emulator, workflow)
     first = asyncio.create_task(first_event(step_trigger(workflow, instance_id, "slow")))
-    await until(
-        lambda: instance_watch.watchers() and next(iter(instance_watch.watchers().values())).looks >= 1
-    )
-    watcher = next(iter(instance_watch.watchers().values()))
+    await until(lambda: watchers.watchers() and next(iter(watchers.watchers().values())).looks >= 1)
+    watcher = next(iter(watchers.watchers().values()))
     await until(lambda: watcher.latest is not None)
     looks = watcher.looks
     # Fresher than its interval: no look of its own; it times out having seen that look.
     late = await first_event(step_trigger(workflow, instance_id, "slow", seconds=0.05, poll_interval=60))
     assert late["status"] == "timeout"
-    assert "last seen: Step 'slow-1' is running; still waiting." in late["message"]
+    assert "last seen: Step 'slow-1' of instance" in late["message"]
+    assert late["message"].endswith("is running; still waiting.")
     assert watcher.looks <= looks + 1
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert instance_watch.watchers() == {}
+    assert watchers.watchers() == {}
 
 
 async def test_cancellation_leaves_the_registry_empty_and_stops_looking(cloudflare_conn):
@@ -144,19 +146,19 @@ async def test_cancellation_leaves_the_registry_empty_and_stops_looking(cloudfla
         for instance_id in instances
         for _ in range(4)
     ]
-    await until(lambda: len(instance_watch.watchers()) == 3)
-    watchers = list(instance_watch.watchers().values())
-    assert len(instance_watch.shared_hooks()) == 1  # one hook (one client) for the connection
-    assert len({id(watcher.hook) for watcher in watchers}) == 1
-    await until(lambda: all(watcher.looks >= 2 for watcher in watchers))
+    await until(lambda: len(watchers.watchers()) == 3)
+    running = list(watchers.watchers().values())
+    assert len(watchers.shared_hooks()) == 1  # one hook (one client) for the connection
+    assert len({id(watcher.hook) for watcher in running}) == 1
+    await until(lambda: all(watcher.looks >= 2 for watcher in running))
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    assert instance_watch.watchers() == {}
-    await asyncio.wait([watcher.task for watcher in watchers], timeout=5)
-    assert all(watcher.task.done() for watcher in watchers)
-    assert instance_watch.shared_hooks() == {}
-    assert watchers[0].hook._async_client is None  # the shared hook was closed
+    assert watchers.watchers() == {}
+    await asyncio.wait([watcher.task for watcher in running], timeout=5)
+    assert all(watcher.task.done() for watcher in running)
+    assert watchers.shared_hooks() == {}
+    assert running[0].hook._async_client is None  # the shared hook was closed
     stopped = time.time()
     sent_before = len(api_requests(emulator, 0))
     # A new trigger on another instance looks (so time passes in the loop); the stopped watchers do not.
@@ -229,8 +231,8 @@ async def test_one_hook_per_connection_closed_after_its_last_user_and_retired_on
         async def aclose(self):
             self.closed = True
 
-    monkeypatch.setattr(instance_watch, "CloudflareWorkflowsHook", Hook)
-    hooks = instance_watch.SharedHooks()
+    monkeypatch.setattr(watchers, "CloudflareWorkflowsHook", Hook)
+    hooks = watchers.SharedHooks()
     first, second, other = hooks.acquire("a"), hooks.acquire("a"), hooks.acquire("b")
     assert first is second
     assert first is not other

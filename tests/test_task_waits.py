@@ -1,6 +1,7 @@
-"""What a failed look means (``waits.Lookout``): an API that never answered fails the first look at once,
-naming the host and the cause in full; after one answer a transient failure is one short line and
-"look again"; each look's calls end by the wait's deadline, and a look past it times the wait out."""
+"""A task's wait (``task_waits``): what a failed look means (an API that never answered fails the first
+look at once, naming the host and the cause in full; after one answer a transient failure is one short
+line and "look again"); each look's calls end by the wait's deadline, and a look past it times the wait
+out."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import requests
 from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_cfworkflows import deadlines
+from airflow_provider_cfworkflows.checks import Check, Verdict
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareErrorDetail,
     CloudflareWorkflowsAuthError,
@@ -25,13 +27,12 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsServerError,
 )
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
-from airflow_provider_cfworkflows.instance_wait import InstanceWait
+from airflow_provider_cfworkflows.looks import brief_error, transport_cause
 from airflow_provider_cfworkflows.sensors.workflows import (
     CloudflareWorkflowInstanceSensor,
     CloudflareWorkflowStepSensor,
 )
-from airflow_provider_cfworkflows.waiting import Check, Verdict
-from airflow_provider_cfworkflows.waits import Lookout, brief_error, transport_cause
+from airflow_provider_cfworkflows.task_waits import InstanceWait
 from tests.helpers import MOCK_API_BASE, ok_envelope
 from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi, step_result
 
@@ -79,15 +80,35 @@ def wrapped(error: BaseException) -> CloudflareWorkflowsConnectionError:
         return raised
 
 
-def lookout(**kwargs) -> Lookout:
-    return Lookout(mock.Mock(), CloudflareWorkflowsHook(), awaited=AWAITED, **kwargs)
+class ScriptedWait(InstanceWait):
+    """An instance wait whose looks give what the test says (a check, or an error raised)."""
 
+    def __init__(self, *, answered: bool = False) -> None:
+        super().__init__(
+            hook=CloudflareWorkflowsHook(),
+            log=mock.Mock(),
+            workflow_name=WORKFLOW,
+            instance_id=INSTANCE,
+            account_id=None,
+            cloudflare_conn_id="cloudflare_default",
+            success_states=("complete",),
+            failure_states=("errored",),
+            answered=answered,
+        )
+        self.next: Check | BaseException = PENDING
 
-def failing(error: BaseException):
-    def check() -> Check:
-        raise error
+    def _check(self) -> Check:
+        if isinstance(self.next, BaseException):
+            raise self.next
+        return self.next
 
-    return check
+    def look(self, outcome: Check | BaseException) -> Check | None:
+        """Poke once with ``outcome`` as the look's result; the check the wait saw, or None."""
+        self.next = outcome
+        done = self.poke()
+        if done is not None or isinstance(outcome, BaseException):
+            return done
+        return self.last_seen
 
 
 # --- the cause of "no response", in full ------------------------------------------------------------
@@ -144,7 +165,7 @@ def test_a_transient_error_in_one_short_line_without_the_request_path(error, lin
 def test_no_response_to_the_first_look_fails_at_once_naming_the_host_and_cause(closed_port):
     error = wrapped(real_transport_error(f"http://127.0.0.1:{closed_port}/x"))
     with pytest.raises(CloudflareWorkflowsConnectionError) as failed:
-        lookout().look(failing(error))
+        ScriptedWait().look(error)
     message = str(failed.value)
     assert message.startswith(
         "Could not reach the Cloudflare Workflows API at api.cloudflare.test "
@@ -155,17 +176,17 @@ def test_no_response_to_the_first_look_fails_at_once_naming_the_host_and_cause(c
 
 
 def test_an_http_answer_to_the_first_look_counts_as_an_answer():
-    looks = lookout()
-    assert looks.look(failing(CloudflareWorkflowsServerError("down", http_status=503))) is None
+    looks = ScriptedWait()
+    assert looks.look(CloudflareWorkflowsServerError("down", http_status=503)) is None
     assert looks.answered
-    assert looks.look(failing(CloudflareWorkflowsConnectionError("reset"))) is None  # now: look again
+    assert looks.look(CloudflareWorkflowsConnectionError("reset")) is None  # now: look again
 
 
 def test_after_an_answer_no_response_means_look_again_in_one_line(closed_port):
-    looks = lookout()
-    assert looks.look(lambda: PENDING) is PENDING
+    looks = ScriptedWait()
+    assert looks.look(PENDING) is PENDING
     error = wrapped(real_transport_error(f"http://127.0.0.1:{closed_port}/x"))
-    assert looks.look(failing(error)) is None
+    assert looks.look(error) is None
     looks.log.warning.assert_called_once_with(
         "Cloudflare did not answer usably this time; looking again later: %s",
         "no complete response (ConnectionRefusedError: [Errno 111] Connection refused)",
@@ -174,23 +195,23 @@ def test_after_an_answer_no_response_means_look_again_in_one_line(closed_port):
 
 def test_an_earlier_answer_in_this_task_counts(closed_port):
     error = wrapped(real_transport_error(f"http://127.0.0.1:{closed_port}/x"))
-    assert lookout(answered=True).look(failing(error)) is None
+    assert ScriptedWait(answered=True).look(error) is None
 
 
 def test_errors_that_are_not_transient_propagate():
     auth = CloudflareWorkflowsAuthError("no", http_status=403)
     with pytest.raises(CloudflareWorkflowsAuthError):
-        lookout().look(failing(auth))
+        ScriptedWait().look(auth)
 
 
 # --- the deadline --------------------------------------------------------------------------------------
 
 
 def test_a_look_past_the_deadline_times_out_saying_what_it_saw_last():
-    looks = lookout()
-    assert looks.look(lambda: PENDING) is PENDING
+    looks = ScriptedWait()
+    assert looks.look(PENDING) is PENDING
     with deadlines.calls_end_by(time.time() - 1), pytest.raises(AirflowSensorTimeout) as timed_out:
-        looks.look(failing(CloudflareWorkflowsConnectionError("cut at the deadline")))
+        looks.look(CloudflareWorkflowsConnectionError("cut at the deadline"))
     assert str(timed_out.value) == (
         "Sensor timed out: Timed out waiting for instance 'i' of workflow 'wf'; last seen: The instance is "
         "running; still waiting."
@@ -200,13 +221,13 @@ def test_a_look_past_the_deadline_times_out_saying_what_it_saw_last():
 
 def test_no_response_because_of_the_deadline_is_a_timeout_not_an_unreachable_api():
     with deadlines.calls_end_by(time.time() - 1), pytest.raises(AirflowSensorTimeout, match="no usable"):
-        lookout().look(failing(CloudflareWorkflowsConnectionError("cut at the deadline")))
+        ScriptedWait().look(CloudflareWorkflowsConnectionError("cut at the deadline"))
 
 
 def test_a_finished_look_past_the_deadline_is_not_a_timeout():
     done = Check(Verdict.SUCCESS, "complete", "The instance is complete.")
     with deadlines.calls_end_by(time.time() - 1):
-        assert lookout().look(lambda: done) is done
+        assert ScriptedWait().look(done) == done
 
 
 def recording_deadlines(api: FakeApi) -> list[float | None]:

@@ -1,32 +1,23 @@
-"""Shared looks at Workflow instances for all the triggers of one triggerer event loop.
+"""Watchers: shared looks at Workflow instances for all the triggers of one triggerer event loop.
 
 Every trigger that waits on the same (connection, account, workflow, instance) subscribes to one
 :class:`InstanceWatcher`: a single asyncio task that reads the instance details once per interval (the
 shortest among its subscribers) and hands each look, or the error it got, to all of them. A trigger
-decides on each look with the pure rules of :mod:`~airflow_provider_cfworkflows.waiting` and makes its
+decides on each look with the pure checks of :mod:`~airflow_provider_cfworkflows.checks` and makes its
 own call only where the details cannot answer (``/step`` for an entry they cannot read).
 
 Requests per interval, per instance: one, however many triggers watch it (full details when any of
-them waits for a step, ``simple=true`` when all wait for the instance). Before, each trigger polled on
-its own: 1,000 step waits over 100 instances at 60 s made at least 1,000 requests per minute (2 per
-look at a step not yet final: 2,000), against Cloudflare's budget of 240 per minute (1,200 per 5
-minutes, shared with the dashboard); now 100.
-
-Instance waits on many instances of one workflow do NOT share a list-instances call: a listing says
-only the status (no error for a failure event), needs one call per ``status`` filter (3 terminal ones)
-and per 100 instances of history under that filter (the ``date_start`` filter's field is inferred), and
-cursor pages may shift while instances finish. With the looks shared per instance, N instance waits
-cost N per interval; a listing would cost 3 x ceil(H / 100) (H = the workflow's recent finished
-instances), cheaper only when N is larger than that and H is small. Not worth the lost error and the
-inferred filter now; revisit if users wait on hundreds of instances of one workflow.
+them waits for a step, ``simple=true`` when all wait for the instance). So 1,000 step waits over 100
+instances at 60 s cost 100 requests a minute, inside Cloudflare's 240 a minute (1,200 per 5 minutes,
+shared with the dashboard).
 
 The registry lives per event loop (the triggerer runs one; tests may run several): a watcher is made by
 its first subscriber and stopped when the last one leaves (finished, failed, timed out or cancelled),
 so the registry is then empty. The watchers of one connection share one hook (one httpx client and
-its connection pool), closed when the last of them stops: a client per watcher cost 50-130 ms of CPU
-each (httpx loads the CA bundle into a new SSL context), 5 s for 100 instances, blocking the loop. A
-hook that meets an authentication error is retired (the next watcher reads the connection afresh, so a
-rotated token is picked up).
+its connection pool), closed when the last of them stops: a client per watcher costs 50-130 ms of CPU
+(httpx loads the CA bundle into a new SSL context), which would block the loop. A hook that meets an
+authentication error is retired (the next watcher reads the connection afresh, so a rotated token is
+picked up).
 """
 
 from __future__ import annotations
@@ -49,7 +40,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsRateLimitError,
 )
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
-from airflow_provider_cfworkflows.waits import aget_instance_details
+from airflow_provider_cfworkflows.looks import aget_instance_details
 
 log = logging.getLogger(__name__)
 

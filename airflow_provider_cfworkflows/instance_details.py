@@ -1,0 +1,229 @@
+"""Reading the answer of ``GET .../instances/{id}``: its status and its step log.
+
+Plain functions over the JSON the API returns, used by the hook (messages about missing steps), by the
+checks (a step read from its log entry) and by failure reports. The step log is the ``steps`` array of
+the full details (``simple=false``); see Cloudflare's API reference for the instance ``get`` method:
+https://developers.cloudflare.com/api/resources/workflows/subresources/instances/methods/get/
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_cfworkflows.models import RemoteError, StepOutput
+from airflow_provider_cfworkflows.statuses import TERMINAL_INSTANCE_STATUSES, InstanceStatus, StepType
+
+_COUNTER_SUFFIX = re.compile(r"-[0-9]+\Z")
+# Entries of the details' ``steps`` array that answer to each /step ``type``.
+_ENTRY_TYPES = {StepType.STEP: ("step",), StepType.WAIT_FOR_EVENT: ("waitForEvent",)}
+
+
+def step_name_candidates(step_name: str, *, known_name: str | None = None) -> tuple[str, ...]:
+    """
+    The logged names to try for ``step_name``, most likely first.
+
+    Cloudflare logs every step as ``<name as written>-<n>`` (its n-th run) and ``/step`` wants that
+    exact name. A name already ending in ``-<digits>`` is tried as given, then as a name written that
+    way in code (``phase-2`` is logged ``phase-2-1``); any other name means its first run.
+
+    :param known_name: the exact name an earlier look found; tried first when it is a candidate.
+    """
+    candidates = (step_name, f"{step_name}-1") if _COUNTER_SUFFIX.search(step_name) else (f"{step_name}-1",)
+    if known_name is not None and known_name in candidates:
+        return (known_name, *(name for name in candidates if name != known_name))
+    return candidates
+
+
+def status_of(details: Any) -> str | None:
+    """The ``status`` of instance details, or None when the answer has none."""
+    status = details.get("status") if isinstance(details, Mapping) else None
+    return status if isinstance(status, str) else None
+
+
+def step_entries(details: Any) -> list[Mapping[str, Any]]:
+    """The entries of the step log (empty when the details have none)."""
+    entries = details.get("steps") if isinstance(details, Mapping) else None
+    return [entry for entry in entries or [] if isinstance(entry, Mapping)]
+
+
+def describe_steps(details: Mapping[str, Any] | None) -> str:
+    """``'prepare-1' (step), 'approval-1' (waitForEvent)`` for the steps in instance details."""
+    names = [
+        f"{entry.get('name')!r} ({entry.get('type')})" for entry in step_entries(details) if entry.get("name")
+    ]
+    return ", ".join(names) if names else "none yet"
+
+
+def entries_named(details: Any, name: str, step_type: str) -> list[Mapping[str, Any]]:
+    """The step-log entries logged as ``name`` that answer to ``/step?type=step_type``."""
+    entry_types = _ENTRY_TYPES[StepType(step_type)]
+    return [
+        entry
+        for entry in step_entries(details)
+        if entry.get("name") == name and entry.get("type") in entry_types
+    ]
+
+
+def attempts_of(details: Any, names: tuple[str, ...], step_type: str) -> int | None:
+    """How many attempts the step log shows for the first of ``names`` it has, or None."""
+    for name in names:
+        for entry in entries_named(details, name, step_type):
+            return len(entry.get("attempts") or [])
+    return None
+
+
+@dataclass(frozen=True)
+class StepReading:
+    """
+    What instance details say about one step.
+
+    :param settled: True when the details answer on their own (``step`` is then the step as ``/step``
+        would report it, or None when it has not started); False when ``/step`` must be asked.
+    :param step: the step's status and error, read from its entry.
+    :param name: the exact logged name of the entry found, if any.
+    """
+
+    settled: bool
+    step: StepOutput | None = None
+    name: str | None = None
+
+
+def read_step_entry(details: Any, candidates: tuple[str, ...], step_type: str) -> StepReading:
+    """
+    Read a step from full instance details, as ``/step`` would report it.
+
+    A ``step`` entry: ``success`` null = ``running`` (a failed earlier attempt's error means retrying),
+    true = ``complete``, false = ``errored`` with the last failed attempt's error. A ``waitForEvent``
+    entry: ``finished`` false = ``waiting``, true = ``complete``, or ``errored`` with its ``error``
+    (e.g. its timeout). The mapping mirrors ``/step`` as Cloudflare's API reference describes it
+    (inferred for the retrying error, which ``/step`` documents and the details show only as attempts).
+
+    Not settled (``/step`` decides): details without a ``steps`` list, several entries under one name,
+    an entry whose state field is missing or not a boolean, or an ``errored`` step entry whose
+    attempts carry no error.
+    """
+    if not isinstance(details, Mapping) or not isinstance(details.get("steps"), list):
+        return StepReading(settled=False)
+    for name in candidates:
+        matches = entries_named(details, name, step_type)
+        if len(matches) > 1:
+            return StepReading(settled=False, name=name)
+        if matches:
+            step = _step_from_entry(matches[0], step_type)
+            return StepReading(settled=step is not None, step=step, name=name)
+    return StepReading(settled=True)
+
+
+def _failed_attempts(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    attempts = entry.get("attempts") or []
+    return [
+        attempt for attempt in attempts if isinstance(attempt, Mapping) and attempt.get("success") is False
+    ]
+
+
+def _step_from_entry(entry: Mapping[str, Any], step_type: str) -> StepOutput | None:
+    """The step of one details entry as ``/step`` reports it, or None when the entry cannot say."""
+    if step_type == StepType.WAIT_FOR_EVENT:
+        finished, error = entry.get("finished"), RemoteError.from_api(entry.get("error"))
+        if not isinstance(finished, bool):
+            return None
+        if not finished:
+            return StepOutput(InstanceStatus.WAITING.value, None, None)
+        status = InstanceStatus.ERRORED if error else InstanceStatus.COMPLETE
+        return StepOutput(status.value, error, None)
+    success = entry.get("success")
+    if "success" not in entry or not (success is None or isinstance(success, bool)):
+        return None
+    if success is True:
+        return StepOutput(InstanceStatus.COMPLETE.value, None, None)
+    failed = _failed_attempts(entry)
+    error = RemoteError.from_api(failed[-1].get("error")) if failed else None
+    if success is False:
+        return StepOutput(InstanceStatus.ERRORED.value, error, None) if error else None
+    return StepOutput(InstanceStatus.RUNNING.value, error, None)
+
+
+def step_failure_lines(details: Mapping[str, Any], step_name: str | None, step_type: str) -> list[str]:
+    """Readable lines about a step's failed attempts (``attempt 2: Error: upstream 503``)."""
+    lines = []
+    instance_error = RemoteError.from_api(details.get("error"))
+    if instance_error:
+        lines.append(f"instance {details.get('status')}: {instance_error}")
+    for entry in entries_named(details, step_name, step_type) if step_name is not None else []:
+        for number, attempt in enumerate(entry.get("attempts") or [], start=1):
+            if isinstance(attempt, Mapping) and attempt.get("success") is False:
+                lines.append(f"attempt {number}: {RemoteError.from_api(attempt.get('error')) or 'failed'}")
+        if entry.get("error"):
+            lines.append(f"error: {RemoteError.from_api(entry.get('error'))}")
+    return lines
+
+
+def instance_failure_lines(details: Mapping[str, Any]) -> list[str]:
+    """Readable lines about the failed steps of an instance (their last errors), from full details."""
+    lines = []
+    for entry in step_entries(details):
+        failed = _failed_attempts(entry)
+        if entry.get("success") is False or entry.get("error"):
+            last = RemoteError.from_api(entry.get("error")) or (
+                RemoteError.from_api(failed[-1].get("error")) if failed else None
+            )
+            attempts = f" ({len(failed)} failed attempt(s))" if failed else ""
+            name, kind = entry.get("name"), entry.get("type")
+            lines.append(f"step {name!r} ({kind}) failed: {last or 'no error given'}{attempts}")
+        elif failed:
+            lines.append(f"step {entry.get('name')!r}: {len(failed)} failed attempt(s), then went on")
+    return lines
+
+
+def describe_step(step_label: str, step_type: str, attempt: int | None = None) -> str:
+    """``step 'x'``, ``waitForEvent step 'x'`` or ``attempt 2 of step 'x'``, for messages."""
+    kind = "waitForEvent step" if step_type == StepType.WAIT_FOR_EVENT else "step"
+    prefix = f"attempt {attempt} of " if attempt is not None else ""
+    return f"{prefix}{kind} {step_label!r}"
+
+
+def explain_missing_step(
+    details: Mapping[str, Any],
+    *,
+    step_label: str,
+    tried: tuple[str, ...],
+    step_type: str,
+    instance_label: str,
+    attempt: int | None = None,
+) -> tuple[bool, str]:
+    """
+    Why no logged name answered for a step (each of ``tried`` got a 404), from the instance's full
+    details: ``(final, message)``. Final when the instance has ended (a misspelled name or a wrong
+    ``step_type``; or an attempt past the last one), else the step has not started yet.
+
+    :param step_label: the step as the user named it.
+    :param tried: the logged names asked for.
+    :param instance_label: ``instance 'i' of workflow 'wf'``.
+    :param attempt: the attempt asked for, if any.
+    """
+    status = status_of(details)
+    final = status in TERMINAL_INSTANCE_STATUSES
+    what = describe_step(step_label, step_type, attempt)
+    subject = f"The {what}" if what.startswith("waitForEvent") else what[:1].upper() + what[1:]
+    subject = f"{subject} of {instance_label}"
+    runs = attempts_of(details, tried, step_type) if attempt is not None else None
+    if runs is not None:
+        if final:
+            return True, (
+                f"{subject} does not exist: the step ran {runs} attempt(s) and the instance is {status}, so "
+                f"there will never be an attempt {attempt}."
+            )
+        return False, f"{subject} has not started yet ({runs} attempt(s) so far; the instance is {status})."
+    logged = " or ".join(repr(name) for name in tried)
+    if final:
+        return True, (
+            f"{subject} never ran (no step is logged as {logged}): the instance is {status} and will not run "
+            f"it. Steps the instance has: {describe_steps(details)}. Check the name (as written in the "
+            "Workflow code, or the logged name with its -N suffix) and the step_type."
+        )
+    return False, (
+        f"{subject} has not started yet (the instance is {status}; steps so far: {describe_steps(details)})."
+    )

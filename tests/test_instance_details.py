@@ -1,0 +1,160 @@
+"""Reading instance details: logged step names, step-log entries, failure lines, missing steps."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_cfworkflows.instance_details import (
+    StepReading,
+    explain_missing_step,
+    instance_failure_lines,
+    read_step_entry,
+    step_failure_lines,
+    step_name_candidates,
+)
+from airflow_provider_cfworkflows.models import RemoteError, StepOutput
+
+LABEL = "instance 'i' of workflow 'wf'"
+RETRYING = [
+    {"success": False, "error": {"name": "Error", "message": "upstream 503"}},
+    {"success": None, "error": None},
+]
+
+
+def details(status="running", *entries):
+    return {"status": status, "steps": list(entries)}
+
+
+def entry(name="load-1", kind="step", **fields):
+    return {"name": name, "type": kind, **fields}
+
+
+@pytest.mark.parametrize(
+    ("name", "candidates"),
+    [
+        ("fetch data", ("fetch data-1",)),  # as written in code: its first run
+        ("fetch data-2", ("fetch data-2", "fetch data-2-1")),  # as logged: its second run
+        ("phase-2", ("phase-2", "phase-2-1")),  # a code name ending in -<digits>
+        ("x-10", ("x-10", "x-10-1")),
+        ("v1.2", ("v1.2-1",)),
+        ("end-", ("end--1",)),
+        ("run-2\n", ("run-2\n-1",)),  # the counter must end the name: no match before a newline
+        ("run-٣", ("run-٣-1",)),  # ASCII digits only
+    ],
+)
+def test_step_name_candidates(name, candidates):
+    assert step_name_candidates(name) == candidates
+
+
+def test_a_known_name_goes_first_only_when_it_is_a_candidate():
+    assert step_name_candidates("phase-2", known_name="phase-2-1") == ("phase-2-1", "phase-2")
+    assert step_name_candidates("phase-2", known_name="other-1") == ("phase-2", "phase-2-1")
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "error"),
+    [
+        ({"success": None, "attempts": [{"success": None}]}, "running", None),
+        ({"success": None, "attempts": RETRYING}, "running", RemoteError("Error", "upstream 503")),
+        (
+            {"success": True, "attempts": [{"success": False, "error": {"name": "E", "message": "m"}}, {}]},
+            "complete",
+            None,
+        ),
+        ({"success": False, "attempts": RETRYING[:1]}, "errored", RemoteError("Error", "upstream 503")),
+    ],
+)
+def test_a_step_entry_reads_as_step_would_report_it(fields, status, error):
+    reading = read_step_entry(details("running", entry(**fields)), ("load-1",), "step")
+    assert reading == StepReading(settled=True, step=StepOutput(status, error, None), name="load-1")
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "error"),
+    [
+        ({"finished": False, "error": None}, "waiting", None),
+        ({"finished": True, "error": None}, "complete", None),
+        (
+            {"finished": True, "error": {"name": "Timeout", "message": "t"}},
+            "errored",
+            RemoteError("Timeout", "t"),
+        ),
+    ],
+)
+def test_a_wait_for_event_entry_reads_as_step_would_report_it(fields, status, error):
+    reading = read_step_entry(
+        details("waiting", entry(kind="waitForEvent", **fields)), ("load-1",), "waitForEvent"
+    )
+    assert reading.settled
+    assert reading.step == StepOutput(status, error, None)
+
+
+def test_failure_lines():
+    answer = {
+        "status": "errored",
+        "error": {"name": "Error", "message": "b"},
+        "steps": [
+            {
+                "name": "load-1",
+                "type": "step",
+                "success": False,
+                "attempts": [
+                    {"success": False, "error": {"name": "Error", "message": "a"}},
+                    {"success": False, "error": {"name": "Error", "message": "b"}},
+                ],
+            },
+            {"name": "load-1", "type": "waitForEvent", "error": {"name": "Timeout", "message": "t"}},
+            {"name": "ok-1", "type": "step", "success": True, "attempts": [{"success": False}, {}]},
+            {"type": "termination", "trigger": {"source": "api"}},
+        ],
+    }
+    assert step_failure_lines(answer, "load-1", "step") == [
+        "instance errored: Error: b",
+        "attempt 1: Error: a",
+        "attempt 2: Error: b",
+    ]
+    assert step_failure_lines(answer, "load-1", "waitForEvent")[-1] == "error: Timeout: t"
+    assert instance_failure_lines(answer) == [
+        "step 'load-1' (step) failed: Error: b (2 failed attempt(s))",
+        "step 'load-1' (waitForEvent) failed: Timeout: t",
+        "step 'ok-1': 1 failed attempt(s), then went on",
+    ]
+
+
+def explain(answer, attempt=None, step_type="step"):
+    return explain_missing_step(
+        answer,
+        step_label="load",
+        tried=("load-1",),
+        step_type=step_type,
+        instance_label=LABEL,
+        attempt=attempt,
+    )
+
+
+def test_a_missing_step_is_not_started_until_the_instance_ends():
+    assert explain(details("running", entry("prepare-1"))) == (
+        False,
+        f"Step 'load' of {LABEL} has not started yet (the instance is running; steps so far: "
+        "'prepare-1' (step)).",
+    )
+    final, message = explain(details("complete", entry("prepare-1")), step_type="waitForEvent")
+    assert final
+    assert message.startswith(
+        f"The waitForEvent step 'load' of {LABEL} never ran (no step is logged as 'load-1'): the instance "
+        "is complete"
+    )
+
+
+def test_an_attempt_past_the_last_is_named_exactly():
+    ran_two = entry(success=False, attempts=RETRYING[:1] * 2)
+    assert explain(details("errored", ran_two), attempt=3) == (
+        True,
+        f"Attempt 3 of step 'load' of {LABEL} does not exist: the step ran 2 attempt(s) and the instance is "
+        "errored, so there will never be an attempt 3.",
+    )
+    assert explain(details("running", ran_two), attempt=3) == (
+        False,
+        f"Attempt 3 of step 'load' of {LABEL} has not started yet (2 attempt(s) so far; the instance is "
+        "running).",
+    )
