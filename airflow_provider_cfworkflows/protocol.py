@@ -78,8 +78,9 @@ MIN_SOCKET_TIMEOUT_SECONDS = 0.05
 MAX_JSON_BODY_BYTES = 16 * 1024 * 1024
 
 # Cloudflare's answers to missing, malformed, rejected or insufficient credentials, by error code. They
-# come as HTTP 400 as well as 401/403 (api-audit §3: workers-sdk #13656 for 9106, ddns-go #81 for 6003
-# with error_chain 6111, ddns-go #1341 for 9109, wrangler-legacy #932/#1105 for 10000 under 400 and 403).
+# come as HTTP 400 as well as 401/403: github.com/cloudflare/workers-sdk/issues/13656 (9106),
+# github.com/jeessy2/ddns-go/issues/81 (6003 with error_chain 6111), github.com/jeessy2/ddns-go/issues/1341
+# (9109), github.com/cloudflare/wrangler-legacy/issues/932 and /1105 (10000 under 400 and 403).
 AUTH_ERROR_HINTS: dict[int, str] = {
     9106: (
         "Cloudflare received no credentials: set the connection's API Token (password field), or the "
@@ -100,7 +101,7 @@ AUTH_ERROR_HINTS: dict[int, str] = {
     ),
 }
 AUTH_ERROR_STATUS_CODES = frozenset({400, 401, 403})
-# "workflows.api.error.workflow.not_found" (seen in production, reference §8.1).
+# "workflows.api.error.workflow.not_found", seen in production by a third party (inferred for REST).
 WORKFLOW_NOT_FOUND_ERROR_CODES = frozenset({10200})
 WORKFLOW_NOT_FOUND_MESSAGE_FRAGMENT = "workflow.not_found"
 # How many of the account's workflow names an unknown-workflow error lists.
@@ -118,8 +119,8 @@ class ParamsEncoding(StrEnum):
     """How create and batch create send an instance's ``params`` (connection extra ``params_encoding``).
 
     ``object`` sends the JSON value, as wrangler does; ``string`` sends it JSON-encoded into a string, as
-    the newest API spec and SDKs type it (API reference, "params type drift"). Which one production
-    requires is not documented (inferred): object is the default.
+    the newest API spec and SDKs type it (``params: str`` in the ``cloudflare`` Python SDK 5.9.0). Which
+    one production requires is not documented (inferred): object is the default.
     """
 
     OBJECT = "object"

@@ -3,9 +3,10 @@ and process, shared by sync (threads) and async (any number of event loops) call
 
 Cloudflare allows 1,200 requests per 5 minutes per user, counted together with the dashboard and every
 other client of that user; going over answers HTTP 429 and blocks every call of the user, dashboard
-included, for 5 minutes (docs "Rate limits"; ``shared/reference/api-audit-2026-11.md`` §3). Every REST
+included, for 5 minutes (https://developers.cloudflare.com/fundamentals/api/reference/limits/). Every REST
 response carries ``Ratelimit: "default";r=<remaining>;t=<seconds until reset>`` and
-``Ratelimit-Policy: "default";q=<quota>;w=<window seconds>`` (changelog 2025-09-03): the one place where
+``Ratelimit-Policy: "default";q=<quota>;w=<window seconds>``
+(https://developers.cloudflare.com/changelog/2025-09-03-rate-limiting-improvement/): the one place where
 all processes sharing a token see the same remaining budget, so the limiter paces by them.
 
 The decision core (:meth:`RateLimiter.reserve`, :meth:`RateLimiter.observe`, :meth:`RateLimiter.hold`,

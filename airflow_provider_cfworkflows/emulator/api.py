@@ -1,6 +1,8 @@
 """Handlers of the emulated endpoints under ``/client/v4/accounts/{account_id}/workflows``.
 
-The endpoints of the reference's §2 rows 1, 2 and 5-13, plus instance deletion (§3.13):
+The endpoints of Cloudflare's API reference (https://developers.cloudflare.com/api/resources/workflows/)
+that the provider calls (workflows, versions, instances, status, events, ``/step``), plus instance deletion
+as wrangler sends it:
 ``DELETE .../instances/{id}`` and ``POST .../instances/batch/delete`` with ``{"instances": [ids]}``
 (at most 100). Any other method and path answers HTTP 400, 7000 "No route for that URI", as
 Cloudflare does.
@@ -34,7 +36,7 @@ from .state import EmulatorState, WorkflowRecord
 
 # Instance ids users may choose (ID_PATTERN); cron-made ids are longer and looser.
 RESERVED_INSTANCE_ID = re.compile(r"cf_[0-9a-f]{64}")
-# Unverified (a newer binding source only, API audit §4): ids that would collide with API routes.
+# Unverified (a newer Workers binding source only): ids that would collide with API routes.
 RESERVED_ROUTE_IDS = frozenset({"batch", "terminate", "terminateAll"})
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024  # docs: event payloads are at most 1 MiB
@@ -207,8 +209,8 @@ def parse_new_instance(item: Any, where: str, params_encoding: str = "lenient") 
 
 def _parse_params(params: Any, where: str, encoding: str) -> Any:
     """``params`` as the Workflow receives it, by the ``params_encoding`` option (see ``scenario``)."""
-    # Wrangler sends an object, the SDKs a JSON-encoded string (API audit §1.2): which one production
-    # wants is not known, so the emulator can accept both or insist on either.
+    # Wrangler sends an object, the SDKs a JSON-encoded string (``ParamsEncoding`` in protocol.py): which
+    # one production wants is not known, so the emulator can accept both or insist on either.
     if encoding == "object":
         if isinstance(params, str):
             raise _bad_request(
@@ -467,7 +469,7 @@ class WorkflowsApi:
         )
 
     def step(self, instance: engine.Instance, query: Mapping[str, str], now: float) -> Reply:
-        """``GET .../step?name=&type=&attempt=`` (reference §7)."""
+        """``GET .../step?name=&type=&attempt=`` (the API reference's instance ``step`` method)."""
         name, kind = query.get("name"), query.get("type")
         if not name:
             raise _bad_request("'name' is required: the step name as logged, with its counter suffix")

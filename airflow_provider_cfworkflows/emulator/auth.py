@@ -1,9 +1,9 @@
 """Credentials: how the emulated API authenticates a request, and a non-secret label for each credential.
 
-As Cloudflare answers (API audit §3): no credentials (or only half of the legacy pair) -> HTTP 400,
-9106; an ``Authorization`` header that is not ``Bearer <token>`` -> HTTP 400, 6003 "Invalid request
-headers" with ``error_chain`` [6111 "Invalid format for Authorization header"]; a wrong token or key
--> HTTP 403, 10000 "Authentication error".
+As Cloudflare answers (``AUTH_ERROR_HINTS`` in ``protocol.py`` cites the sources): no credentials (or
+only half of the legacy pair) -> HTTP 400, 9106; an ``Authorization`` header that is not
+``Bearer <token>`` -> HTTP 400, 6003 "Invalid request headers" with ``error_chain`` [6111 "Invalid
+format for Authorization header"]; a wrong token or key -> HTTP 403, 10000 "Authentication error".
 
 A credential's label (``token:<12 hex>`` or ``key:<12 hex>``, from a SHA-256 of the secret) names it in
 the request log and the rate-limit counters without revealing it.

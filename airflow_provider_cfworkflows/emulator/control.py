@@ -59,7 +59,7 @@ MAX_CONSUME = 10**9
 
 CRON_TRIGGER_SOURCE = "cron"
 TRIGGER_SOURCES = ("unknown", "api", "binding", "event", "cron")
-MAX_CONTROL_INSTANCE_ID = 271  # cron-generated ids can be this long (reference §2)
+MAX_CONTROL_INSTANCE_ID = 271  # cron-generated ids can be this long (the API reference's instance_id)
 
 
 class ControlError(Exception):
@@ -234,7 +234,7 @@ def _create_instance(state: EmulatorState, name: str, body: Any) -> dict[str, An
         raise ControlError(400, f"trigger_source must be one of {list(TRIGGER_SOURCES)}")
     cron = body.get("cron")
     if cron is None and source == CRON_TRIGGER_SOURCE:
-        # Cron ids look like "<cron expression>-<scheduled time in ms>" (reference §8.7).
+        # Cron ids look like "<cron expression>-<scheduled time in ms>" (as the API reference describes them).
         cron = instance_id.rsplit("-", 1)[0] if "-" in instance_id else instance_id
     if cron is not None and not isinstance(cron, str):
         raise ControlError(400, "cron must be a string")

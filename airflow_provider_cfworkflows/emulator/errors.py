@@ -1,7 +1,7 @@
 """Error codes and messages the emulator answers with, in one place so each is easy to change.
 
 Codes 10001, 10200 and 10400, the auth codes 9106, 6003 (with 6111 in its ``error_chain``) and
-10000, and 7000 have been seen on Cloudflare's API (reference §8.1-§8.2; API audit §3). Every code
+10000, and 7000 have been seen on Cloudflare's API (the issue threads cited in ``protocol.py``). Every code
 marked *inferred* or *unverified* is our choice: Cloudflare does not document it.
 """
 
@@ -30,8 +30,8 @@ AUTH_FAILED = ErrorCode(10000, "Authentication error")
 NO_ROUTE = ErrorCode(7000, "No route for that URI")
 RATE_LIMITED = ErrorCode(971, "Please wait and consider throttling your request speed")
 
-# The code is in a newer binding source; the message is the binding's text, which third-party tests quote
-# from production (API audit §3). Unverified for REST.
+# The code is in a newer Workers binding source; the message is the binding's text, which third-party tests
+# quote from production. Unverified for REST.
 INSTANCE_ALREADY_EXISTS = ErrorCode(10405, "(instance.already_exists) Instance already exists")
 DUPLICATE_IN_BATCH = ErrorCode(10415, "workflows.api.error.instance.duplicate_in_batch")
 
@@ -49,7 +49,7 @@ INSTANCE_FINISHED = ErrorCode(10409, "Instance has finished; it cannot receive e
 OUTPUT_TOO_LARGE_NAME = "WorkflowInternalError"  # the step error of an output over 1 MiB (WSDK context.ts)
 OUTPUT_TOO_LARGE_MESSAGE = "Step {step} output is too large. Maximum allowed size is 1MiB."
 
-# HTTP statuses for the cases above that the reference leaves open.
+# HTTP statuses for the cases above that Cloudflare's API reference leaves open.
 # (The already-exists status is an option, ApiOptions.already_exists_status: 409 or 400, both seen.)
 STATUS_EVENT_TOO_LARGE = 400  # inferred (the brief; a 413 would be just as plausible)
 STATUS_INVALID_TRANSITION = 409  # inferred: the spec only documents 409 for restart

@@ -1,11 +1,11 @@
 """Cloudflare's API rate limit: a request quota per credential and window, with a lockout.
 
 Cloudflare allows 1,200 requests per 5 minutes per user, counted across the API and the dashboard;
-going over answers HTTP 429 and blocks every call of that user for the rest of the period (DOCS
-``fundamentals/api/reference/limits``, API audit §3). Every REST response carries
+going over answers HTTP 429 and blocks every call of that user for the rest of the period
+(https://developers.cloudflare.com/fundamentals/api/reference/limits/). Every REST response carries
 ``Ratelimit: "default";r=<remaining>;t=<seconds until reset>`` and
 ``Ratelimit-Policy: "default";q=<quota>;w=<window seconds>``; a 429 also ``Retry-After: <seconds>``
-(changelog 2025-09-03).
+(https://developers.cloudflare.com/changelog/2025-09-03-rate-limiting-improvement/).
 
 The emulator models it with a fixed window per credential label (see ``auth``), opened by the
 credential's first request: each request uses one of ``quota``; once none is left, every request of

@@ -110,7 +110,7 @@ DEFAULT_RATE_QUOTA = 1200
 DEFAULT_RATE_WINDOW = 300
 MAX_STEP_NAME = 256
 MAX_WORKFLOW_NAME = 64
-# Ids users may choose and event types alike (reference §2, §3.6); always matched whole (fullmatch).
+# Ids users may choose and event types alike (the API reference's path parameters); matched whole.
 ID_PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 

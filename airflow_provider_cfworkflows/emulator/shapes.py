@@ -1,4 +1,8 @@
-"""The JSON shapes of the emulated API's results (reference §3-§4, §6)."""
+"""The JSON shapes of the emulated API's results.
+
+As https://developers.cloudflare.com/api/resources/workflows/ describes them; the ``cloudflare`` Python
+SDK's models validate them (``tests/emulator/test_sdk_models.py``).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from .state import WorkflowRecord
 from .streams import stream_head
 
 # Instance details show previews of step outputs: the first 1024 characters of the JSON-stringified
-# value (strings as they are) plus this marker (PR #14822, describing production; §6.3).
+# value (strings as they are) plus this marker (github.com/cloudflare/workers-sdk/pull/14822, describing
+# production).
 PREVIEW_LIMIT = 1024
 TRUNCATED_MARKER = "[truncated output]"
 REDACTED = "[REDACTED]"

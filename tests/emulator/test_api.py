@@ -1,4 +1,4 @@
-"""The emulated Workflows REST API over real HTTP (reference §2-§8), with the emulator's clock frozen."""
+"""The emulated Workflows REST API over real HTTP, with the emulator's clock frozen."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_unknown_workflow_instance_and_route(client, make_workflow):
     )
     assert error(client.patch(f"/{name}/instances/ghost/status", json={"status": "pause"}), 404)[0] == 10400
     assert error(client.post(f"/{name}/instances/ghost/events/go", json={}), 404)[0] == 10400
-    # Unknown paths and methods: 400, 7000, as Cloudflare answers (API audit §3).
+    # Unknown paths and methods: 400, 7000, as Cloudflare answers (sources: AUTH_ERROR_HINTS in protocol.py).
     assert error(client.get(f"/{name}/instances/ghost/nothing/here"), 400) == (7000, "No route for that URI")
     assert error(client.delete(f"/{name}/instances"), 400)[0] == 7000
 
@@ -751,7 +751,7 @@ def test_workflow_names_are_decoded_per_segment(client, emu):
 def test_auth_like_cloudflare(emu):
     url = f"{emu.workflows_url}/demo-flaky"
     legacy = {"X-Auth-Email": emu.email, "X-Auth-Key": emu.api_key}
-    # As Cloudflare answers (API audit §3): missing -> 400 9106, malformed -> 400 6003 + chain, wrong -> 403.
+    # As Cloudflare answers (AUTH_ERROR_HINTS in protocol.py): missing -> 400 9106, malformed -> 400 6003 + chain, wrong -> 403.
     assert error(httpx.get(url), 400) == (9106, "Missing X-Auth-Key, X-Auth-Email or Authorization headers")
     assert error(httpx.get(url, headers={"X-Auth-Email": emu.email}), 400)[0] == 9106
     assert error(httpx.get(url, headers={"Authorization": "Bearer wrong-token-0xdead"}), 403) == (

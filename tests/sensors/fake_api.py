@@ -36,7 +36,7 @@ def step_result(status: str, error: tuple[str, str] | None = None, output: Any =
 
 
 def details_entry(name: str, kind: str, step: dict[str, Any]) -> dict[str, Any]:
-    """The details' ``steps`` entry of a step that ``/step`` answers with ``step`` (reference §4, §5.2)."""
+    """The details' ``steps`` entry of a step that ``/step`` answers with ``step``."""
     status, error = step["status"], step["error"]
     if kind == "waitForEvent":
         finished = status in ("complete", "errored")
