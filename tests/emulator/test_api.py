@@ -751,7 +751,8 @@ def test_workflow_names_are_decoded_per_segment(client, emu):
 def test_auth_like_cloudflare(emu):
     url = f"{emu.workflows_url}/demo-flaky"
     legacy = {"X-Auth-Email": emu.email, "X-Auth-Key": emu.api_key}
-    # As Cloudflare answers (AUTH_ERROR_HINTS in protocol.py): missing -> 400 9106, malformed -> 400 6003 + chain, wrong -> 403.
+    # As Cloudflare answers (protocol.AUTH_ERROR_HINTS): missing -> 400 9106, malformed -> 400 6003 +
+    # chain, wrong -> 403.
     assert error(httpx.get(url), 400) == (9106, "Missing X-Auth-Key, X-Auth-Email or Authorization headers")
     assert error(httpx.get(url, headers={"X-Auth-Email": emu.email}), 400)[0] == 9106
     assert error(httpx.get(url, headers={"Authorization": "Bearer wrong-token-0xdead"}), 403) == (
