@@ -40,14 +40,7 @@ PENDING = Check(Verdict.PENDING, "running", "The instance is running; still wait
 AWAITED = "instance 'i' of workflow 'wf'"
 
 
-@pytest.fixture(autouse=True)
-def _connection(mocked_api_conn):
-    return mocked_api_conn
-
-
-@pytest.fixture(autouse=True)
-def _no_retry_waits(monkeypatch):
-    monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
+pytestmark = pytest.mark.usefixtures("mocked_api_conn", "no_retry_waits")
 
 
 @pytest.fixture

@@ -62,9 +62,8 @@ def _connection(mocked_api_conn):
 
 
 @pytest.fixture(autouse=True)
-def _no_waits(monkeypatch):
+def _no_waits(monkeypatch, no_retry_waits):
     monkeypatch.setattr(watchers, "MIN_ERROR_BACKOFF_SECONDS", 0.01)
-    monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
 
 
 def step_trigger(**overrides):
