@@ -15,8 +15,8 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsError
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
+from tests.fakes import INSTANCE, WORKFLOW, FakeApi
 from tests.helpers import SECRETS, UNIT_TEST_TOKEN, leaked_secrets
-from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi
 
 
 def test_the_run_wide_guard_detects_every_test_credential():

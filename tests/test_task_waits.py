@@ -33,8 +33,8 @@ from airflow_provider_cfworkflows.sensors.workflows import (
     CloudflareWorkflowStepSensor,
 )
 from airflow_provider_cfworkflows.task_waits import InstanceWait
+from tests.fakes import INSTANCE, WORKFLOW, FakeApi, step_result
 from tests.helpers import MOCK_API_BASE, ok_envelope
-from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi, step_result
 
 PENDING = Check(Verdict.PENDING, "running", "The instance is running; still waiting.")
 AWAITED = "instance 'i' of workflow 'wf'"

@@ -27,7 +27,7 @@ from airflow_provider_cfworkflows.operators.workflows import (
     DEFAULT_MAX_XCOM_BYTES,
     CloudflareWorkflowStepOutputOperator,
 )
-from tests.helpers import RecordingTaskInstance
+from tests.fakes import RecordingTaskInstance
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 TOKEN = "unit-test-token-9f2e"

@@ -34,8 +34,8 @@ from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
     CloudflareWorkflowStepTrigger,
 )
+from tests.fakes import INSTANCE, WORKFLOW, FakeApi, step_result
 from tests.helpers import UNIT_TEST_TOKEN
-from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi, step_result
 
 ALL_STATUSES = [status.value for status in InstanceStatus]
 FAILED_ATTEMPTS = [

@@ -19,6 +19,7 @@ from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
     CloudflareWorkflowStepTrigger,
 )
+from tests.fakes import ClosingHook
 
 # Seconds between looks: short, so the tests are quick; long enough to tell one look per interval from
 # one per trigger.
@@ -230,18 +231,7 @@ def test_a_look_at_a_step_not_finished_costs_one_request_in_the_sync_sensor(clou
 
 
 async def test_one_hook_per_connection_closed_after_its_last_user_and_retired_on_auth_errors(monkeypatch):
-    made = []
-
-    class Hook:
-        def __init__(self, cloudflare_conn_id):
-            self.cloudflare_conn_id = cloudflare_conn_id
-            self.closed = False
-            made.append(self)
-
-        async def aclose(self):
-            self.closed = True
-
-    monkeypatch.setattr(watchers, "CloudflareWorkflowsHook", Hook)
+    monkeypatch.setattr(watchers, "CloudflareWorkflowsHook", ClosingHook)
     hooks = watchers.SharedHooks()
     first, second, other = hooks.acquire("a"), hooks.acquire("a"), hooks.acquire("b")
     assert first is second
@@ -256,4 +246,4 @@ async def test_one_hook_per_connection_closed_after_its_last_user_and_retired_on
     await hooks.release(fresh)
     await hooks.release(other)
     assert hooks.by_connection == {}
-    assert all(hook.closed for hook in made)
+    assert all(shared.hook.closed for shared in (first, fresh, other))

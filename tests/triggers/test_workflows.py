@@ -31,8 +31,8 @@ from airflow_provider_cfworkflows.triggers.workflows import (
     InstanceWaitEvent,
     StepWaitEvent,
 )
+from tests.fakes import INSTANCE, WORKFLOW, FakeApi, step_result
 from tests.helpers import UNIT_TEST_TOKEN
-from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi, step_result
 
 COMMON = {
     "workflow_name": "wf",
