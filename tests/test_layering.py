@@ -52,6 +52,11 @@ def modules_under(subpackage: str) -> list[Path]:
     return sorted((ROOT / subpackage).glob("*.py"))
 
 
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == PACKAGE else None
+
+
 def paths_of(names: tuple[str, ...]) -> list[Path]:
     """The files of these subpackages and modules."""
     return [
@@ -90,11 +95,6 @@ def reachable_from(paths: list[Path]) -> set[str]:
                 seen.add(name)
                 todo.append(path)
     return seen
-
-
-def layer_of(module: str) -> str | None:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 and parts[0] == PACKAGE else None
 
 
 def test_the_graph_reader_sees_imports():
