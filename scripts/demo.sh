@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up the provider (runtime dependencies only: scripts/setup.sh --runtime), then run the demo
+# Set up the provider and its emulator (scripts/setup.sh --runtime), then run the demo
 # pipeline DAG on a real Airflow against the local emulator, or against Cloudflare when
 # CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID are set.
 #   bash scripts/demo.sh             `airflow dags test` in one process

@@ -2,8 +2,8 @@
 # Create .venv (if needed) and install the provider. Idempotent; run by the other scripts.
 # Needs only Python >= 3.11 and access to PyPI.
 #
-#   bash scripts/setup.sh            the provider with its test and lint tools (what scripts/test.sh needs)
-#   bash scripts/setup.sh --runtime  the provider and its runtime dependencies only (what scripts/demo.sh needs)
+#   bash scripts/setup.sh            the provider, the emulator and the test and lint tools (scripts/test.sh)
+#   bash scripts/setup.sh --runtime  the provider and the emulator (its `emulator` extra) only (scripts/demo.sh)
 #
 # A stamp file per profile records what is installed for the current pyproject.toml + constraints.txt;
 # a full (test) install also serves the runtime profile.
@@ -30,7 +30,7 @@ runtime_stamp=.venv/.installed-runtime-$digest
 if [ -f "$test_stamp" ] || { [ "$profile" = runtime ] && [ -f "$runtime_stamp" ]; }; then
     exit 0
 fi
-if [ "$profile" = test ]; then target=".[test]"; else target="."; fi
+if [ "$profile" = test ]; then target=".[emulator,test]"; else target=".[emulator]"; fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c constraints.txt -e "$target"
 rm -f .venv/.installed-*

@@ -95,6 +95,15 @@ def limiter_clock(monkeypatch: pytest.MonkeyPatch) -> Any:
     return clock
 
 
+@pytest.fixture
+def no_retry_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook's retries without their backoff (``protocol.retry_delay`` is 0): faults are answered at
+    once. Tests that look at the waits themselves record them with a fixture of their own."""
+    from airflow_provider_cfworkflows import protocol
+
+    monkeypatch.setattr(protocol, "retry_delay", lambda *args, **kwargs: 0.0)
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated SQLite metadata DB, with the test and example DAGs in the DAGs folder."""

@@ -47,15 +47,3 @@ def ok_envelope(result: Any) -> dict[str, Any]:
 def s3_keys(client: Any, bucket: str) -> list[str]:
     """Every key in ``bucket``, sorted."""
     return sorted(item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", []))
-
-
-class RecordingTaskInstance:
-    """A task instance for operators run directly: its identity, and the XComs pushed, in order."""
-
-    dag_id, run_id, task_id, map_index = "dag", "run", "task", None
-
-    def __init__(self) -> None:
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value

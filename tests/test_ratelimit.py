@@ -233,8 +233,9 @@ def test_429_from_the_server_pauses_until_its_retry_after():
 def test_fallback_bucket_without_headers_allows_rate_limit_per_five_minutes():
     limiter = RateLimiter(rate_limit=60)
     slots = sorted(T0 + limiter.reserve(T0) for _ in range(300))
-    burst = ratelimit._burst(60)
-    assert slots[: int(burst)] == pytest.approx([T0] * int(burst))
+    burst = 3  # BURST_FRACTION (5 %) of 60
+    assert slots[:burst] == pytest.approx([T0] * burst)
+    assert slots[burst] > T0  # the burst is over
     # In any 300 s window, at most rate_limit requests.
     for index, start in enumerate(slots):
         in_window = sum(1 for slot in slots[index:] if slot < start + ratelimit.FALLBACK_WINDOW_SECONDS)
@@ -244,7 +245,7 @@ def test_fallback_bucket_without_headers_allows_rate_limit_per_five_minutes():
 
 def test_fallback_bucket_refills_while_idle_and_none_means_unlimited():
     limiter = RateLimiter(rate_limit=DEFAULT_RATE_LIMIT)
-    burst = int(ratelimit._burst(DEFAULT_RATE_LIMIT))
+    burst = ratelimit.MAX_BURST_REQUESTS  # 5 % of 600 is more than that
     assert [limiter.reserve(T0) for _ in range(burst)] == [0.0] * burst
     assert limiter.reserve(T0) > 0
     assert limiter.reserve(T0 + 60) == 0.0  # idle for a minute: tokens are back

@@ -15,8 +15,8 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsError
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
+from tests.fakes import INSTANCE, WORKFLOW, FakeApi
 from tests.helpers import SECRETS, UNIT_TEST_TOKEN, leaked_secrets
-from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi
 
 
 def test_the_run_wide_guard_detects_every_test_credential():
@@ -25,8 +25,7 @@ def test_the_run_wide_guard_detects_every_test_credential():
         assert leaked_secrets([f"log line with {secret} inside"]) == [secret]
 
 
-def test_token_absent_from_urls_logs_errors_and_reprs(mocked_api_conn, requests_mock, capsys, monkeypatch):
-    monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
+def test_token_absent_from_urls_logs_errors_and_reprs(mocked_api_conn, requests_mock, capsys, no_retry_waits):
     requests_mock.get(
         f"{mocked_api_conn}/accounts/0123456789abcdef0123456789abcdef/workflows/wf",
         status_code=503,

@@ -33,21 +33,14 @@ from airflow_provider_cfworkflows.sensors.workflows import (
     CloudflareWorkflowStepSensor,
 )
 from airflow_provider_cfworkflows.task_waits import InstanceWait
+from tests.fakes import INSTANCE, WORKFLOW, FakeApi, step_result
 from tests.helpers import MOCK_API_BASE, ok_envelope
-from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi, step_result
 
 PENDING = Check(Verdict.PENDING, "running", "The instance is running; still waiting.")
 AWAITED = "instance 'i' of workflow 'wf'"
 
 
-@pytest.fixture(autouse=True)
-def _connection(mocked_api_conn):
-    return mocked_api_conn
-
-
-@pytest.fixture(autouse=True)
-def _no_retry_waits(monkeypatch):
-    monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
+pytestmark = pytest.mark.usefixtures("mocked_api_conn", "no_retry_waits")
 
 
 @pytest.fixture

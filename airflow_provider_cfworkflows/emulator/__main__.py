@@ -15,18 +15,26 @@ import ipaddress
 import sys
 from pathlib import Path
 
-from .scenario import (
-    ALREADY_EXISTS_STATUSES,
-    DEFAULT_RATE_QUOTA,
-    DEFAULT_RATE_WINDOW,
-    OUTPUT_ENCODINGS,
-    PARAMS_ENCODINGS,
-    RateLimitSpec,
-    Scenario,
-    ScenarioError,
-    load_scenario,
-)
-from .server import serve
+try:
+    from .scenario import (
+        ALREADY_EXISTS_STATUSES,
+        DEFAULT_RATE_QUOTA,
+        DEFAULT_RATE_WINDOW,
+        OUTPUT_ENCODINGS,
+        PARAMS_ENCODINGS,
+        RateLimitSpec,
+        Scenario,
+        ScenarioError,
+        load_scenario,
+    )
+    from .server import serve
+except ModuleNotFoundError as missing:  # the `emulator` extra's packages are not the provider's dependencies
+    if (missing.name or "").split(".")[0] not in ("anyio", "fastapi", "starlette", "uvicorn", "yaml"):
+        raise
+    sys.exit(
+        f"The emulator needs {missing.name}, which comes with the provider's `emulator` extra: "
+        "pip install 'airflow-provider-cfworkflows[emulator]'"
+    )
 
 DEFAULT_RATE_LIMIT = f"{DEFAULT_RATE_QUOTA}/{DEFAULT_RATE_WINDOW}"
 

@@ -11,6 +11,7 @@ from airflow_provider_cfworkflows.emulator.ratelimit import RateLimiter
 from airflow_provider_cfworkflows.emulator.scenario import RateLimitSpec
 from airflow_provider_cfworkflows.emulator.server import EmulatorError, run_emulator_process
 from tests.emulator._helpers import error, result
+from tests.fakes import FakeClock
 
 RATELIMIT = re.compile(r'"default";r=(\d+);t=(\d+)')
 
@@ -22,24 +23,16 @@ def budget(response: httpx.Response) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_fixed_window_with_lockout_then_a_fresh_window():
-    clock = FakeMonotonic()
-    limiter = RateLimiter(RateLimitSpec(quota=3, window=60), clock)
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimitSpec(quota=3, window=60), clock.now)
     verdicts = [limiter.admit("token:a") for _ in range(3)]
     assert [(v.allowed, v.remaining, v.reset_in) for v in verdicts if v] == [
         (True, 2, 60),
         (True, 1, 60),
         (True, 0, 60),
     ]
-    clock.now += 20.5
+    clock.time += 20.5
     locked = limiter.admit("token:a")
     assert locked is not None
     assert (locked.allowed, locked.remaining, locked.reset_in) == (False, 0, 40)
@@ -51,9 +44,9 @@ def test_fixed_window_with_lockout_then_a_fresh_window():
     other = limiter.admit("token:b")  # each credential has its own quota
     assert other is not None
     assert other.allowed
-    clock.now += 39  # still inside the window: every request is refused
+    clock.time += 39  # still inside the window: every request is refused
     assert limiter.admit("token:a").allowed is False  # type: ignore[union-attr]
-    clock.now += 1  # the window is over
+    clock.time += 1  # the window is over
     fresh = limiter.admit("token:a")
     assert fresh is not None
     assert (fresh.allowed, fresh.remaining, fresh.reset_in) == (True, 2, 60)

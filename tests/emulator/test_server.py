@@ -65,6 +65,28 @@ def test_cli_prints_exactly_one_url_line(tmp_path):
     assert "unit-test-token-4c1d" not in stderr
 
 
+@pytest.mark.parametrize("module", ["fastapi", "uvicorn", "yaml"])
+def test_cli_without_the_emulator_extra_says_how_to_install_it(module):
+    # The module made unimportable, as in an environment without the `emulator` extra.
+    run_cli = (
+        f"import runpy, sys; sys.modules[{module!r}] = None; "
+        f"runpy.run_module({CLI[-1]!r}, run_name='__main__')"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", run_cli],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert finished.returncode == 1
+    assert finished.stderr == (
+        f"The emulator needs {module}, which comes with the provider's `emulator` extra: "
+        "pip install 'airflow-provider-cfworkflows[emulator]'\n"
+    )
+
+
 def test_cli_refuses_non_loopback_hosts():
     refused = cli("--host", "0.0.0.0")
     assert refused.returncode == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 
@@ -597,21 +598,31 @@ def test_an_unknown_location_hint_is_refused_before_any_call(hook, requests_mock
 
 
 def test_an_oversized_json_answer_is_refused_unread_and_not_retried(hook, requests_mock):
+    class Body(io.BytesIO):
+        read_when_closed: list[int] = []
+
+        def close(self):
+            if not self.closed:
+                self.read_when_closed.append(self.tell())
+            super().close()
+
     too_big = protocol.MAX_JSON_BODY_BYTES + 1
-    requests_mock.get(f"{WF}/wf", text="{}", headers={"Content-Length": str(too_big)})
+    requests_mock.get(f"{WF}/wf", body=Body(b"{}"), headers={"Content-Length": str(too_big)})
     with pytest.raises(CloudflareWorkflowsResponseError, match="larger than 16 MiB"):
         hook.get_workflow("wf")
     assert requests_mock.call_count == 1
+    assert Body.read_when_closed == [0]  # refused on the announced length, not a byte read
 
 
-def test_a_retry_after_past_the_deadline_is_not_waited(hook, requests_mock, monkeypatch):
+def test_a_retry_after_past_the_deadline_is_not_waited(hook, requests_mock, monkeypatch, limiter_clock):
     monkeypatch.setattr(protocol, "retry_delay", REAL_RETRY_DELAY)
     requests_mock.get(
         f"{WF}/wf", status_code=429, headers={"Retry-After": "60"}, json={"success": False, "errors": []}
     )
     with deadlines.calls_end_by(time.time() + 5), pytest.raises(CloudflareWorkflowsRateLimitError):
         hook.get_workflow("wf")
-    assert requests_mock.call_count == 1  # the 60 s wait would end past the deadline: no retry
+    assert requests_mock.call_count == 1
+    assert limiter_clock.slept == []  # the 60 s wait would end past the deadline: no retry
 
 
 def test_no_request_is_sent_once_the_deadline_has_passed(hook, requests_mock):

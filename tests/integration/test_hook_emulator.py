@@ -405,13 +405,12 @@ def test_account_override_and_foreign_account(hook, quick_workflow):
 
 
 @pytest.fixture
-def quick_hook(cloudflare_conn, monkeypatch):
+def quick_hook(cloudflare_conn, monkeypatch, no_retry_waits):
     """A hook whose attempts may take 2 s (the connection timeout) and whose retries do not wait."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_CF_QUICK",
         connection_json(cloudflare_conn.api_base, extra={"max_retries": 3, "timeout": 2}),
     )
-    monkeypatch.setattr(protocol, "retry_delay", lambda *_args, **_kwargs: 0.0)
     return CloudflareWorkflowsHook("cf_quick")
 
 

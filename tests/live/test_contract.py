@@ -214,6 +214,8 @@ def test_a_missing_workflow_aborts_without_leaving_instances(contract_emulator: 
 
     assert main([], environ=environ, out=out) == 2
     assert "ABORTED: GET workflow 'not-deployed' failed (HTTP 404" in out.getvalue()
+    assert contract_emulator.request_stats()["creates"] == 0  # nothing was started, so nothing is left
+    assert instances_left(contract_emulator) == []
 
 
 @pytest.mark.parametrize(

@@ -22,15 +22,9 @@ from airflow_provider_cfworkflows.instance_ids import derive_instance_id
 from airflow_provider_cfworkflows.operators.workflows import CloudflareWorkflowCreateInstanceOperator
 from airflow_provider_cfworkflows.task_waits import DEFERRAL_GRACE_SECONDS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_retry_waits")]
 MODES = ("sync", "deferrable")
 LOOKING_AGAIN = "Cloudflare did not answer usably this time; looking again later"
-
-
-@pytest.fixture(autouse=True)
-def _no_retry_waits(monkeypatch):
-    """The hook's own retries without their backoff (the faults are answered at once)."""
-    monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
 
 
 def workflow(emulator: Any, duration: float) -> dict[str, str]:

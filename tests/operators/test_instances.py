@@ -96,14 +96,21 @@ def test_bad_input_fails_before_any_http_call(operator, fragment, context, reque
 
 def test_create_derives_a_stable_id_and_pushes_the_link_first(context, requests_mock):
     expected_id = derive_instance_id("etl", "manual__1", "start", -1)
-    requests_mock.post(f"{WF}/instances", json=ok({"id": expected_id, "status": "queued"}))
+    pushes_before_create = []
+
+    def answer(request, _):
+        pushes_before_create.append(context["ti"].xcom_push.call_count)
+        return ok({"id": expected_id, "status": "queued"})
+
+    requests_mock.post(f"{WF}/instances", json=answer)
     operator = CloudflareWorkflowCreateInstanceOperator(
         task_id="start", workflow_name="wf", instance_params={"a": 1}
     )
 
     assert operator.execute(context) == expected_id
     assert requests_mock.last_request.json() == {"instance_id": expected_id, "params": {"a": 1}}
-    link_push = context["ti"].xcom_push.call_args_list[0]
+    assert pushes_before_create == [1]  # the link is there even if the task dies during the create
+    (link_push,) = context["ti"].xcom_push.call_args_list
     assert link_push.kwargs["key"] == INSTANCE_URL_XCOM_KEY
     assert link_push.kwargs["value"].endswith(f"/workers/workflows/wf/instance/{expected_id}")
 

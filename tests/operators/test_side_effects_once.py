@@ -26,13 +26,7 @@ from airflow_provider_cfworkflows.operators.workflows import (
     CloudflareWorkflowSendEventOperator,
 )
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _no_retry_waits(monkeypatch):
-    """The hook's own retries without their backoff (the faults are answered at once)."""
-    monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_retry_waits")]
 
 
 def gate_workflow(emulator: Any, gates: int = 2) -> str:

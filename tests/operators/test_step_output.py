@@ -12,7 +12,6 @@ from airflow.sdk import Asset, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
-from airflow_provider_cfworkflows import protocol
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowOutputDeliveryError,
     CloudflareWorkflowOutputRejectedError,
@@ -28,7 +27,7 @@ from airflow_provider_cfworkflows.operators.workflows import (
     DEFAULT_MAX_XCOM_BYTES,
     CloudflareWorkflowStepOutputOperator,
 )
-from tests.helpers import RecordingTaskInstance
+from tests.fakes import RecordingTaskInstance
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 TOKEN = "unit-test-token-9f2e"
@@ -54,7 +53,7 @@ def not_found(name):
 
 
 @pytest.fixture(autouse=True)
-def connection(monkeypatch):
+def connection(monkeypatch, no_retry_waits):
     monkeypatch.setenv(
         "AIRFLOW_CONN_CLOUDFLARE_DEFAULT",
         json.dumps(
@@ -67,7 +66,6 @@ def connection(monkeypatch):
             }
         ),
     )
-    monkeypatch.setattr(protocol, "retry_delay", lambda *args, **kwargs: 0.0)
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from airflow_provider_cfworkflows.exceptions import (
 from airflow_provider_cfworkflows.links.workflows import INSTANCE_URL_XCOM_KEY
 from airflow_provider_cfworkflows.operators.workflows import CloudflareWorkflowStepOutputOperator
 from airflow_provider_cfworkflows.output_storage import PARTIAL_SUFFIX
-from tests.helpers import RecordingTaskInstance, s3_keys
+from tests.fakes import RecordingTaskInstance
+from tests.helpers import s3_keys
 
 pytestmark = pytest.mark.integration
 

@@ -195,9 +195,8 @@ def refusing_address() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def _no_backoff(monkeypatch: pytest.MonkeyPatch, limiter_clock: Any) -> None:
+def _no_backoff(monkeypatch: pytest.MonkeyPatch, limiter_clock: Any, no_retry_waits: None) -> None:
     """The hook's and triggers' retries without their backoff; rate-limiter waits take no real time."""
-    monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
     monkeypatch.setattr(watchers, "MIN_ERROR_BACKOFF_SECONDS", 0.01)
 
 

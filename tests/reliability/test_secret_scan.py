@@ -106,7 +106,7 @@ def live_emulator() -> Iterator[Any]:
 
 
 @pytest.fixture
-def connections(live_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+def connections(live_emulator: Any, monkeypatch: pytest.MonkeyPatch, no_retry_waits: None) -> Any:
     """``cloudflare_default`` with the token ending in a newline, and the misconfigured connections."""
     live_emulator.reset()
     extra = {"max_retries": 2}
@@ -119,7 +119,6 @@ def connections(live_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setenv(
             f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(live_emulator.api_base, **fields)
         )
-    monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
     monkeypatch.setattr(watchers, "MIN_ERROR_BACKOFF_SECONDS", 0.2)
     return live_emulator
 

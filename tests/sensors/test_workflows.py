@@ -34,8 +34,8 @@ from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
     CloudflareWorkflowStepTrigger,
 )
+from tests.fakes import INSTANCE, WORKFLOW, FakeApi, step_result
 from tests.helpers import UNIT_TEST_TOKEN
-from tests.sensors.fake_api import INSTANCE, WORKFLOW, FakeApi, step_result
 
 ALL_STATUSES = [status.value for status in InstanceStatus]
 FAILED_ATTEMPTS = [
@@ -44,14 +44,7 @@ FAILED_ATTEMPTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _connection(mocked_api_conn):
-    return mocked_api_conn
-
-
-@pytest.fixture(autouse=True)
-def _no_retry_waits(monkeypatch):
-    monkeypatch.setattr("airflow_provider_cfworkflows.protocol.retry_delay", lambda *a, **k: 0)
+pytestmark = pytest.mark.usefixtures("mocked_api_conn", "no_retry_waits")
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import time
 import uuid
 from unittest import mock
 
+import httpx
 import pytest
 
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
@@ -18,6 +19,7 @@ from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
     CloudflareWorkflowStepTrigger,
 )
+from tests.fakes import ClosingHook
 
 # Seconds between looks: short, so the tests are quick; long enough to tell one look per interval from
 # one per trigger.
@@ -137,8 +139,16 @@ async def test_a_late_subscriber_gets_the_latest_look_at_once(cloudflare_conn):
     assert watchers.watchers() == {}
 
 
-async def test_cancellation_leaves_the_registry_empty_and_stops_looking(cloudflare_conn):
+async def test_cancellation_leaves_the_registry_empty_and_stops_looking(cloudflare_conn, monkeypatch):
     emulator = cloudflare_conn
+    closed: list[httpx.AsyncClient] = []
+    real_aclose = httpx.AsyncClient.aclose
+
+    async def recording_aclose(client: httpx.AsyncClient) -> None:
+        closed.append(client)
+        await real_aclose(client)
+
+    monkeypatch.setattr(httpx.AsyncClient, "aclose", recording_aclose)
     workflow = put_workflow(emulator, [{"name": "slow", "duration": 60}])
     instances = [create_instance(emulator, workflow) for _ in range(3)]
     tasks = [
@@ -151,6 +161,7 @@ async def test_cancellation_leaves_the_registry_empty_and_stops_looking(cloudfla
     assert len(watchers.shared_hooks()) == 1  # one hook (one client) for the connection
     assert len({id(watcher.hook) for watcher in running}) == 1
     await until(lambda: all(watcher.looks >= 2 for watcher in running))
+    assert closed == []
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -158,7 +169,7 @@ async def test_cancellation_leaves_the_registry_empty_and_stops_looking(cloudfla
     await asyncio.wait([watcher.task for watcher in running], timeout=5)
     assert all(watcher.task.done() for watcher in running)
     assert watchers.shared_hooks() == {}
-    assert running[0].hook._async_client is None  # the shared hook was closed
+    assert len(closed) == 1  # the shared hook closed its HTTP client
     stopped = time.time()
     sent_before = len(api_requests(emulator, 0))
     # A new trigger on another instance looks (so time passes in the loop); the stopped watchers do not.
@@ -220,18 +231,7 @@ def test_a_look_at_a_step_not_finished_costs_one_request_in_the_sync_sensor(clou
 
 
 async def test_one_hook_per_connection_closed_after_its_last_user_and_retired_on_auth_errors(monkeypatch):
-    made = []
-
-    class Hook:
-        def __init__(self, cloudflare_conn_id):
-            self.cloudflare_conn_id = cloudflare_conn_id
-            self.closed = False
-            made.append(self)
-
-        async def aclose(self):
-            self.closed = True
-
-    monkeypatch.setattr(watchers, "CloudflareWorkflowsHook", Hook)
+    monkeypatch.setattr(watchers, "CloudflareWorkflowsHook", ClosingHook)
     hooks = watchers.SharedHooks()
     first, second, other = hooks.acquire("a"), hooks.acquire("a"), hooks.acquire("b")
     assert first is second
@@ -246,4 +246,4 @@ async def test_one_hook_per_connection_closed_after_its_last_user_and_retired_on
     await hooks.release(fresh)
     await hooks.release(other)
     assert hooks.by_connection == {}
-    assert all(hook.closed for hook in made)
+    assert all(shared.hook.closed for shared in (first, fresh, other))
