@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import importlib
-import re
 import inspect
+import re
 from typing import Any
 
 import pytest
