@@ -56,7 +56,9 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "timeout": {
                         "label": "Timeout (seconds)",
-                        "description": "Seconds to wait for a connection or for data. Default 60.",
+                        "description": "Seconds one attempt of a call may take: connecting, the headers "
+                        "and the whole JSON answer. For byte-stream step outputs: the longest time without "
+                        "receiving a byte. Default 60.",
                         "schema": {"type": ["number", "null"], "minimum": 1},
                     },
                     "max_retries": {
