@@ -63,7 +63,9 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "max_retries": {
                         "label": "Max retries",
-                        "description": "Retries of safe calls after 429, 5xx or network faults. Default 5.",
+                        "description": "Retries of a call after a transient failure (408, 429, 5xx, a "
+                        "timeout, a dropped connection); calls that must not run twice only when they never "
+                        "arrived. Default 5.",
                         "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
                     },
                     "allow_http": {
@@ -80,7 +82,7 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "rate_limit": {
                         "label": "Rate limit (requests per 5 minutes)",
-                        "description": "Requests per 5 minutes this provider may spend per credential when "
+                        "description": "Requests per 5 minutes each process may spend per credential when "
                         "Cloudflare sends no rate-limit headers. Default 600, half of Cloudflare's 1,200.",
                         "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 1200},
                     },
