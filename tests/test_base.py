@@ -104,7 +104,7 @@ def test_partial_and_expand(cls):
         account_partial = cls.partial(task_id="account_partial", account_id=ACCOUNT, **required).expand(
             cloudflare_conn_id=["cf_media", "cf_other"]
         )
-        # Both from the DAG's default_args (only the account here), the rest mapped.
+        # The account from the DAG's default_args, the default connection; a required argument mapped.
         name, value = next(iter(required.items()))
         from_defaults = cls.partial(
             task_id="from_defaults", **{k: v for k, v in required.items() if k != name}
