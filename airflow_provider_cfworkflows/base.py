@@ -69,12 +69,38 @@ class CloudflareWorkflowsMixin:
         return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
 
 
+# Airflow fills arguments from ``default_args``, and accepts them in ``.partial()`` / ``.expand()``, only
+# for the ``__init__`` of a class its metaclass built (BaseOperatorMeta wraps it and records its
+# parameter names); the mixin's ``__init__`` is not one. So each base class names the two arguments in
+# an ``__init__`` of its own, as the Amazon provider's AwsBaseOperator and AwsBaseSensor do.
+
+
 class CloudflareWorkflowsBaseOperator(CloudflareWorkflowsMixin, BaseOperator):
-    """Base of the Cloudflare Workflows operators (see :class:`CloudflareWorkflowsMixin`)."""
+    """
+    Base of the Cloudflare Workflows operators (see :class:`CloudflareWorkflowsMixin`).
+
+    :param account_id: Cloudflare account id; defaults to the connection's login.
+    :param cloudflare_conn_id: connection of type ``cloudflare_workflows``.
+    """
+
+    def __init__(
+        self, *, account_id: str | None = None, cloudflare_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any
+    ) -> None:
+        super().__init__(account_id=account_id, cloudflare_conn_id=cloudflare_conn_id, **kwargs)
 
 
 class CloudflareWorkflowsBaseSensor(CloudflareWorkflowsMixin, BaseSensorOperator):
-    """Base of the Cloudflare Workflows sensors (see :class:`CloudflareWorkflowsMixin`)."""
+    """
+    Base of the Cloudflare Workflows sensors (see :class:`CloudflareWorkflowsMixin`).
+
+    :param account_id: Cloudflare account id; defaults to the connection's login.
+    :param cloudflare_conn_id: connection of type ``cloudflare_workflows``.
+    """
+
+    def __init__(
+        self, *, account_id: str | None = None, cloudflare_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any
+    ) -> None:
+        super().__init__(account_id=account_id, cloudflare_conn_id=cloudflare_conn_id, **kwargs)
 
 
 def annotate_outlet_events(context: Context, operator: BaseOperator, extra: Mapping[str, Any]) -> None:

@@ -25,13 +25,13 @@ from airflow_provider_cfworkflows.instance_details import (
     status_of,
     step_name_candidates,
 )
-from airflow_provider_cfworkflows.models import RemoteError, StepOutput
+from airflow_provider_cfworkflows.models import RemoteError, StepOutput, end_sentence
 from airflow_provider_cfworkflows.statuses import (
     TERMINAL_INSTANCE_STATUSES,
     TERMINAL_STEP_STATUSES,
     is_known_status,
 )
-from airflow_provider_cfworkflows.validation import validate_states
+from airflow_provider_cfworkflows.validation import missing_value_hint, validate_states
 
 # Instance outputs up to this size (serialized) are returned by the instance sensor; larger ones are
 # left out of XCom (read them with the hook, or return less from the Workflow's run()).
@@ -122,7 +122,8 @@ def instance_not_found_error(
         return error
     return error.restated(
         f"Instance {instance_id!r} of workflow {workflow_name!r} was not found: check workflow_name, "
-        "instance_id and the account (account_id or the connection's login)"
+        "instance_id and the account (account_id or the connection's login)."
+        + missing_value_hint(instance_id)
     )
 
 
@@ -213,7 +214,9 @@ def evaluate_step(
     if status in success_states:
         return decided(Verdict.SUCCESS, f"{subject} is {status}.")
     if status in failure_states:
-        return decided(Verdict.FAILURE, f"{subject} is {status}: {step.error or 'no error given'}.")
+        return decided(
+            Verdict.FAILURE, f"{subject} is {status}: {end_sentence(step.error or 'no error given')}"
+        )
     if status in TERMINAL_STEP_STATUSES:
         return decided(
             Verdict.FAILURE,
@@ -226,7 +229,9 @@ def evaluate_step(
             f"{subject} is {status} but the instance is {instance_status}: the step cannot finish.",
         )
     if step.is_retrying:
-        return decided(Verdict.PENDING, f"{subject} is retrying after a failed attempt: {step.error}.")
+        return decided(
+            Verdict.PENDING, f"{subject} is retrying after a failed attempt: {end_sentence(step.error)}"
+        )
     if not is_known_status(status):
         return decided(
             Verdict.PENDING,
@@ -249,7 +254,10 @@ def evaluate_instance(
         )
     if status in failure_states:
         return Check(
-            Verdict.FAILURE, status, f"The instance is {status}: {error or 'no error given'}.", error
+            Verdict.FAILURE,
+            status,
+            f"The instance is {status}: {end_sentence(error or 'no error given')}",
+            error,
         )
     if status in TERMINAL_INSTANCE_STATUSES:
         return Check(

@@ -56,12 +56,16 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "timeout": {
                         "label": "Timeout (seconds)",
-                        "description": "Seconds to wait for a connection or for data. Default 60.",
+                        "description": "Seconds one attempt of a call may take: connecting, the headers "
+                        "and the whole JSON answer. For byte-stream step outputs: the longest time without "
+                        "receiving a byte. Default 60.",
                         "schema": {"type": ["number", "null"], "minimum": 1},
                     },
                     "max_retries": {
                         "label": "Max retries",
-                        "description": "Retries of safe calls after 429, 5xx or network faults. Default 5.",
+                        "description": "Retries of a call after a transient failure (408, 429, 5xx, a "
+                        "timeout, a dropped connection); calls that must not run twice only when they never "
+                        "arrived. Default 5.",
                         "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
                     },
                     "allow_http": {
@@ -78,7 +82,7 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "rate_limit": {
                         "label": "Rate limit (requests per 5 minutes)",
-                        "description": "Requests per 5 minutes this provider may spend per credential when "
+                        "description": "Requests per 5 minutes each process may spend per credential when "
                         "Cloudflare sends no rate-limit headers. Default 600, half of Cloudflare's 1,200.",
                         "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 1200},
                     },

@@ -28,6 +28,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsRateLimitError,
     CloudflareWorkflowStepNotFoundError,
 )
+from airflow_provider_cfworkflows.transport import transport_cause
 
 if TYPE_CHECKING:
     from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
@@ -207,35 +208,6 @@ def deadline_passed() -> bool:
     """Whether the deadline of the calls in progress (:mod:`.deadlines`) has passed."""
     left = seconds_left()
     return left is not None and left <= 0
-
-
-def transport_cause(error: BaseException) -> str:
-    """
-    Why a request got no complete response, in full: the operating system's error at the root of the
-    chain (``ConnectionRefusedError: [Errno 111] Connection refused``, ``gaierror: [Errno -2] Name or
-    service not known``, ``TimeoutError: timed out``), else the error's own text.
-    """
-    root: tuple[int, OSError] | None = None
-    seen: set[int] = set()
-    pending: list[tuple[BaseException | None, int]] = [(error, 0)]
-    while pending:
-        current, depth = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and not _is_wrapper(current) and (root is None or depth > root[0]):
-            root = (depth, current)
-        reason = getattr(current, "reason", None)  # urllib3's MaxRetryError keeps its cause here
-        linked = [*current.args, reason, current.__context__, current.__cause__]
-        pending.extend((item, depth + 1) for item in linked if isinstance(item, BaseException))
-    if root is None:
-        return error.message if isinstance(error, CloudflareWorkflowsError) else str(error)
-    return f"{type(root[1]).__name__}: {root[1]}"
-
-
-def _is_wrapper(error: OSError) -> bool:
-    """requests' and urllib3's errors subclass OSError but only wrap the real one (with its long repr)."""
-    return type(error).__module__.split(".")[0] in ("requests", "urllib3", "httpx", "httpcore")
 
 
 def brief_error(error: CloudflareWorkflowsError) -> str:

@@ -64,6 +64,12 @@ class RemoteError:
         return f"{self.name}: {self.message}" if self.message else self.name
 
 
+def end_sentence(text: object) -> str:
+    """``text`` and a full stop, unless it already ends a sentence (as Cloudflare's messages often do)."""
+    words = str(text)
+    return words if words.rstrip().endswith((".", "!", "?")) else f"{words}."
+
+
 @dataclass(frozen=True)
 class StepOutput:
     """

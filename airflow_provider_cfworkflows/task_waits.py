@@ -17,7 +17,6 @@ from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
-from urllib.parse import urlsplit
 
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowTaskTerminated
 
@@ -43,9 +42,9 @@ from airflow_provider_cfworkflows.looks import (
     run_instance_check,
     run_step_check,
     timeout_message,
-    transport_cause,
 )
 from airflow_provider_cfworkflows.models import instance_output
+from airflow_provider_cfworkflows.transport import unreachable_message
 from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
     CloudflareWorkflowStepTrigger,
@@ -196,14 +195,10 @@ class _TaskWait(Generic[_Event]):
         return result
 
     def _unreachable(self, error: CloudflareWorkflowsConnectionError) -> CloudflareWorkflowsConnectionError:
-        settings = self.hook.settings
-        host = urlsplit(settings.base_url).netloc
         return CloudflareWorkflowsConnectionError(
-            f"Could not reach the Cloudflare Workflows API at {host} ({settings.base_url}): no response "
-            f"to the first look of this task, after {settings.max_retries} retries: "
-            f"{transport_cause(error)}. Check the connection's host (and that the API or emulator is "
-            "running and reachable from this worker); the task fails now instead of waiting for "
-            f"{self.describe_awaited()} until its timeout.",
+            f"{unreachable_message(self.hook.settings.base_url, error)} No response to the first look of "
+            f"this task: it fails now instead of waiting for {self.describe_awaited()} until its timeout.",
+            request_sent=error.request_sent,
             method=error.method,
             path=error.path,
         )

@@ -8,9 +8,12 @@ failures to typed errors. The hook's API verbs build requests with :mod:`.protoc
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from urllib.parse import urlsplit
 
 import httpx
 import requests
@@ -34,6 +37,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsRateLimitError,
     is_transient_error,
 )
+from airflow_provider_cfworkflows.models import end_sentence
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -62,6 +66,12 @@ class CloudflareWorkflowsTransport(BaseHook):
     deadline of the wait they serve (:mod:`airflow_provider_cfworkflows.deadlines`). Errors are typed
     (see :mod:`airflow_provider_cfworkflows.exceptions`) and never contain a credential.
 
+    Until the API has answered this hook once, a failure to connect that repetition cannot fix (see
+    :func:`nothing_answers`: the connection refused, a host name that does not exist, a plain-HTTP server
+    at an ``https://`` URL) is not retried, and a call that reached nothing fails with
+    :func:`unreachable_message`: the host and port, the operating system's error in full and what to
+    check. Once the API has answered, the same errors are retried like any other transient fault.
+
     :param cloudflare_conn_id: connection of type ``cloudflare_workflows``.
     :param timeout: seconds one attempt of a call may take (overrides the connection's extra).
     :param max_retries: retries of a call (overrides the connection's extra).
@@ -85,6 +95,8 @@ class CloudflareWorkflowsTransport(BaseHook):
         self._async_settings: ConnectionSettings | None = None
         self._async_client: httpx.AsyncClient | None = None
         self._rate_limiter: ratelimit.RateLimiter | None = None
+        # Whether any HTTP response (of any status) came back to this hook: see nothing_answers.
+        self._answered = False
 
     # --- connection and transports --------------------------------------------------------------
 
@@ -137,10 +149,11 @@ class CloudflareWorkflowsTransport(BaseHook):
         """Tenacity arguments shared by the sync and async transports."""
 
         def retryable(error: BaseException) -> bool:
+            if not is_transient_error(error) or (not self._answered and nothing_answers(error)):
+                return False
             # A call that must not run twice is repeated only when it provably never arrived.
-            return is_transient_error(error) and (
-                request.idempotent
-                or not (isinstance(error, CloudflareWorkflowsError) and error.may_have_taken_effect)
+            return request.idempotent or not (
+                isinstance(error, CloudflareWorkflowsError) and error.may_have_taken_effect
             )
 
         def wait(state: tenacity.RetryCallState) -> float:
@@ -199,8 +212,9 @@ class CloudflareWorkflowsTransport(BaseHook):
         except BaseException as error:  # no response: the slot is given back
             limiter.release()
             if isinstance(error, requests.RequestException | ValueError):
-                raise _transport_error(request, error) from None
+                raise _transport_error(request, error, self.settings.base_url) from None
             raise
+        self._answered = True
         limiter.observe_response(response.status_code, response.headers)
         return response
 
@@ -224,7 +238,7 @@ class CloudflareWorkflowsTransport(BaseHook):
                 body += chunk
                 protocol.check_json_body_size(request, len(body), http_status=response.status_code)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
-            raise _transport_error(request, error) from None
+            raise _transport_error(request, error, self.settings.base_url) from None
         finally:
             response.close()
 
@@ -259,6 +273,9 @@ class CloudflareWorkflowsTransport(BaseHook):
                     except CloudflareWorkflowsError as error:
                         uncertain = _note_attempt(error, uncertain)
                         raise
+        except CloudflareWorkflowsConnectionError as error:
+            self._raise_unreachable(error, self.settings.base_url)
+            raise
         except CloudflareWorkflowsNotFoundError as error:
             if not protocol.is_workflow_not_found(request, error):
                 raise
@@ -338,7 +355,7 @@ class CloudflareWorkflowsTransport(BaseHook):
                 headers=request.headers(),
             )
         except (httpx.HTTPError, ValueError) as error:
-            raise _transport_error(request, error) from None
+            raise _transport_error(request, error, settings.base_url) from None
         limiter = self._limiter(settings)
         await limiter.wait_async(_limiter_deadline(limiter))
         try:
@@ -351,13 +368,14 @@ class CloudflareWorkflowsTransport(BaseHook):
             if isinstance(error, TimeoutError):
                 raise clock.timeout_error(request, 0) from None
             if isinstance(error, httpx.HTTPError | ValueError):
-                raise _transport_error(request, error) from None
+                raise _transport_error(request, error, settings.base_url) from None
             raise
+        self._answered = True
         limiter.observe_response(response.status_code, response.headers)
         return response
 
     async def _aread_body(
-        self, request: ApiRequest, response: httpx.Response, clock: protocol.AttemptClock
+        self, request: ApiRequest, response: httpx.Response, clock: protocol.AttemptClock, base_url: str
     ) -> bytes:
         """Async :meth:`_read_body`."""
         body = bytearray()
@@ -372,7 +390,7 @@ class CloudflareWorkflowsTransport(BaseHook):
         except TimeoutError:
             raise clock.timeout_error(request, len(body)) from None
         except httpx.HTTPError as error:
-            raise _transport_error(request, error) from None
+            raise _transport_error(request, error, base_url) from None
         finally:
             await response.aclose()
         return bytes(body)
@@ -386,7 +404,7 @@ class CloudflareWorkflowsTransport(BaseHook):
         if accept_stream and protocol.is_byte_stream(response.status_code, response.headers):
             await response.aclose()
             return None
-        body = await self._aread_body(request, response, clock)
+        body = await self._aread_body(request, response, clock, settings.base_url)
         return protocol.parse_envelope(request, response.status_code, response.headers, body)
 
     @overload
@@ -410,6 +428,9 @@ class CloudflareWorkflowsTransport(BaseHook):
                     except CloudflareWorkflowsError as error:
                         uncertain = _note_attempt(error, uncertain)
                         raise
+        except CloudflareWorkflowsConnectionError as error:
+            self._raise_unreachable(error, settings.base_url)
+            raise
         except CloudflareWorkflowsNotFoundError as error:
             if not protocol.is_workflow_not_found(request, error):
                 raise
@@ -433,6 +454,20 @@ class CloudflareWorkflowsTransport(BaseHook):
 
     def _account(self, account_id: str | None) -> str:
         return self.settings.resolve_account_id(account_id)
+
+    def _raise_unreachable(self, error: CloudflareWorkflowsConnectionError, base_url: str) -> None:
+        """
+        A call that reached nothing (a failure to resolve, connect or shake hands: an operating-system
+        error, not the wait's deadline) before the API ever answered this hook fails saying so.
+        """
+        if self._answered or error.request_sent or root_os_error(error) is None:
+            return
+        raise CloudflareWorkflowsConnectionError(
+            unreachable_message(base_url, error),
+            request_sent=False,
+            method=error.method,
+            path=error.path,
+        ) from None
 
 
 def _limiter_deadline(limiter: ratelimit.RateLimiter) -> float | None:
@@ -465,7 +500,10 @@ def _set_read_timeout(response: requests.Response, seconds: float) -> None:
 
 
 def _never_sent(error: BaseException) -> bool:
-    """Whether a transport error proves the request never left: resolving or connecting failed."""
+    """
+    Whether a transport error proves the request never left: resolving or connecting failed, or the
+    TLS handshake met a server that speaks plain HTTP.
+    """
     if isinstance(
         error, requests.ConnectTimeout | httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
     ):
@@ -474,8 +512,96 @@ def _never_sent(error: BaseException) -> bool:
         # requests wraps connect failures as MaxRetryError(reason=NewConnectionError / NameResolutionError /
         # ConnectTimeoutError); both subclass urllib3's ConnectTimeoutError.
         reason = getattr(error.args[0], "reason", None)
-        return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
-    return False
+        if isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
+            return True
+    return _speaks_plain_http(root_os_error(error))
+
+
+# OpenSSL's reasons for a first "TLS record" that is not one: the server answered in plain HTTP.
+_PLAIN_HTTP_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL"})
+# getaddrinfo's answers for a name that does not exist (not EAI_AGAIN, a resolver that did not answer).
+_NO_SUCH_NAME = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
+)
+
+
+def _speaks_plain_http(root: OSError | None) -> bool:
+    return isinstance(root, ssl.SSLError) and root.reason in _PLAIN_HTTP_TLS_REASONS
+
+
+def root_os_error(error: BaseException) -> OSError | None:
+    """
+    The operating system's error at the root of a transport error's chain (through ``args``, urllib3's
+    ``reason``, ``__cause__`` and ``__context__``), or None: e.g. ``ConnectionRefusedError``.
+    """
+    root: tuple[int, OSError] | None = None
+    seen: set[int] = set()
+    pending: list[tuple[BaseException | None, int]] = [(error, 0)]
+    while pending:
+        current, depth = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and not _is_wrapper(current) and (root is None or depth > root[0]):
+            root = (depth, current)
+        reason = getattr(current, "reason", None)  # urllib3's MaxRetryError keeps its cause here
+        linked = [*current.args, reason, current.__context__, current.__cause__]
+        pending.extend((item, depth + 1) for item in linked if isinstance(item, BaseException))
+    return root[1] if root else None
+
+
+def _is_wrapper(error: OSError) -> bool:
+    """requests' and urllib3's errors subclass OSError but only wrap the real one (with its long repr)."""
+    return type(error).__module__.split(".")[0] in ("requests", "urllib3", "httpx", "httpcore")
+
+
+def transport_cause(error: BaseException) -> str:
+    """
+    Why a request got no complete response, in full: the operating system's error at the root of the
+    chain (``ConnectionRefusedError: [Errno 111] Connection refused``, ``gaierror: [Errno -2] Name or
+    service not known``, ``TimeoutError: timed out``), else the error's own text.
+    """
+    root = root_os_error(error)
+    if root is not None:
+        return f"{type(root).__name__}: {root}"
+    if isinstance(error, CloudflareWorkflowsError):
+        return error.message
+    return f"{type(error).__name__}: {error}"
+
+
+def nothing_answers(error: BaseException) -> bool:
+    """
+    Whether a request failed in a way that trying again cannot fix while nothing at the address has
+    answered yet: the connection was refused (nothing listens on that port), the host name does not
+    exist, or the server speaks plain HTTP to an ``https://`` URL. A resolver that did not answer
+    (``EAI_AGAIN``), a connect timeout or an unreachable network may pass, and are retried.
+    """
+    if not isinstance(error, CloudflareWorkflowsConnectionError) or error.request_sent:
+        return False
+    root = root_os_error(error)
+    if isinstance(root, socket.gaierror):
+        return root.errno in _NO_SUCH_NAME
+    return isinstance(root, ConnectionRefusedError) or _speaks_plain_http(root)
+
+
+def unreachable_message(base_url: str, error: BaseException) -> str:
+    """
+    What a call that got no HTTP answer at all says: where it went (host:port and the base URL), the
+    cause in full, and what to check.
+    """
+    host = urlsplit(base_url).netloc
+    cause = transport_cause(error)
+    message = f"Could not reach the Cloudflare Workflows API at {host} ({base_url}): {end_sentence(cause)}"
+    if _speaks_plain_http(root_os_error(error)):
+        return (
+            f"{message} The server there answers plain HTTP, not HTTPS: a connection host without a scheme "
+            f"means https://. Write the scheme in the host (http://{host} for the local emulator; in a URI: "
+            f"cloudflare-workflows://http://<account id>:<token>@{host})."
+        )
+    return (
+        f"{message} Check the connection's host and port, and that the API (or the local emulator) is "
+        "running and reachable from this machine."
+    )
 
 
 def _is_header_error(error: BaseException) -> bool:
@@ -485,10 +611,10 @@ def _is_header_error(error: BaseException) -> bool:
     return isinstance(error, ValueError) and not isinstance(error, requests.RequestException)
 
 
-def _transport_error(request: ApiRequest, error: BaseException) -> CloudflareWorkflowsError:
+def _transport_error(request: ApiRequest, error: BaseException, base_url: str) -> CloudflareWorkflowsError:
     """
-    Wrap a transport error. Its text holds at most the URL, which never carries a credential, except
-    for header errors: those are described without their text.
+    Wrap a transport error: the host it went to and the cause in full (:func:`transport_cause`), which
+    never carries a credential, except for header errors: those are described without their text.
     """
     if _is_header_error(error):
         return CloudflareWorkflowsConfigurationError(
@@ -505,7 +631,7 @@ def _transport_error(request: ApiRequest, error: BaseException) -> CloudflareWor
     if never_sent:
         what = "could not connect (nothing was sent)"
     return CloudflareWorkflowsConnectionError(
-        f"Request {what}: {type(error).__name__}: {str(error)[:300]}",
+        f"Request to {urlsplit(base_url).netloc} {what}: {transport_cause(error)}",
         request_sent=not never_sent,
         method=request.method,
         path=request.path,

@@ -59,10 +59,23 @@ def _config_error(message: str) -> CloudflareWorkflowsConfigurationError:
     return CloudflareWorkflowsConfigurationError(message)
 
 
+def missing_value_hint(value: Any) -> str:
+    """
+    A sentence for a value that looks like what a template renders when the value is missing (None,
+    ``'None'``, ``'null'``; e.g. the XCom of a task that has not run), else an empty string.
+    """
+    if value is not None and not (isinstance(value, str) and value in UNRENDERED_VALUES):
+        return ""
+    return (
+        " It looks like a missing value rendered into a template (a missing XCom renders as None, 'None' "
+        "or 'null'): is the task that pushes it upstream of this task, and did it push a value?"
+    )
+
+
 def require_text(value: Any, what: str, *, max_length: int) -> str:
     """A non-empty string of at most ``max_length`` characters."""
     if not isinstance(value, str) or not value:
-        raise _config_error(f"{what} must be a non-empty string, got {value!r}.")
+        raise _config_error(f"{what} must be a non-empty string, got {value!r}.{missing_value_hint(value)}")
     if len(value) > max_length:
         raise _config_error(
             f"{what} must be at most {max_length} characters, got {len(value)}: {value[:40]!r}..."
@@ -116,8 +129,7 @@ def validate_new_instance_id(value: Any) -> str:
         )
     if value in UNRENDERED_VALUES:
         raise _config_error(
-            f"instance_id {value!r} looks like a missing value rendered into a template (a missing XCom "
-            "renders as 'None' or 'null'): check the upstream task that should provide the id."
+            f"instance_id {value!r} is not allowed for a new instance.{missing_value_hint(value)}"
         )
     return str(value)
 

@@ -5,7 +5,11 @@ The main job: run ``example_cfworkflows_pipeline`` end to end on a real Airflow,
 * ``--airflow``: a real multi-process Airflow (scheduler, dag-processor, triggerer, api-server;
   LocalExecutor, SQLite, a temporary ``AIRFLOW_HOME``); the DAG is unpaused and triggered as a user
   would (a manual run, without a logical date), and everything started is stopped at the end, also
-  on Ctrl-C or failure.
+  on Ctrl-C or failure;
+* ``--airflow --dags-folder DIR``: the same Airflow parsing your DAGs instead, with
+  ``cloudflare_default`` pointing at the emulator (``--scenario FILE`` for your own Workflows); nothing
+  is triggered, and Airflow runs until Ctrl-C. ``--keep-logs`` keeps the ``AIRFLOW_HOME`` (task logs,
+  each component's output) after the stop.
 
 Against the bundled emulator (a process of its own) by default. With ``CLOUDFLARE_API_TOKEN`` and
 ``CLOUDFLARE_ACCOUNT_ID`` set, against the real Cloudflare API instead (deploy the demo Workflow
@@ -54,25 +58,35 @@ def _environment(output_dir: Path) -> dict[str, str]:
     }
 
 
-@contextlib.contextmanager
-def _cloudflare() -> Iterator[tuple[str, str]]:
-    """Yield ``(connection json, where)``: real Cloudflare when credentials are set, else the emulator."""
+def _real_cloudflare() -> tuple[str, str] | None:
+    """``(token, account id)`` from the environment, when both are set."""
     token = os.environ.get("CLOUDFLARE_API_TOKEN")
     account = os.environ.get("CLOUDFLARE_ACCOUNT_ID")
-    if token and account:
-        conn = {"conn_type": "cloudflare_workflows", "login": account, "password": token}
+    return (token, account) if token and account else None
+
+
+@contextlib.contextmanager
+def _cloudflare(scenario: Path | None = None) -> Iterator[tuple[str, str]]:
+    """
+    Yield ``(connection json, where)``: real Cloudflare when credentials are set, else the emulator
+    serving ``scenario`` (None: the bundled demo scenario).
+    """
+    credentials = _real_cloudflare()
+    if credentials is not None:
+        conn = {"conn_type": "cloudflare_workflows", "login": credentials[1], "password": credentials[0]}
         yield json.dumps(conn), "the Cloudflare API (CLOUDFLARE_API_TOKEN / CLOUDFLARE_ACCOUNT_ID are set)"
         return
     from airflow_provider_cfworkflows.emulator.server import run_emulator_process
 
-    with run_emulator_process(None) as emulator:
+    with run_emulator_process(scenario) as emulator:
         conn = {
             "conn_type": "cloudflare_workflows",
             "login": emulator.account_id,
             "password": emulator.api_token,
             "host": emulator.api_base,
         }
-        yield json.dumps(conn), f"the local emulator at {emulator.url} (bundled demo scenario)"
+        served = f"scenario {scenario}" if scenario else "bundled demo scenario"
+        yield json.dumps(conn), f"the local emulator at {emulator.url} ({served})"
 
 
 def _run(command: list[str], env: dict[str, str]) -> None:
@@ -121,9 +135,9 @@ def _report(conn_json: str, instance_id: str, output_dir: Path) -> None:
         raise SystemExit("No output landed in " + str(output_dir))
 
 
-def _dags_test(output_dir: Path) -> None:
+def _dags_test(output_dir: Path, scenario: Path | None) -> None:
     env = _environment(output_dir)
-    with _cloudflare() as (conn_json, where):
+    with _cloudflare(scenario) as (conn_json, where):
         print(f"Running {DAG_ID} with `airflow dags test` against {where}.", flush=True)
         env["AIRFLOW_CONN_CLOUDFLARE_DEFAULT"] = conn_json
         _run([sys.executable, "-m", "airflow", "db", "migrate"], env)
@@ -142,44 +156,70 @@ def _stop_on_sigterm() -> None:
         signal.signal(sig, interrupt)
 
 
-def _multi_process(output_dir: Path, timeout: float, keep_running: bool) -> int:
+def _multi_process(output_dir: Path, options: argparse.Namespace) -> int:
     """Run the DAG on a scheduler, dag-processor, triggerer and api-server; the exit code."""
-    with _cloudflare() as (conn_json, where):
+    with _cloudflare(options.scenario) as (conn_json, where):
         print(f"Starting Airflow (scheduler, dag-processor, triggerer, api-server) for {where}.", flush=True)
         env = {
             # Every process that runs provider code (task processes, the triggerer) sees the connection.
             "AIRFLOW_CONN_CLOUDFLARE_DEFAULT": conn_json,
             "CFWORKFLOWS_EXAMPLE_OUTPUT_BASE": output_dir.as_uri(),
         }
-        with AirflowStack.running(dags_folder=EXAMPLE_DAGS, env=env) as stack:
+        dags_folder = options.dags_folder or EXAMPLE_DAGS
+        with AirflowStack.running(dags_folder=dags_folder, env=env, keep_home=options.keep_logs) as stack:
             print(f"Airflow is up: UI and REST API at {stack.ui_url}", flush=True)
-            print(f"AIRFLOW_HOME={stack.home} (removed at the end unless something fails)", flush=True)
-            stack.wait_for_dag(DAG_ID)
-            print(f"$ airflow dags unpause {DAG_ID}", flush=True)
-            stack.unpause(DAG_ID)
-            print(f"$ airflow dags trigger {DAG_ID}", flush=True)
-            run_id = stack.trigger(DAG_ID)
-            print(f"Triggered run {run_id}; waiting for it (at most {timeout:.0f} s).", flush=True)
-            state = stack.wait_for_run(DAG_ID, run_id, timeout=timeout)
-            print(f"\nRun {run_id}: {state}")
-            for task_id, task_state in stack.task_states(DAG_ID, run_id).items():
-                print(f"  task {task_id:<24} {task_state}")
-            print(f"UI: {stack.ui_url}/dags/{DAG_ID}")
-            if state != "success":
-                print(stack.diagnostics(), file=sys.stderr)
-                return 1
-            answer = stack.api(
-                "GET",
-                f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{CREATE_TASK_ID}/xcomEntries/return_value",
-                params={"deserialize": "true"},
+            kept = "kept after the stop (--keep-logs)" if options.keep_logs else "removed at the end"
+            print(
+                f"AIRFLOW_HOME={stack.home} ({kept}; kept whenever something fails): task logs in logs/, "
+                "each component's output in stack-logs/",
+                flush=True,
             )
-            answer.raise_for_status()
-            _report(conn_json, str(answer.json()["value"]), output_dir)
-            if keep_running:
-                print(f"\nAirflow keeps running at {stack.ui_url}; press Ctrl-C to stop it.", flush=True)
-                signal.pause()
+            if options.dags_folder is not None:
+                _serve(stack, options.dags_folder, where)
+            else:
+                _run_pipeline(stack, conn_json, output_dir, options)
     print("\nDone: every process the demo started is stopped.")
     return 0
+
+
+def _run_pipeline(stack: AirflowStack, conn_json: str, output_dir: Path, options: argparse.Namespace) -> None:
+    """Unpause and trigger the demo pipeline, wait for its run (StackError unless it succeeds), report."""
+    stack.wait_for_dag(DAG_ID)
+    print(f"$ airflow dags unpause {DAG_ID}", flush=True)
+    stack.unpause(DAG_ID)
+    print(f"$ airflow dags trigger {DAG_ID}", flush=True)
+    run_id = stack.trigger(DAG_ID)
+    print(f"Triggered run {run_id}; waiting for it (at most {options.timeout:.0f} s).", flush=True)
+    state = stack.wait_for_run(DAG_ID, run_id, timeout=options.timeout)
+    print(f"\nRun {run_id}: {state}")
+    for task_id, task_state in stack.task_states(DAG_ID, run_id).items():
+        print(f"  task {task_id:<24} {task_state}")
+    print(f"UI: {stack.ui_url}/dags/{DAG_ID}")
+    if state != "success":  # an error, so the stack keeps its AIRFLOW_HOME to look at
+        raise StackError(f"run {run_id} of {DAG_ID} ended {state}.\n{stack.diagnostics()}")
+    answer = stack.api(
+        "GET",
+        f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{CREATE_TASK_ID}/xcomEntries/return_value",
+        params={"deserialize": "true"},
+    )
+    answer.raise_for_status()
+    _report(conn_json, str(answer.json()["value"]), output_dir)
+    if options.keep_running:
+        print(f"\nAirflow keeps running at {stack.ui_url}; press Ctrl-C to stop it.", flush=True)
+        signal.pause()
+
+
+def _serve(stack: AirflowStack, dags_folder: Path, where: str) -> None:
+    """Keep Airflow up for the user's own DAGs until Ctrl-C (which raises KeyboardInterrupt)."""
+    print(
+        f"\nThe dag-processor parses your DAGs in {dags_folder} (new DAGs start paused; the UI shows "
+        f"import errors). cloudflare_default points at {where}.\n"
+        f"Unpause and trigger them in the UI at {stack.ui_url} (everyone is admin here: a local demo), "
+        f"or through the REST API with a token from GET {stack.ui_url}/auth/token (docs/deployment.md).\n"
+        "Press Ctrl-C to stop Airflow.",
+        flush=True,
+    )
+    signal.pause()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,20 +235,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-running", action="store_true", help="with --airflow: keep Airflow up until Ctrl-C"
     )
+    parser.add_argument(
+        "--dags-folder",
+        type=Path,
+        metavar="DIR",
+        help="with --airflow: parse the DAGs in DIR instead of example_dags/; nothing is triggered, and "
+        "Airflow runs until Ctrl-C",
+    )
+    parser.add_argument(
+        "--scenario",
+        type=Path,
+        metavar="FILE",
+        help="the emulator's scenario (YAML or JSON; docs/emulator.md); default: the bundled demo",
+    )
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="with --airflow: keep AIRFLOW_HOME (task logs, each component's output) after the stop",
+    )
     args = parser.parse_args(argv)
-    if args.keep_running and not args.airflow:
-        parser.error("--keep-running needs --airflow")
+    for option, given in (
+        ("--keep-running", args.keep_running),
+        ("--dags-folder", args.dags_folder),
+        ("--keep-logs", args.keep_logs),
+    ):
+        if given and not args.airflow:
+            parser.error(f"{option} needs --airflow")
+    if args.dags_folder is not None and not args.dags_folder.is_dir():
+        parser.error(f"--dags-folder {args.dags_folder} is not a directory")
+    if args.scenario is not None and not args.scenario.is_file():
+        parser.error(f"--scenario {args.scenario} is not a file")
+    if args.scenario is not None and _real_cloudflare() is not None:
+        parser.error("--scenario is for the emulator; unset CLOUDFLARE_API_TOKEN / CLOUDFLARE_ACCOUNT_ID")
     if not 0 < args.timeout < math.inf:
         parser.error(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
     output_dir = DEMO_HOME / "output"
     shutil.rmtree(output_dir, ignore_errors=True)
     output_dir.mkdir(parents=True)
     if not args.airflow:
-        _dags_test(output_dir)
+        _dags_test(output_dir, args.scenario)
         return 0
     _stop_on_sigterm()
     try:
-        return _multi_process(output_dir, args.timeout, args.keep_running)
+        return _multi_process(output_dir, args)
     except KeyboardInterrupt:
         print("\nInterrupted: every process the demo started is stopped.", file=sys.stderr)
         return 130

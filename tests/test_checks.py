@@ -145,6 +145,16 @@ def test_failure_message_carries_the_remote_error():
     assert check.message == f"Step 'load-1' of {LABEL} is errored: Error: upstream 503."
 
 
+def test_a_remote_message_that_ends_a_sentence_gets_no_second_full_stop():
+    too_large = "Step load output is too large. Maximum allowed size is 1MiB."
+    assert decide(step("errored", error=too_large)).message == (
+        f"Step 'load-1' of {LABEL} is errored: Error: {too_large}"
+    )
+    assert decide(step("running", error="Is it down?")).message == (
+        f"Step 'load-1' of {LABEL} is retrying after a failed attempt: Error: Is it down?"
+    )
+
+
 def test_terminal_step_in_neither_set_fails():
     check = decide(step("complete"), success=("waiting",), failure=())
     assert check.verdict is Verdict.FAILURE

@@ -254,3 +254,22 @@ def test_new_extras_defaults_and_values():
         120,
     )
     assert settings(extras={"rate_limit": 1200}).rate_limit == 1200
+
+
+@pytest.mark.parametrize(
+    ("uri", "base_url"),
+    [
+        # The scheme before the credentials is kept in the host (Airflow's URI rule): plain http honoured.
+        (
+            f"cloudflare-workflows://http://{ACCOUNT}:tok-1234567@127.0.0.1:8787",
+            "http://127.0.0.1:8787/client/v4",
+        ),
+        # A URI's host has no scheme of its own: https.
+        (f"cloudflare-workflows://{ACCOUNT}:tok-1234567@127.0.0.1:8787", "https://127.0.0.1:8787/client/v4"),
+    ],
+)
+def test_uri_connections(monkeypatch, uri, base_url):
+    from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_CF_URI", uri)
+    assert CloudflareWorkflowsHook("cf_uri").settings.base_url == base_url

@@ -45,6 +45,21 @@ def test_connection_form_offers_every_extra_the_connection_reads():
     assert fields["max_retries"]["schema"]["maximum"] == MAX_MAX_RETRIES
 
 
+def test_the_connection_guide_describes_each_extra_as_the_form_does():
+    from pathlib import Path
+
+    guide = (Path(__file__).parents[1] / "docs" / "connection.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): " ".join(line.split("|")[2].split())
+        for line in guide.splitlines()
+        if line.startswith("| Extra `")
+    }
+    fields = get_provider_info()["connection-types"][0]["conn-fields"]
+    assert set(rows) == {f"Extra `{name}`" for name in fields}
+    for name, field in fields.items():
+        assert rows[f"Extra `{name}`"].startswith(field["description"]), name
+
+
 @pytest.mark.integration
 def test_airflow_providers_list_shows_the_provider():
     listing = subprocess.run(

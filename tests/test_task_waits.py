@@ -109,7 +109,6 @@ class ScriptedWait(InstanceWait):
 
 def test_the_cause_of_a_refused_connection_is_the_os_error_in_full(closed_port):
     error = wrapped(real_transport_error(f"http://127.0.0.1:{closed_port}/x"))
-    assert "Connection refu" in error.message  # the hook's text: long, and cut when longer than 300
     assert transport_cause(error) == "ConnectionRefusedError: [Errno 111] Connection refused"
 
 
@@ -159,13 +158,13 @@ def test_no_response_to_the_first_look_fails_at_once_naming_the_host_and_cause(c
     error = wrapped(real_transport_error(f"http://127.0.0.1:{closed_port}/x"))
     with pytest.raises(CloudflareWorkflowsConnectionError) as failed:
         ScriptedWait().look(error)
-    message = str(failed.value)
-    assert message.startswith(
+    assert failed.value.message == (
         "Could not reach the Cloudflare Workflows API at api.cloudflare.test "
-        "(https://api.cloudflare.test/client/v4): no response to the first look of this task, after 5 "
-        "retries: ConnectionRefusedError: [Errno 111] Connection refused. Check the connection's host"
+        "(https://api.cloudflare.test/client/v4): ConnectionRefusedError: [Errno 111] Connection refused. "
+        "Check the connection's host and port, and that the API (or the local emulator) is running and "
+        "reachable from this machine. No response to the first look of this task: it fails now instead of "
+        "waiting for instance 'i' of workflow 'wf' until its timeout."
     )
-    assert "instead of waiting for instance 'i' of workflow 'wf' until its timeout" in message
 
 
 def test_an_http_answer_to_the_first_look_counts_as_an_answer():

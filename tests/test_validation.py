@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import timedelta
 
 import pytest
 
-from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsConfigurationError
+from airflow_provider_cfworkflows.exceptions import (
+    CloudflareWorkflowsConfigurationError,
+    CloudflareWorkflowsNotFoundError,
+)
 from airflow_provider_cfworkflows.validation import (
     validate_attempt,
     validate_event_payload,
@@ -149,3 +153,53 @@ def test_instance_retention_valid_shapes(value):
 def test_instance_retention_refused_with_a_clear_message(value, fragment):
     with pytest.raises(CloudflareWorkflowsConfigurationError, match=fragment):
         validate_instance_retention(value)
+
+
+# --- a missing value rendered into a template --------------------------------------------------------
+
+UPSTREAM_HINT = "is the task that pushes it upstream of this task, and did it push a value?"
+
+
+def test_a_python_none_asks_for_the_upstream_task():
+    with pytest.raises(CloudflareWorkflowsConfigurationError) as refused:
+        validate_instance_id(None)
+    assert str(refused.value).startswith("instance_id must be a non-empty string, got None. It looks like")
+    assert UPSTREAM_HINT in str(refused.value)
+    with pytest.raises(CloudflareWorkflowsConfigurationError) as refused:
+        validate_instance_id(["i"])
+    assert UPSTREAM_HINT not in str(refused.value)
+
+
+@pytest.mark.parametrize("task", ["step sensor", "send event", "change status", "step output"])
+def test_an_instance_id_rendered_as_none_gets_the_404_explained(task, mocked_api_conn, requests_mock):
+    from airflow_provider_cfworkflows.operators.workflows import (
+        CloudflareWorkflowChangeInstanceStatusOperator,
+        CloudflareWorkflowSendEventOperator,
+        CloudflareWorkflowStepOutputOperator,
+    )
+    from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
+    from tests.helpers import ACCOUNT_ID, RecordingTaskInstance
+
+    for method in ("GET", "POST", "PATCH"):
+        requests_mock.register_uri(
+            method,
+            re.compile(rf"{re.escape(mocked_api_conn)}/accounts/{ACCOUNT_ID}/workflows/wf/instances/None.*"),
+            status_code=404,
+            json={"success": False, "errors": [{"code": 10400, "message": "not_found"}], "result": None},
+        )
+    common = {"task_id": "t", "workflow_name": "wf", "instance_id": "None"}
+    operator = {
+        "step sensor": lambda: CloudflareWorkflowStepSensor(step_name="load", **common),
+        "send event": lambda: CloudflareWorkflowSendEventOperator(event_type="go", **common),
+        "change status": lambda: CloudflareWorkflowChangeInstanceStatusOperator(action="pause", **common),
+        "step output": lambda: CloudflareWorkflowStepOutputOperator(step_name="load", **common),
+    }[task]()
+
+    with pytest.raises(CloudflareWorkflowsNotFoundError) as failed:
+        operator.execute({"ti": RecordingTaskInstance()})
+
+    assert failed.value.message == (
+        "Instance 'None' of workflow 'wf' was not found: check workflow_name, instance_id and the account "
+        "(account_id or the connection's login). It looks like a missing value rendered into a template (a "
+        f"missing XCom renders as None, 'None' or 'null'): {UPSTREAM_HINT}"
+    )

@@ -1,73 +1,10 @@
 """Scenario files: the account, credentials and Workflows the emulator serves.
 
-A scenario is YAML (``.yaml`` / ``.yml``) or JSON (``.json``), chosen by the file's extension.
-Every field is optional except each workflow's and step's ``name``; unknown fields are errors, and
-every error message names the offending field (e.g. ``workflows[0].steps[2].retries.backoff``).
-
-Top level::
-
-    account_id: 0123456789abcdef0123456789abcdef  # 32 lowercase hex; the only account served
-    api_token: emulator-token                     # accepted as "Authorization: Bearer <api_token>"
-    email: dev@example.com                        # legacy auth: X-Auth-Email ...
-    api_key: emulator-global-key                  # ... plus X-Auth-Key
-    time_scale: 1.0                               # emulated seconds per real second (>= 0; 0 = frozen)
-    api: {...}                                    # how the API answers where production is unclear
-    rate_limit: {...}                             # enforce Cloudflare's request quota (default: off)
-    workflows: [...]                              # see below
-
-``api`` (every field optional; the control API can change them at run time, ``/__emulator/options``)::
-
-    already_exists_status: 409    # HTTP status of "instance already exists" (10405): 409 or 400
-    params_encoding: lenient      # create's `params`: lenient (object, or a JSON string that is decoded),
-                                  # object (a JSON string is refused with 400), string (only a JSON string)
-    output_encoding: raw          # instance `output`: raw (the JSON value) or string (JSON-encoded)
-    stream_content_length: true   # false: stream outputs are sent chunked, without Content-Length
-    gzip: false                   # true: gzip-encode answers when the request accepts gzip
-    pause_delay: 0                # emulated seconds an instance is `waitingForPause` before `paused`
-    rollback_duration: 0          # emulated seconds a terminate with rollback is `rollingBack`
-
-``rate_limit`` (absent or null: no limit and no rate-limit headers)::
-
-    quota: 1200                   # requests per credential (token, or email + key) per window
-    window: 300                   # window length in real seconds (a whole number)
-    headers: true                 # false: enforce, but send no Ratelimit / Ratelimit-Policy headers
-
-A workflow::
-
-    name: demo-pipeline           # 1-64 characters, unique in the scenario
-    class_name: DemoPipeline      # default "EmulatedWorkflow"
-    script_name: demo-worker      # default "emulated-worker"
-    queue_delay: 0                # seconds an instance stays "queued" before it runs (default 0)
-    output: {ok: true}            # what run() returns: the instance output (any JSON, default null)
-    steps: [...]                  # run in order (default: none)
-
-A step (``type`` is ``do`` by default; each field applies only to the types listed)::
-
-    name: fetch data              # all: base name, <= 256 characters, no control characters
-    type: do                      # all: do | sleep | waitForEvent
-    duration: 2                   # do: seconds per attempt; sleep: how long it sleeps (default 0)
-    output: {rows: [1, 2]}        # do: the step's JSON output (default null); over 1 MiB as JSON it
-                                  #   fails the step as production does ("output is too large") ...
-    stream: {size: 5242880, seed: 7}  # do: ... or a ReadableStream output of `size` deterministic bytes
-                                  #   (add `text: true` for ASCII text bytes instead of binary ones)
-    sensitive: true               # do: the output is shown as "[REDACTED]" everywhere
-    fail_attempts: 2              # do: the first k attempts fail with `error` (default 0)
-    error: {name: Error, message: "upstream 503"}   # do: the error of failed attempts
-    retries: {limit: 5, delay: 10, backoff: exponential}   # do: production defaults shown; delay in s
-    event_type: approval          # waitForEvent (required): ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$, <= 100
-    timeout: 300                  # waitForEvent: seconds before it times out (default 24 h)
-
-Semantics (see ``engine``): a ``do`` step makes up to ``retries.limit + 1`` attempts; if
-``fail_attempts`` is larger than ``retries.limit`` the step, and the instance, end ``errored``. The
-wait before retry *n* (1-based) is ``delay`` (constant), ``delay * n`` (linear) or
-``delay * 2 ** (n - 1)`` (exponential). A ``waitForEvent`` step completes with the payload of the
-first event of its ``event_type`` sent to the instance (also one sent earlier), or errors when
-``timeout`` passes first.
-
-Repeated step names get counter suffixes per name *and per kind*, as in production: two ``do`` steps
-named ``fetch`` are logged ``fetch-1`` and ``fetch-2``; a ``do`` and a ``waitForEvent`` both named
-``approve`` are both ``approve-1``. Sleeps count by name *and duration* (WSDK ``context.ts``): two
-sleeps ``nap`` of 5 s are ``nap-1`` and ``nap-2``, a ``nap`` of 5 s and one of 10 s are both ``nap-1``.
+A scenario is YAML (``.yaml`` / ``.yml``) or JSON (``.json``), chosen by the file's extension. Every
+field is optional except each workflow's and step's ``name``; unknown fields are errors, and every error
+message names the offending field (e.g. ``workflows[0].steps[2].retries.backoff``). The format, with
+an example that uses every field, is ``docs/emulator.md`` (section "Scenario files"); the step
+semantics live in ``engine``.
 """
 
 from __future__ import annotations

@@ -76,13 +76,19 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
     # --- connection test ------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
-        """List one workflow: proves the base URL, the credentials and the account id in one cheap GET."""
+        """
+        List one workflow: proves the base URL, the credentials and the account id in one cheap GET.
+
+        The result is also logged: ``airflow connections test`` prints only "Connection success!".
+        """
         try:
             account_id = self._account(None)
             self._call(protocol.list_workflows_request(account_id, per_page=1))
         except CloudflareWorkflowsError as error:
             return False, str(error)
-        return True, f"Connected to Cloudflare Workflows for account {account_id}."
+        message = f"Connected to Cloudflare Workflows at {self.settings.base_url} for account {account_id}."
+        self.log.info("%s", message)
+        return True, message
 
     # --- workflows ------------------------------------------------------------------------------
 

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseOperator
+from airflow_provider_cfworkflows.checks import instance_not_found_error
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowOutcomeUnknownError,
     CloudflareWorkflowsError,
+    CloudflareWorkflowsNotFoundError,
 )
 from airflow_provider_cfworkflows.links.workflows import instance_dashboard_url
 from airflow_provider_cfworkflows.validation import (
@@ -68,6 +70,8 @@ class CloudflareWorkflowSendEventOperator(CloudflareWorkflowsBaseOperator):
         account_id = self.persist_instance_link(context, workflow_name, instance_id)
         try:
             self.hook.send_event(workflow_name, instance_id, event_type, self.payload, account_id=account_id)
+        except CloudflareWorkflowsNotFoundError as error:
+            raise instance_not_found_error(error, workflow_name, instance_id) from None
         except CloudflareWorkflowsError as error:
             if not error.may_have_taken_effect:
                 raise

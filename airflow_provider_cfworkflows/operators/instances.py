@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import conf
 
 from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseOperator, annotate_outlet_events
+from airflow_provider_cfworkflows.checks import instance_not_found_error
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowOutcomeUnknownError,
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsConflictError,
     CloudflareWorkflowsError,
+    CloudflareWorkflowsNotFoundError,
 )
 from airflow_provider_cfworkflows.instance_ids import derive_instance_id, first_try_of_series
 from airflow_provider_cfworkflows.links.workflows import instance_dashboard_url
@@ -405,6 +407,8 @@ class CloudflareWorkflowChangeInstanceStatusOperator(CloudflareWorkflowsBaseOper
                 restart_from=self.restart_from,
                 account_id=account_id,
             )
+        except CloudflareWorkflowsNotFoundError as error:
+            raise instance_not_found_error(error, workflow_name, instance_id) from None
         except CloudflareWorkflowsConflictError as error:
             raise CloudflareWorkflowsError(
                 f"Cannot {action} instance {instance_id!r} of {workflow_name!r} in its current state "

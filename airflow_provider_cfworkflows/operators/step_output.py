@@ -34,6 +34,7 @@ from airflow_provider_cfworkflows.models import (
     REDACTED_OUTPUT,
     StepOutput,
     StepOutputStream,
+    end_sentence,
 )
 from airflow_provider_cfworkflows.output_storage import (
     WRITE_BLOCK_SIZE,
@@ -407,7 +408,7 @@ def _check_complete(step: StepOutput, what: str, context: Context, *, for_attemp
             else "Its output will never be available; fix the Workflow or restart the instance."
         )
         raise CloudflareWorkflowStepFailedError(
-            f"{_capitalized(what)} {step.status}: {step.error or 'no error details'}. {advice}"
+            f"{_capitalized(what)} {step.status}: {end_sentence(step.error or 'no error details')} {advice}"
         )
     if step.is_retrying:
         state = f"is retrying after an attempt failed with {step.error}"

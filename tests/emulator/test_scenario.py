@@ -128,3 +128,37 @@ def test_file_errors_name_the_file(tmp_path):
     bad.write_text("workflows:\n  - name: w\n    steps: [{name: s, type: loop}]\n")
     with pytest.raises(ScenarioError, match=r"bad\.yaml: workflows\[0\]\.steps\[0\]\.type must be one of"):
         load_scenario(bad)
+
+
+def test_the_documented_scenario_format_loads_and_shows_every_field():
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from airflow_provider_cfworkflows.emulator.scenario import _STEP_FIELDS, ApiOptions, RateLimitSpec
+
+    docs = (Path(__file__).parents[2] / "docs" / "emulator.md").read_text()
+    (block,) = re.findall(r"^```yaml\n(.*?)^```", docs, re.S | re.M)
+    data = yaml.safe_load(block)
+
+    scenario = parse_scenario(data)
+
+    assert [step.name for step in scenario.workflows[0].steps][-1] == "approval"
+    assert set(data) == {
+        "account_id",
+        "api_token",
+        "email",
+        "api_key",
+        "time_scale",
+        "api",
+        "rate_limit",
+        "workflows",
+    }
+    assert set(data["api"]) == {field.name for field in dataclasses.fields(ApiOptions)}
+    assert set(data["rate_limit"]) == {field.name for field in dataclasses.fields(RateLimitSpec)}
+    (workflow,) = data["workflows"]
+    assert set(workflow) == {"name", "class_name", "script_name", "queue_delay", "output", "steps"}
+    shown = {key for step in workflow["steps"] for key in step}
+    assert shown == {"name", "type"}.union(*_STEP_FIELDS.values())

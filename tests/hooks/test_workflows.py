@@ -390,10 +390,12 @@ def test_step_output_accepts_the_name_as_written(hook, requests_mock):
     assert only_request(requests_mock).qs["name"] == ["load rows-1"]
 
 
-def test_test_connection(hook, requests_mock):
+def test_test_connection(hook, requests_mock, capsys):
     requests_mock.get(WF, json=ok([]))
-    assert hook.test_connection() == (True, f"Connected to Cloudflare Workflows for account {ACCOUNT}.")
+    reached = f"Connected to Cloudflare Workflows at {BASE} for account {ACCOUNT}."
+    assert hook.test_connection() == (True, reached)
     assert only_request(requests_mock).qs == {"page": ["1"], "per_page": ["1"]}
+    assert reached in capsys.readouterr().out  # `airflow connections test` prints only "Connection success!"
 
     requests_mock.get(
         WF,

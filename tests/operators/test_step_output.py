@@ -402,6 +402,21 @@ def test_an_attempt_a_finished_instance_never_made_fails_without_retry(context, 
     )
 
 
+def test_the_hook_explains_a_missing_attempt_with_the_operators_words(context, requests_mock):
+    from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+
+    requests_mock.get(STEP_URL, status_code=404, json=not_found("x"))
+    requests_mock.get(INSTANCE_URL, json=ok({"status": "complete", "steps": STEPS}))
+    with pytest.raises(CloudflareWorkflowStepFailedError) as from_operator:
+        operator(step_name="load", attempt=5).execute(context)
+    with pytest.raises(CloudflareWorkflowsNotFoundError) as from_hook:
+        CloudflareWorkflowsHook().get_step_output("etl", "run-1", "load", attempt=5)
+
+    message = from_hook.value.message
+    assert message == str(from_operator.value)  # one rule (instance_details.explain_missing_step)
+    assert "not found" not in message
+
+
 def test_an_unknown_instance_says_so(context, requests_mock):
     requests_mock.get(STEP_URL, status_code=404, json=not_found("x"))
     requests_mock.get(INSTANCE_URL, status_code=404, json=not_found("run-1"))

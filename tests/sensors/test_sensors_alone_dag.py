@@ -84,11 +84,15 @@ def test_an_api_that_never_answers_fails_the_task_at_once(
     result = run_dag(f"alone_{kind}_{mode}", conf)
 
     assert result.task_states() == {"wait": "failed"}
-    assert task_seconds(result) < LONG_TIMEOUT / 30  # the hook's 3 retries, not the sensor's timeout
+    assert task_seconds(result) < LONG_TIMEOUT / 30  # not the sensor's timeout
     captured = capsys.readouterr()
     text = captured.out + captured.err
-    assert f"Could not reach the Cloudflare Workflows API at {host} ({base}): no response to the " in text
-    assert f"after 3 retries: {cause}. Check the connection's host" in text
+    assert (
+        f"Could not reach the Cloudflare Workflows API at {host} ({base}): {cause}. Check the connection's "
+        "host and port"
+    ) in text
+    assert "No response to the first look of this task: it fails now instead of waiting for" in text
+    assert "Retrying" not in text  # nothing ever answered: the hook does not retry a refusal or a bad name
     assert "Resumed after deferral" not in text  # the deferrable sensor failed on its first poke
     assert error_lines(text) == ["Task failed with exception"]  # and nothing else reads like a failure
 
