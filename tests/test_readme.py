@@ -1,5 +1,6 @@
-"""README.md's first screen: its DAG runs end to end against the emulator's bundled demo scenario, with
-the connection line it shows, and the two commands are the two scripts."""
+"""README.md's first screen: its first lines are the two commands (the two scripts), then one sentence
+and the DAG, which runs end to end against the emulator's bundled demo scenario with the connection
+line it shows."""
 
 from __future__ import annotations
 
@@ -20,14 +21,15 @@ def first_block(language: str) -> str:
     return re.findall(rf"^```{language}\n(.*?)^```", README, re.S | re.M)[0]
 
 
-def test_the_first_screen_is_a_sentence_the_dag_the_connection_and_the_two_commands():
+def test_the_first_screen_is_the_two_commands_a_sentence_the_dag_and_the_connection():
     first_screen = README.split("\n## ", 1)[0]
     blocks = re.findall(r"^```(\w+)\n(.*?)^```", first_screen, re.S | re.M)
-    assert [language for language, _ in blocks] == ["python", "bash", "bash"]
-    assert README.index("```python") < 600  # right after the title and one sentence
-    assert "AIRFLOW_CONN_CLOUDFLARE_DEFAULT" in blocks[1][1]
-    commands = [line.split("#")[0].strip() for line in blocks[2][1].splitlines()]
+    assert [language for language, _ in blocks] == ["bash", "python", "bash"]
+    assert README.startswith("# airflow-provider-cfworkflows\n\n```bash\n")  # the first lines
+    commands = [line.split("#")[0].strip() for line in blocks[0][1].splitlines()]
     assert commands == ["bash scripts/demo.sh", "bash scripts/test.sh"]
+    assert README.index("```python") < 800  # right after the commands and one sentence
+    assert "AIRFLOW_CONN_CLOUDFLARE_DEFAULT" in blocks[2][1]
 
 
 def test_the_first_dag_runs_against_the_emulator(airflow_db, fresh_emulator, monkeypatch, tmp_path):
@@ -35,7 +37,10 @@ def test_the_first_dag_runs_against_the_emulator(airflow_db, fresh_emulator, mon
 
     # The connection exactly as the README shows it, on the emulator's port.
     line = next(
-        line for line in first_block("bash").splitlines() if "AIRFLOW_CONN_CLOUDFLARE_DEFAULT" in line
+        line
+        for block in re.findall(r"^```bash\n(.*?)^```", README, re.S | re.M)
+        for line in block.splitlines()
+        if "AIRFLOW_CONN_CLOUDFLARE_DEFAULT" in line
     )
     conn = json.loads(line.split("=", 1)[1].strip("'"))
     conn["host"] = conn["host"].replace("127.0.0.1:8787", fresh_emulator.url.removeprefix("http://"))

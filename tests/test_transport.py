@@ -22,7 +22,8 @@ from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.operators.workflows import CloudflareWorkflowCreateInstanceOperator
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
 from airflow_provider_cfworkflows.transport import CloudflareWorkflowsTransport, nothing_answers
-from tests.helpers import ACCOUNT_ID, RecordingTaskInstance, ok_envelope
+from tests.fakes import RecordingTaskInstance
+from tests.helpers import ACCOUNT_ID, ok_envelope
 
 TOKEN = "unit-test-token-4c1d"
 REFUSED = "ConnectionRefusedError: [Errno 111] Connection refused"

@@ -178,7 +178,8 @@ def test_an_instance_id_rendered_as_none_gets_the_404_explained(task, mocked_api
         CloudflareWorkflowStepOutputOperator,
     )
     from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
-    from tests.helpers import ACCOUNT_ID, RecordingTaskInstance
+    from tests.fakes import RecordingTaskInstance
+    from tests.helpers import ACCOUNT_ID
 
     for method in ("GET", "POST", "PATCH"):
         requests_mock.register_uri(
