@@ -583,12 +583,12 @@ def _error_message(item: Mapping[str, Any], depth: int = 0) -> str:
     chain = item.get("error_chain")
     if not isinstance(chain, list) or depth >= _MAX_ERROR_CHAIN_DEPTH:
         return message
-    causes = [
-        str(_error_detail(cause, depth + 1))
-        for cause in chain[: MAX_API_ERRORS + 1]
-        if isinstance(cause, Mapping)
-    ]
-    causes = bounded_list(causes, MAX_API_ERRORS, "causes")
+    causes = bounded_list(
+        [cause for cause in chain if isinstance(cause, Mapping)],
+        MAX_API_ERRORS,
+        "causes",
+        lambda cause: str(_error_detail(cause, depth + 1)),
+    )
     return f"{message} ({'; '.join(causes)})" if causes else message
 
 

@@ -500,6 +500,8 @@ def test_cloudflare_error_texts_are_cut_where_they_are_read():
     assert all(len(detail.message) <= MAX_API_ERROR_CHARS + 40 for detail in error.errors)
     assert error.errors[0].message.startswith("m" * 100)
     assert "more characters cut" in error.errors[0].message
+    causes = envelope(None, False, [{"code": 1, "message": "m", "error_chain": chain[1:]}])
+    assert "… and 9995 more causes" in str(protocol.error_for_response(GET, 503, {}, causes))
     assert len(str(error)) < (MAX_API_ERRORS + 1) * (MAX_API_ERROR_CHARS + 50) + 200
 
 
