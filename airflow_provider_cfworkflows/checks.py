@@ -26,6 +26,11 @@ from airflow_provider_cfworkflows.instance_details import (
     step_name_candidates,
 )
 from airflow_provider_cfworkflows.models import RemoteError, StepOutput, end_sentence
+from airflow_provider_cfworkflows.remote_text import (
+    MAX_XCOM_DEPTH,
+    escape_lone_surrogates,
+    nested_deeper_than,
+)
 from airflow_provider_cfworkflows.statuses import (
     TERMINAL_INSTANCE_STATUSES,
     TERMINAL_STEP_STATUSES,
@@ -278,13 +283,18 @@ def evaluate_instance(
 
 def summary_output(output: Any) -> dict[str, Any]:
     """
-    ``{"output": output}`` when it is JSON of at most ``MAX_SUMMARY_OUTPUT_BYTES``; otherwise
-    ``{"output": None, "output_truncated": True, "output_bytes": <size or None>}``.
+    ``{"output": output}`` when it is JSON of at most ``MAX_SUMMARY_OUTPUT_BYTES`` nested at most
+    ``remote_text.MAX_XCOM_DEPTH`` levels (a lone surrogate in its strings as its escape, see
+    :func:`.remote_text.escape_lone_surrogates`); otherwise ``{"output": None, "output_truncated": True,
+    "output_bytes": <size or None>}``.
     """
+    left_out: dict[str, Any] = {"output": None, "output_truncated": True, "output_bytes": None}
+    if nested_deeper_than(output, MAX_XCOM_DEPTH):
+        return left_out
     try:
         size = len(json.dumps(output, allow_nan=False).encode())
     except (TypeError, ValueError):
-        return {"output": None, "output_truncated": True, "output_bytes": None}
+        return left_out
     if size > MAX_SUMMARY_OUTPUT_BYTES:
-        return {"output": None, "output_truncated": True, "output_bytes": size}
-    return {"output": output}
+        return {**left_out, "output_bytes": size}
+    return {"output": escape_lone_surrogates(output)[0]}

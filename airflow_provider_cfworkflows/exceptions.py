@@ -210,6 +210,17 @@ class CloudflareWorkflowsResponseTooLargeError(CloudflareWorkflowsResponseError)
         return False
 
 
+class CloudflareWorkflowsResponseTooDeepError(CloudflareWorkflowsResponseError):
+    """
+    A JSON answer that nests lists and objects too deeply for Python to read (about 1,000 levels): a
+    fault that a retry would only repeat, so it is not transient.
+    """
+
+    @property
+    def is_transient(self) -> bool:
+        return False
+
+
 class CloudflareWorkflowsConnectionError(CloudflareWorkflowsError):
     """
     No complete response: connection refused or dropped, or the request timed out.

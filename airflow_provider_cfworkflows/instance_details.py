@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_cfworkflows.models import RemoteError, StepOutput
+from airflow_provider_cfworkflows.remote_text import MAX_LISTED_ITEMS, MAX_NAME_CHARS, bounded, bounded_list
 from airflow_provider_cfworkflows.statuses import TERMINAL_INSTANCE_STATUSES, InstanceStatus, StepType
+from airflow_provider_cfworkflows.validation import MAX_STEP_NAME_LENGTH
 
 _COUNTER_SUFFIX = re.compile(r"-[0-9]+\Z")
 # Entries of the details' ``steps`` array that answer to each /step ``type``.
@@ -27,20 +29,26 @@ def step_name_candidates(step_name: str, *, known_name: str | None = None) -> tu
 
     Cloudflare logs every step as ``<name as written>-<n>`` (its n-th run) and ``/step`` wants that
     exact name. A name already ending in ``-<digits>`` is tried as given, then as a name written that
-    way in code (``phase-2`` is logged ``phase-2-1``); any other name means its first run.
+    way in code (``phase-2`` is logged ``phase-2-1``) if it is short enough to be one (at most
+    ``MAX_STEP_NAME_LENGTH`` characters); any other name means its first run.
 
     :param known_name: the exact name an earlier look found; tried first when it is a candidate.
     """
-    candidates = (step_name, f"{step_name}-1") if _COUNTER_SUFFIX.search(step_name) else (f"{step_name}-1",)
+    if not _COUNTER_SUFFIX.search(step_name):
+        candidates: tuple[str, ...] = (f"{step_name}-1",)
+    elif len(step_name) > MAX_STEP_NAME_LENGTH:
+        candidates = (step_name,)
+    else:
+        candidates = (step_name, f"{step_name}-1")
     if known_name is not None and known_name in candidates:
         return (known_name, *(name for name in candidates if name != known_name))
     return candidates
 
 
 def status_of(details: Any) -> str | None:
-    """The ``status`` of instance details, or None when the answer has none."""
+    """The ``status`` of instance details (cut to ``MAX_NAME_CHARS``), or None when the answer has none."""
     status = details.get("status") if isinstance(details, Mapping) else None
-    return status if isinstance(status, str) else None
+    return bounded(status, MAX_NAME_CHARS) if isinstance(status, str) else None
 
 
 def step_entries(details: Any) -> list[Mapping[str, Any]]:
@@ -50,11 +58,18 @@ def step_entries(details: Any) -> list[Mapping[str, Any]]:
 
 
 def describe_steps(details: Mapping[str, Any] | None) -> str:
-    """``'prepare-1' (step), 'approval-1' (waitForEvent)`` for the steps in instance details."""
-    names = [
-        f"{entry.get('name')!r} ({entry.get('type')})" for entry in step_entries(details) if entry.get("name")
-    ]
-    return ", ".join(names) if names else "none yet"
+    """
+    ``'prepare-1' (step), 'approval-1' (waitForEvent)`` for the steps in instance details (the first
+    ``MAX_LISTED_ITEMS``, then how many more).
+    """
+    named = [entry for entry in step_entries(details) if entry.get("name")]
+
+    def describe(entry: Mapping[str, Any]) -> str:
+        return (
+            f"{bounded(entry.get('name'), MAX_NAME_CHARS)!r} ({bounded(entry.get('type'), MAX_NAME_CHARS)})"
+        )
+
+    return ", ".join(bounded_list(named, MAX_LISTED_ITEMS, "steps", describe)) if named else "none yet"
 
 
 def entries_named(details: Any, name: str, step_type: str) -> list[Mapping[str, Any]]:
@@ -147,35 +162,62 @@ def _step_from_entry(entry: Mapping[str, Any], step_type: str) -> StepOutput | N
 
 
 def step_failure_lines(details: Mapping[str, Any], step_name: str | None, step_type: str) -> list[str]:
-    """Readable lines about a step's failed attempts (``attempt 2: Error: upstream 503``)."""
+    """
+    Readable lines about a step's failed attempts (``attempt 2: Error: upstream 503``); at most
+    ``MAX_LISTED_ITEMS`` attempts, then how many more.
+    """
     lines = []
     instance_error = RemoteError.from_api(details.get("error"))
     if instance_error:
-        lines.append(f"instance {details.get('status')}: {instance_error}")
+        lines.append(f"instance {status_of(details)}: {instance_error}")
+    failed: list[tuple[int, Mapping[str, Any]]] = []
+    errors = []
     for entry in entries_named(details, step_name, step_type) if step_name is not None else []:
-        for number, attempt in enumerate(entry.get("attempts") or [], start=1):
-            if isinstance(attempt, Mapping) and attempt.get("success") is False:
-                lines.append(f"attempt {number}: {RemoteError.from_api(attempt.get('error')) or 'failed'}")
+        attempts = enumerate(entry.get("attempts") or [], start=1)
+        failed.extend(
+            (number, attempt)
+            for number, attempt in attempts
+            if isinstance(attempt, Mapping) and attempt.get("success") is False
+        )
         if entry.get("error"):
-            lines.append(f"error: {RemoteError.from_api(entry.get('error'))}")
+            errors.append(entry.get("error"))
+
+    def attempt_line(numbered: tuple[int, Mapping[str, Any]]) -> str:
+        return f"attempt {numbered[0]}: {RemoteError.from_api(numbered[1].get('error')) or 'failed'}"
+
+    lines.extend(bounded_list(failed, MAX_LISTED_ITEMS, "failed attempts", attempt_line))
+    lines.extend(
+        bounded_list(
+            errors, MAX_LISTED_ITEMS, "errors", lambda error: f"error: {RemoteError.from_api(error)}"
+        )
+    )
     return lines
 
 
 def instance_failure_lines(details: Mapping[str, Any]) -> list[str]:
-    """Readable lines about the failed steps of an instance (their last errors), from full details."""
-    lines = []
-    for entry in step_entries(details):
-        failed = _failed_attempts(entry)
+    """
+    Readable lines about the failed steps of an instance (their last errors), from full details; at
+    most ``MAX_LISTED_ITEMS``, then how many more.
+    """
+    with_failures = [
+        (entry, failed)
+        for entry in step_entries(details)
+        if (failed := _failed_attempts(entry)) or entry.get("success") is False or entry.get("error")
+    ]
+
+    def line(item: tuple[Mapping[str, Any], list[Mapping[str, Any]]]) -> str:
+        entry, failed = item
+        name = bounded(entry.get("name"), MAX_NAME_CHARS)
         if entry.get("success") is False or entry.get("error"):
             last = RemoteError.from_api(entry.get("error")) or (
                 RemoteError.from_api(failed[-1].get("error")) if failed else None
             )
             attempts = f" ({len(failed)} failed attempt(s))" if failed else ""
-            name, kind = entry.get("name"), entry.get("type")
-            lines.append(f"step {name!r} ({kind}) failed: {last or 'no error given'}{attempts}")
-        elif failed:
-            lines.append(f"step {entry.get('name')!r}: {len(failed)} failed attempt(s), then went on")
-    return lines
+            kind = bounded(entry.get("type"), MAX_NAME_CHARS)
+            return f"step {name!r} ({kind}) failed: {last or 'no error given'}{attempts}"
+        return f"step {name!r}: {len(failed)} failed attempt(s), then went on"
+
+    return bounded_list(with_failures, MAX_LISTED_ITEMS, "steps with failed attempts", line)
 
 
 def describe_step(step_label: str, step_type: str, attempt: int | None = None) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_cfworkflows.remote_text import MAX_NAME_CHARS, MAX_REMOTE_ERROR_CHARS, bounded
 from airflow_provider_cfworkflows.statuses import InstanceStatus
 
 JSON_CONTENT_TYPE = "application/json"
@@ -38,7 +39,7 @@ def instance_output(value: Any) -> Any:
         return value
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to read: the text as it is
         return value
 
 
@@ -51,10 +52,13 @@ class RemoteError:
 
     @classmethod
     def from_api(cls, value: Any) -> RemoteError | None:
-        """Parse the API's ``error`` field (an object or null)."""
+        """Parse the API's ``error`` field (an object or null); its texts are cut to their limits."""
         if not isinstance(value, Mapping):
             return None
-        return cls(name=str(value.get("name") or "Error"), message=str(value.get("message") or ""))
+        return cls(
+            name=bounded(value.get("name") or "Error", MAX_NAME_CHARS),
+            message=bounded(value.get("message") or "", MAX_REMOTE_ERROR_CHARS),
+        )
 
     def to_dict(self) -> dict[str, str]:
         """Plain JSON form (for XCom and trigger events)."""

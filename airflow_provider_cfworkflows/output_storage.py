@@ -5,11 +5,14 @@ which is moved into place only once every byte arrived and the count matched. On
 temporary object is discarded, so the target either holds the complete output or is untouched.
 
 - ``file://`` (and other stores with real directories): parent directories are created; the move is
-  a ``rename(2)`` within one directory, which is atomic.
+  a ``rename(2)`` within one directory, which is atomic and replaces a file (a symlink itself, not its
+  target) or fails, never moving the output into a directory that appeared at the target meanwhile. A
+  replaced file is a new file: its mode comes from the umask, not from the file it replaced.
 - Object stores (``s3://``, R2 through ``s3://``, GCS, Azure): the upload is a multipart upload that
   is aborted on failure (nothing becomes visible), and the move is a server-side copy, which makes the
-  target appear whole or not at all, followed by a delete of the temporary object. No directories or
-  buckets are created: a missing bucket is an error, not something to create implicitly.
+  target appear whole or not at all, followed by a delete of the temporary object. On S3 a large
+  object is copied in parts, as a multipart upload to the target that is aborted if a part fails. No
+  directories or buckets are created: a missing bucket is an error, not something to create implicitly.
 
 A killed process cannot clean up: the owner tag in the temporary's name (derived from the task, the
 same for every try) lets the next try find and remove what earlier tries left
@@ -27,6 +30,7 @@ import logging
 import os
 import queue
 import re
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -61,6 +65,9 @@ _UUID_HEX = "[0-9a-f]{32}"
 OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "s3n", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss"})
 S3_PROTOCOLS = frozenset({"s3", "s3a", "s3n"})
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
+# Larger outputs are copied into place on S3 in parts of this size, by this module: s3fs copies objects
+# over 150 MiB in parts too, but leaves the multipart upload on the target key when a part fails.
+S3_COPY_PART_SIZE = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -288,7 +295,7 @@ def write_object(
         raise
     try:
         handle.close()
-        _move_into_place(fs, temporary, final)
+        _move_into_place(target, fs, temporary, size)
     except BaseException:
         _remove_quietly(fs, temporary)
         raise
@@ -481,17 +488,93 @@ def _remove_quietly(fs: AbstractFileSystem, path: str) -> None:
         log.warning("Could not delete the temporary object %s; delete it by hand.", path, exc_info=True)
 
 
-def _move_into_place(fs: AbstractFileSystem, temporary: str, final: str) -> None:
+def _move_into_place(target: ObjectStoragePath, fs: AbstractFileSystem, temporary: str, size: int) -> None:
+    final = target.path
     if isinstance(fs, LocalFileSystem):
-        fs.mv(temporary, final)  # rename(2) within one directory: atomic, replaces an existing file
+        _replace_local_file(temporary, final)
         return
     # Object stores have no rename: fs.mv is copy + delete. Done in two steps so that a failed delete
     # of the temporary object (the output is already complete at `final`) only warns.
-    fs.cp_file(temporary, final)
+    if target.protocol in S3_PROTOCOLS and size > S3_COPY_PART_SIZE:
+        _copy_s3_in_parts(fs, temporary, final, size)
+    else:
+        fs.cp_file(temporary, final)
     try:
         fs.rm_file(temporary)
     except Exception:
         log.warning("The output is in place, but the temporary object %s could not be deleted.", temporary)
+
+
+class OutputTargetChangedError(OSError):
+    """The target changed while the output was written (a directory or another file appeared there)."""
+
+
+def _replace_local_file(temporary: str, final: str) -> None:
+    """
+    Rename the temporary file to ``final`` (``rename(2)`` within one directory: atomic): it replaces a
+    file, or a symlink itself (never what the link points to), and fails on a directory, where
+    ``shutil.move`` (fsspec's ``mv``) would move the file *into* it. Then check that ``final`` is the
+    file written.
+
+    :raises OutputTargetChangedError: a directory appeared at ``final``, or something replaced the file.
+    """
+    written = os.stat(temporary)
+    try:
+        os.replace(temporary, final)
+    except IsADirectoryError:
+        raise OutputTargetChangedError(
+            f"{final} became a directory while the output was written; the output was not put there"
+        ) from None
+    landed = os.lstat(final)
+    if not stat.S_ISREG(landed.st_mode) or (landed.st_dev, landed.st_ino) != (written.st_dev, written.st_ino):
+        raise OutputTargetChangedError(
+            f"{final} was replaced by something else right after the output was moved there"
+        )
+
+
+def _copy_s3_in_parts(fs: Any, temporary: str, final: str, size: int) -> None:
+    """
+    Copy ``temporary`` to ``final`` within S3 as a multipart upload of ``S3_COPY_PART_SIZE`` parts copied
+    on the server; any failure aborts the upload, so nothing is left at ``final`` (s3fs's own copy of a
+    large object leaves its upload behind).
+    """
+    bucket, _, key = final.partition("/")
+    upload_id = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
+    try:
+        parts = []
+        for number, start in enumerate(range(0, size, S3_COPY_PART_SIZE), start=1):
+            end = min(start + S3_COPY_PART_SIZE, size) - 1
+            answer = fs.call_s3(
+                "upload_part_copy",
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource=temporary,
+                CopySourceRange=f"bytes={start}-{end}",
+            )
+            parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+        fs.call_s3(
+            "complete_multipart_upload",
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+    except BaseException:
+        try:
+            fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception:
+            log.warning(
+                "Could not abort the multipart upload %s to %s; abort it by hand (or let a bucket "
+                "lifecycle rule for incomplete multipart uploads remove it).",
+                upload_id,
+                final,
+                exc_info=True,
+            )
+        raise
+    finally:
+        fs.invalidate_cache(final)
 
 
 def _report_lineage(target: ObjectStoragePath) -> None:

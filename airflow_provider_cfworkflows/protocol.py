@@ -31,6 +31,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsRateLimitError,
     CloudflareWorkflowsResponseError,
+    CloudflareWorkflowsResponseTooDeepError,
     CloudflareWorkflowsResponseTooLargeError,
     CloudflareWorkflowsServerError,
     CloudflareWorkflowsUnknownWorkflowError,
@@ -41,6 +42,13 @@ from airflow_provider_cfworkflows.models import (
     Envelope,
     RemoteError,
     StepOutput,
+)
+from airflow_provider_cfworkflows.remote_text import (
+    MAX_API_ERROR_CHARS,
+    MAX_API_ERRORS,
+    MAX_NAME_CHARS,
+    bounded,
+    bounded_list,
 )
 from airflow_provider_cfworkflows.statuses import InstanceStatus, StatusAction, StepType
 from airflow_provider_cfworkflows.validation import (
@@ -571,31 +579,44 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 def _error_message(item: Mapping[str, Any], depth: int = 0) -> str:
     """An error item's message, followed by its ``error_chain`` in brackets (nested chains too)."""
-    message = str(item.get("message", ""))
+    message = bounded(item.get("message", ""), MAX_API_ERROR_CHARS)
     chain = item.get("error_chain")
     if not isinstance(chain, list) or depth >= _MAX_ERROR_CHAIN_DEPTH:
         return message
-    causes = [str(_error_detail(cause, depth + 1)) for cause in chain if isinstance(cause, Mapping)]
+    causes = bounded_list(
+        [cause for cause in chain if isinstance(cause, Mapping)],
+        MAX_API_ERRORS,
+        "causes",
+        lambda cause: str(_error_detail(cause, depth + 1)),
+    )
     return f"{message} ({'; '.join(causes)})" if causes else message
 
 
 def _error_detail(item: Mapping[str, Any], depth: int = 0) -> CloudflareErrorDetail:
     code = item.get("code")
     return CloudflareErrorDetail(
-        code if isinstance(code, int) and not isinstance(code, bool) else None, _error_message(item, depth)
+        code if isinstance(code, int) and not isinstance(code, bool) else None,
+        bounded(_error_message(item, depth), MAX_API_ERROR_CHARS),
     )
 
 
 def _error_details(payload: Any) -> tuple[CloudflareErrorDetail, ...]:
-    """The ``errors`` items, each rendered as ``code: message (chain code: chain message)``."""
-    if not isinstance(payload, Mapping):
+    """
+    The ``errors`` items, each rendered as ``code: message (chain code: chain message)``: at most
+    ``MAX_API_ERRORS`` of them (then one saying how many more there were), each cut to
+    ``MAX_API_ERROR_CHARS`` characters (see :mod:`.remote_text`).
+    """
+    items = payload.get("errors") if isinstance(payload, Mapping) else None
+    if not isinstance(items, list):
         return ()
     details = []
-    for item in payload.get("errors") or ():
+    for item in items[:MAX_API_ERRORS]:
         if isinstance(item, Mapping):
             details.append(_error_detail(item))
         elif isinstance(item, str):  # 4xx envelopes have been seen with plain-string items
-            details.append(CloudflareErrorDetail(None, item))
+            details.append(CloudflareErrorDetail(None, bounded(item, MAX_API_ERROR_CHARS)))
+    if len(items) > MAX_API_ERRORS:
+        details.append(CloudflareErrorDetail(None, f"… and {len(items) - MAX_API_ERRORS} more errors cut"))
     return tuple(details)
 
 
@@ -617,6 +638,7 @@ def check_json_body_size(request: ApiRequest, size: int, *, http_status: int | N
 
 
 def _decode_json(body: bytes) -> Any:
+    """The JSON value of ``body``, or None when it is not JSON; RecursionError when nested too deeply."""
     try:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError):
@@ -664,7 +686,10 @@ def error_for_response(
     request: ApiRequest, status_code: int, headers: Mapping[str, str], body: bytes
 ) -> CloudflareWorkflowsError:
     """The typed error for a non-2xx response."""
-    payload = _decode_json(body)
+    try:
+        payload = _decode_json(body)
+    except RecursionError:  # its status says enough
+        payload = None
     errors = _error_details(payload)
     context: dict[str, Any] = {
         "http_status": status_code,
@@ -710,7 +735,14 @@ def parse_envelope(
         "method": request.method,
         "path": request.path,
     }
-    payload = _decode_json(body)
+    try:
+        payload = _decode_json(body)
+    except RecursionError:
+        raise CloudflareWorkflowsResponseTooDeepError(
+            "Cloudflare's JSON answer nests lists or objects too deeply for Python to read (about 1,000 "
+            "levels: its recursion limit), so it cannot be used; a retry would get the same answer",
+            **context,
+        ) from None
     if not isinstance(payload, Mapping):
         snippet = body[:120].decode("utf-8", "replace")
         raise CloudflareWorkflowsResponseError(
@@ -730,14 +762,14 @@ def parse_envelope(
 def parse_step_output(result: Any) -> StepOutput:
     """The ``result`` of a JSON ``/step`` response."""
     if not isinstance(result, Mapping) or not isinstance(result.get("status"), str):
-        raise CloudflareWorkflowsResponseError(f"Unexpected /step result (no status): {str(result)[:200]!r}")
+        raise CloudflareWorkflowsResponseError(f"Unexpected /step result (no status): {bounded(result, 200)}")
     event_type = result.get("event_type")
     return StepOutput(
-        status=result["status"],
+        status=bounded(result["status"], MAX_NAME_CHARS),
         error=RemoteError.from_api(result.get("error")),
         output=result.get("output"),
         content_type=JSON_CONTENT_TYPE,
-        event_type=event_type if isinstance(event_type, str) else None,
+        event_type=bounded(event_type, MAX_NAME_CHARS) if isinstance(event_type, str) else None,
     )
 
 
@@ -837,16 +869,30 @@ class AttemptClock:
         """The time left as a socket timeout (a small positive minimum: zero means "none" to some)."""
         return max(self.seconds_left(), MIN_SOCKET_TIMEOUT_SECONDS)
 
-    def check(self, request: ApiRequest, received: int) -> None:
+    def check(self, request: ApiRequest, received: int, *, http_status: int | None = None) -> None:
         """Raise :meth:`timeout_error` when the attempt has run out of time."""
         if time.time() >= self.ends_at:
-            raise self.timeout_error(request, received)
+            raise self.timeout_error(request, received, http_status=http_status)
 
-    def timeout_error(self, request: ApiRequest, received: int) -> CloudflareWorkflowsConnectionError:
-        """The error of an attempt that ran out of time after ``received`` bytes of the body."""
+    def timeout_error(
+        self, request: ApiRequest, received: int | None = None, *, http_status: int | None = None
+    ) -> CloudflareWorkflowsConnectionError:
+        """
+        The error of an attempt that ran out of time.
+
+        :param received: bytes of the body that had arrived; None when the status line and headers had
+            not all arrived.
+        :param http_status: the response's status, when its status line and headers had arrived (the
+            server answered, slowly).
+        """
+        if received is None:
+            progress = "its status line and headers had not all arrived"
+        else:
+            progress = f"its status line and headers had arrived, then {received} bytes of its body"
         return CloudflareWorkflowsConnectionError(
             f"Request timed out: no complete answer within the attempt's {self.timeout:g} s (the connection "
-            f"timeout, cut to the wait's deadline); {received} bytes of the body had arrived",
+            f"timeout, cut to the wait's deadline); {progress}",
+            http_status=http_status,
             method=request.method,
             path=request.path,
         )
@@ -882,12 +928,12 @@ def workflow_not_found_error(
     else:
         shown = sorted(workflow_names)[:MAX_LISTED_WORKFLOWS]
         more = len(workflow_names) - len(shown)
-        listing = "the account has " + ", ".join(repr(known) for known in shown)
+        listing = "the account has " + ", ".join(repr(bounded(known, MAX_NAME_CHARS)) for known in shown)
         if more > 0:
             listing += f" and {more} more"
         close = difflib.get_close_matches(name or "", workflow_names, n=1)
         if close:
-            listing += f"; did you mean {close[0]!r}?"
+            listing += f"; did you mean {bounded(close[0], MAX_NAME_CHARS)!r}?"
     return CloudflareWorkflowsUnknownWorkflowError(
         f"Workflow {name!r} was not found in account {request.account_id}: {listing} "
         "(check workflow_name, and account_id or the connection's login)",

@@ -22,7 +22,7 @@ import urllib3.exceptions
 from airflow.sdk import BaseHook
 from airflow.sdk.log import amask_secret, mask_secret
 
-from airflow_provider_cfworkflows import deadlines, protocol, ratelimit
+from airflow_provider_cfworkflows import deadlines, protocol, ratelimit, response_deadline
 from airflow_provider_cfworkflows.connection import (
     DEFAULT_CONN_ID,
     ConnectionSettings,
@@ -140,9 +140,11 @@ class CloudflareWorkflowsTransport(BaseHook):
 
     @cached_property
     def session(self) -> requests.Session:
-        """A ``requests`` session reusing connections across calls."""
+        """A ``requests`` session reusing connections, reading status lines and headers by a deadline."""
         session = requests.Session()
         session.headers.update(self.settings.headers())
+        for prefix in ("https://", "http://"):
+            session.mount(prefix, response_deadline.DeadlineAdapter())
         return session
 
     def _retrying(self, request: ApiRequest, max_retries: int) -> dict[str, Any]:
@@ -200,17 +202,22 @@ class CloudflareWorkflowsTransport(BaseHook):
         limiter.wait_sync(_limiter_deadline(limiter))
         try:
             socket_timeout = clock.start(request)  # the attempt's time runs from here
-            response = self.session.request(
-                request.method,
-                request.url(self.settings.base_url),
-                data=request.body,
-                headers=request.headers(),
-                timeout=socket_timeout,
-                stream=True,
-                allow_redirects=False,
-            )
+            # Each socket read waits at most socket_timeout; the status line and headers, however slowly
+            # they come, must also all be there by the attempt's end.
+            with response_deadline.headers_by(clock.ends_at):
+                response = self.session.request(
+                    request.method,
+                    request.url(self.settings.base_url),
+                    data=request.body,
+                    headers=request.headers(),
+                    timeout=socket_timeout,
+                    stream=True,
+                    allow_redirects=False,
+                )
         except BaseException as error:  # no response: the slot is given back
             limiter.release()
+            if isinstance(error, requests.ReadTimeout) and clock.seconds_left() <= 0:
+                raise clock.timeout_error(request) from None
             if isinstance(error, requests.RequestException | ValueError):
                 raise _transport_error(request, error, self.settings.base_url) from None
             raise
@@ -228,7 +235,7 @@ class CloudflareWorkflowsTransport(BaseHook):
             if declared is not None:
                 protocol.check_json_body_size(request, declared, http_status=response.status_code)
             while True:
-                clock.check(request, len(body))
+                clock.check(request, len(body), http_status=response.status_code)
                 _set_read_timeout(response, clock.socket_timeout())
                 # read1 returns what has arrived (one socket read): a slow drip cannot hold the call
                 # past its clock, as read(n) would until n bytes came.
@@ -238,7 +245,9 @@ class CloudflareWorkflowsTransport(BaseHook):
                 body += chunk
                 protocol.check_json_body_size(request, len(body), http_status=response.status_code)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
-            raise _transport_error(request, error, self.settings.base_url) from None
+            raise _transport_error(
+                request, error, self.settings.base_url, http_status=response.status_code
+            ) from None
         finally:
             response.close()
 
@@ -366,7 +375,7 @@ class CloudflareWorkflowsTransport(BaseHook):
         except BaseException as error:  # also a cancelled trigger: the slot is given back
             limiter.release()
             if isinstance(error, TimeoutError):
-                raise clock.timeout_error(request, 0) from None
+                raise clock.timeout_error(request) from None
             if isinstance(error, httpx.HTTPError | ValueError):
                 raise _transport_error(request, error, settings.base_url) from None
             raise
@@ -388,9 +397,9 @@ class CloudflareWorkflowsTransport(BaseHook):
                     body += chunk
                     protocol.check_json_body_size(request, len(body), http_status=response.status_code)
         except TimeoutError:
-            raise clock.timeout_error(request, len(body)) from None
+            raise clock.timeout_error(request, len(body), http_status=response.status_code) from None
         except httpx.HTTPError as error:
-            raise _transport_error(request, error, base_url) from None
+            raise _transport_error(request, error, base_url, http_status=response.status_code) from None
         finally:
             await response.aclose()
         return bytes(body)
@@ -611,10 +620,14 @@ def _is_header_error(error: BaseException) -> bool:
     return isinstance(error, ValueError) and not isinstance(error, requests.RequestException)
 
 
-def _transport_error(request: ApiRequest, error: BaseException, base_url: str) -> CloudflareWorkflowsError:
+def _transport_error(
+    request: ApiRequest, error: BaseException, base_url: str, *, http_status: int | None = None
+) -> CloudflareWorkflowsError:
     """
     Wrap a transport error: the host it went to and the cause in full (:func:`transport_cause`), which
     never carries a credential, except for header errors: those are described without their text.
+
+    :param http_status: the status of a response whose body failed (its server did answer).
     """
     if _is_header_error(error):
         return CloudflareWorkflowsConfigurationError(
@@ -633,6 +646,7 @@ def _transport_error(request: ApiRequest, error: BaseException, base_url: str) -
     return CloudflareWorkflowsConnectionError(
         f"Request to {urlsplit(base_url).netloc} {what}: {transport_cause(error)}",
         request_sent=not never_sent,
+        http_status=http_status,
         method=request.method,
         path=request.path,
     )

@@ -22,6 +22,9 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsUnknownWorkflowError,
 )
 from airflow_provider_cfworkflows.models import RemoteError, StepOutput
+from airflow_provider_cfworkflows.remote_text import (
+    MAX_XCOM_DEPTH,
+)
 from airflow_provider_cfworkflows.statuses import InstanceStatus
 
 SUCCESS, FAILURE = ("complete",), ("errored",)
@@ -327,6 +330,15 @@ def test_summary_output():
     big = "x" * MAX_SUMMARY_OUTPUT_BYTES
     assert summary_output(big) == {"output": None, "output_truncated": True, "output_bytes": len(big) + 2}
     assert summary_output({1, 2}) == {"output": None, "output_truncated": True, "output_bytes": None}
+
+
+def test_summary_output_is_what_xcom_can_carry():
+    deep: object = 1
+    for _ in range(MAX_XCOM_DEPTH + 1):
+        deep = [deep]
+    assert summary_output(deep) == {"output": None, "output_truncated": True, "output_bytes": None}
+    assert summary_output(deep[0]) == {"output": deep[0]}  # type: ignore[index]
+    assert summary_output({"text": "cut \ud83d"}) == {"output": {"text": "cut \\ud83d"}}
 
 
 def test_instance_not_found_error_says_what_was_looked_for():

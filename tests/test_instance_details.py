@@ -13,6 +13,8 @@ from airflow_provider_cfworkflows.instance_details import (
     step_name_candidates,
 )
 from airflow_provider_cfworkflows.models import RemoteError, StepOutput
+from airflow_provider_cfworkflows.remote_text import MAX_LISTED_ITEMS, MAX_NAME_CHARS, MAX_REMOTE_ERROR_CHARS
+from airflow_provider_cfworkflows.validation import MAX_STEP_NAME_LENGTH, validate_step_name
 
 LABEL = "instance 'i' of workflow 'wf'"
 RETRYING = [
@@ -44,6 +46,16 @@ def entry(name="load-1", kind="step", **fields):
 )
 def test_step_name_candidates(name, candidates):
     assert step_name_candidates(name) == candidates
+
+
+@pytest.mark.parametrize("base", [254, 255, 256])
+def test_a_long_logged_name_has_only_candidates_that_are_valid_step_names(base):
+    logged = "x" * base + "-1"
+    candidates = step_name_candidates(logged)
+    assert candidates[0] == logged
+    assert len(candidates) == (2 if len(logged) <= MAX_STEP_NAME_LENGTH else 1)
+    for name in candidates:
+        validate_step_name(name)  # no configuration error after the first request
 
 
 def test_a_known_name_goes_first_only_when_it_is_a_candidate():
@@ -130,6 +142,30 @@ def explain(answer, attempt=None, step_type="step"):
         instance_label=LABEL,
         attempt=attempt,
     )
+
+
+def test_messages_about_an_instance_with_40000_steps_stay_small():
+    error = {"name": "E" * 5000, "message": "m" * 2_000_000}
+    steps = [
+        entry(f"step {n}-1", success=False, attempts=[{"success": False, "error": error}])
+        for n in range(40_000)
+    ]
+    steps.append(entry("n" * 5000, success=False, attempts=[{"success": False, "error": error}] * 500))
+    huge = details("errored", *steps)
+
+    final, message = explain_missing_step(
+        huge, step_label="nope", tried=("nope-1",), step_type="step", instance_label=LABEL
+    )
+    step_lines = step_failure_lines(huge, "n" * 5000, "step")
+    instance_lines = instance_failure_lines(huge)
+
+    assert final
+    assert f"… and {40_001 - MAX_LISTED_ITEMS} more steps" in message
+    assert len(message) < MAX_LISTED_ITEMS * (MAX_NAME_CHARS + 60) + 1000
+    assert len(instance_lines) == MAX_LISTED_ITEMS + 1
+    assert instance_lines[-1] == f"… and {40_001 - MAX_LISTED_ITEMS} more steps with failed attempts"
+    assert step_lines[-1] == f"… and {500 - MAX_LISTED_ITEMS} more failed attempts"
+    assert max(map(len, step_lines + instance_lines)) < 2 * MAX_NAME_CHARS + MAX_REMOTE_ERROR_CHARS + 200
 
 
 def test_a_missing_step_is_not_started_until_the_instance_ends():

@@ -17,8 +17,10 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsRateLimitError,
     CloudflareWorkflowsResponseError,
+    CloudflareWorkflowsResponseTooDeepError,
     CloudflareWorkflowsServerError,
 )
+from airflow_provider_cfworkflows.remote_text import MAX_API_ERROR_CHARS, MAX_API_ERRORS, MAX_NAME_CHARS
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 CRON_ID = "*/5 * * * *-1786599900000"
@@ -180,6 +182,21 @@ def test_success_false_with_http_200_is_an_error():
 def test_malformed_json_is_a_response_error():
     with pytest.raises(CloudflareWorkflowsResponseError, match="not a JSON envelope"):
         protocol.parse_envelope(GET, 200, {}, b'{"success": tr')
+
+
+def test_json_nested_too_deeply_to_read_is_a_typed_error_not_retried():
+    deep = b'{"success":true,"errors":[],"result":' + b"[" * 100_000 + b"]" * 100_000 + b"}"  # 195 KiB
+
+    with pytest.raises(
+        CloudflareWorkflowsResponseTooDeepError, match="nests lists or objects too deeply"
+    ) as caught:
+        protocol.parse_envelope(GET, 200, {}, deep)
+    assert isinstance(caught.value, CloudflareWorkflowsResponseError)
+    assert not caught.value.is_transient  # a retry would get the same answer
+    # An error answer that deep keeps its status's type (its details cannot be read).
+    error = protocol.error_for_response(GET, 503, {}, b'{"errors":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert isinstance(error, CloudflareWorkflowsServerError)
+    assert error.errors == ()
 
 
 @pytest.mark.parametrize(
@@ -462,6 +479,48 @@ def test_error_chain_is_rendered_into_the_details():
         ],
     )
     assert "1: a (b (3: c))" in str(protocol.error_for_response(GET, 400, {}, nested))
+
+
+def test_cloudflare_error_texts_are_cut_where_they_are_read():
+    huge = "m" * 2_000_000
+    chain = [{"code": 1, "message": huge}, *({"code": n, "message": "cause"} for n in range(10_000))]
+    body = envelope(
+        None,
+        success=False,
+        errors=[
+            {"code": 10001, "message": huge, "error_chain": chain},
+            *({"code": n, "message": "more"} for n in range(10_000)),
+        ],
+    )
+
+    error = protocol.error_for_response(GET, 503, {}, body)
+
+    assert len(error.errors) == MAX_API_ERRORS + 1
+    assert error.errors[-1].message == f"… and {10_001 - MAX_API_ERRORS} more errors cut"
+    assert all(len(detail.message) <= MAX_API_ERROR_CHARS + 40 for detail in error.errors)
+    assert error.errors[0].message.startswith("m" * 100)
+    assert "more characters cut" in error.errors[0].message
+    causes = envelope(None, False, [{"code": 1, "message": "m", "error_chain": chain[1:]}])
+    assert "… and 9995 more causes" in str(protocol.error_for_response(GET, 503, {}, causes))
+    assert len(str(error)) < (MAX_API_ERRORS + 1) * (MAX_API_ERROR_CHARS + 50) + 200
+
+
+def test_step_results_are_cut_where_they_are_read():
+    step = protocol.parse_step_output(
+        {
+            "status": "s" * 10_000,
+            "error": {"name": "n" * 10_000, "message": "\ud83d" * 10},
+            "event_type": "e" * 999,
+        }
+    )
+    assert len(step.status) < MAX_NAME_CHARS + 40
+    assert len(step.event_type or "") < MAX_NAME_CHARS + 40
+    assert step.error is not None
+    assert len(step.error.name) < MAX_NAME_CHARS + 40
+    assert step.error.message == "\\ud83d" * 10  # each lone surrogate as the characters of its escape
+    with pytest.raises(CloudflareWorkflowsResponseError) as caught:
+        protocol.parse_step_output({"output": "o" * 2_000_000})
+    assert len(str(caught.value)) < 1000
 
 
 @pytest.mark.parametrize(

@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m airflow_provider_cfworkflows.emulator",
         description="Local emulator of the Cloudflare Workflows REST API.",
         epilog="At run time, the control API under /__emulator/ injects faults (rate_limit, server_error, "
-        "html, drop_connection, success_false, malformed_json, delay, drip, lost_answer, endless_json, "
-        "truncated_chunked), changes the options (/__emulator/options) and the rate limit "
+        "html, drop_connection, success_false, malformed_json, delay, drip, header_drip, lost_answer, "
+        "endless_json, truncated_chunked), changes the options (/__emulator/options) and the rate limit "
         "(/__emulator/rate-limit), moves the clock, and serves the request log with timestamps "
         "(/__emulator/requests, /__emulator/requests/stats). See the docstrings of the emulator's "
         "control, faults and scenario modules.",

@@ -41,6 +41,7 @@ from .responses import (
     JSON_TYPE,
     OCTET_STREAM_TYPE,
     PLAIN,
+    TRANSPORT_SCOPE_KEY,
     EmulatedDisconnect,
     Wire,
     WireResponse,
@@ -62,7 +63,6 @@ API_PREFIX = ("client", "v4", "accounts")
 CONTROL_PREFIX = "__emulator"
 MAX_REQUEST_BODY = 16 * 1024 * 1024  # bigger bodies get 413 (no endpoint takes more than ~1 MiB)
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]  # all answered with the envelope
-TRANSPORT_SCOPE_KEY = "cfworkflows_emulator.transport"
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,8 @@ def faulty_response(
         wire = dataclasses.replace(wire, cut_after=after, clean_end=clean, content_length=not clean)
     elif fault is not None and kind == "drip":
         wire = dataclasses.replace(wire, drip_interval=fault.interval)
+    elif fault is not None and kind == "header_drip":
+        wire = dataclasses.replace(wire, header_drip_interval=fault.interval)
     elif kind == "endless_json":
         return WireResponse(endless_json(), None, wire=dataclasses.replace(wire, content_length=False))
     return WireResponse(chunks, size, status=status, media_type=media_type, wire=wire)

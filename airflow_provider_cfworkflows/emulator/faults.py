@@ -29,6 +29,9 @@ Kinds (what the client sees; whether the request still takes effect):
 ``drip``
     The real answer's headers, then its body one byte every ``interval`` seconds (default 1). The
     request takes effect.
+``header_drip``
+    The real answer's status line and headers one byte every ``interval`` seconds, then its body at once,
+    then the connection closes (a client that gives up first ends it). The request takes effect.
 ``lost_answer``
     The request takes effect (an instance is created, an event delivered, a status changed), then the
     connection is closed before any byte of the answer is sent.
@@ -58,6 +61,7 @@ KINDS = (
     "malformed_json",
     "delay",
     "drip",
+    "header_drip",
     "lost_answer",
     "endless_json",
     "truncated_chunked",
@@ -83,7 +87,7 @@ class Fault:
     :param after_bytes: body bytes sent before ``drop_connection`` closes or ``truncated_chunked`` ends
         (None: half the body).
     :param seconds: how long ``delay`` waits.
-    :param interval: seconds between two bytes of a ``drip``.
+    :param interval: seconds between two bytes of a ``drip`` or ``header_drip``.
     :param error_chain: ``[{code, message}, ...]`` added to a ``server_error``'s error.
     """
 

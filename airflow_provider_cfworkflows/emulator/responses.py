@@ -3,8 +3,10 @@
 Every answer is a :class:`WireResponse`: a body given as chunks (a JSON envelope is one chunk, a stream
 output many 1 MiB blocks) plus a :class:`Wire` that says how to send it: with or without
 ``Content-Length`` (chunked), gzip-encoded or not, one byte at a time (``drip``), cut short after some
-bytes with the connection dropped or the body ended cleanly. Faults (``faults``) and options
-(``scenario.ApiOptions``) only choose a ``Wire``; nothing else in the emulator writes to the socket.
+bytes with the connection dropped or the body ended cleanly, or with its status line and headers one
+byte at a time (``header_drip``: written to the connection's transport directly, as uvicorn writes them
+in one piece). Faults (``faults``) and options (``scenario.ApiOptions``) only choose a ``Wire``; nothing
+else in the emulator writes to the socket.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ HTML_ERROR_PAGE = (
 )
 ENDLESS_CHUNK = 64 * 1024
 ENDLESS_LIMIT = 64 * 1024**3  # an "endless" body still ends after this many bytes
+# The scope key of the server's transport for the connection (set by ``app.EmulatorApp``).
+TRANSPORT_SCOPE_KEY = "cfworkflows_emulator.transport"
 
 
 class EmulatedDisconnect(ConnectionAbortedError):
@@ -61,7 +65,11 @@ def new_cf_ray() -> str:
 
 
 def dump_json(content: Any) -> bytes:
-    return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+    """
+    Compact UTF-8 JSON, as Cloudflare sends it. A lone UTF-16 surrogate (a JavaScript string cut inside
+    an emoji) goes out as its escape ``\\ud800``, as JavaScript's ``JSON.stringify`` writes it.
+    """
+    return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
 
 
 def envelope(
@@ -98,6 +106,8 @@ class Wire:
     :param cut_after: send only this many body bytes (clipped to the body's length - 1) ...
     :param clean_end: ... then end the body as if complete (chunked) instead of dropping the connection.
     :param drip_interval: send the body one byte at a time, this many seconds apart.
+    :param header_drip_interval: send the status line and headers one byte at a time, this many seconds
+        apart, then the body at once, then close the connection.
     """
 
     content_length: bool = True
@@ -105,6 +115,7 @@ class Wire:
     cut_after: int | None = None
     clean_end: bool = False
     drip_interval: float | None = None
+    header_drip_interval: float | None = None
 
 
 PLAIN = Wire()
@@ -141,6 +152,8 @@ class WireResponse(Response):
             self.headers["content-length"] = str(size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.wire.header_drip_interval is not None:
+            await self._drip_head(scope.get(TRANSPORT_SCOPE_KEY), self.wire.header_drip_interval)
         if self.wire.drip_interval is None and self.size is not None:
             await self._send(send)
             return
@@ -155,6 +168,33 @@ class WireResponse(Response):
             group.start_soon(watch)
             await self._send(send)
             group.cancel_scope.cancel()
+
+    async def _drip_head(self, transport: Any, interval: float) -> None:
+        """
+        Write the whole answer to ``transport`` itself, its status line and headers one byte every
+        ``interval`` seconds, then close the connection; stop when the client goes away first.
+        """
+        if transport is None:
+            raise RuntimeError("header_drip needs the connection's transport (run the emulator's app)")
+        body = b"".join(self.chunks)
+        try:
+            reason = HTTPStatus(self.status_code).phrase
+        except ValueError:
+            reason = "Error"
+        framing = (b"content-length", b"transfer-encoding", b"connection")
+        head = f"HTTP/1.1 {self.status_code} {reason}\r\n".encode("latin-1") + b"".join(
+            name + b": " + value + b"\r\n" for name, value in self.raw_headers if name.lower() not in framing
+        )
+        head += f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode("latin-1")
+        for index in range(len(head)):
+            if transport.is_closing():
+                break
+            transport.write(head[index : index + 1])
+            await anyio.sleep(interval)
+        else:
+            transport.write(body)
+        transport.close()  # after the buffered bytes are sent
+        raise EmulatedDisconnect("header_drip fault: the answer was written to the connection directly")
 
     async def _send(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

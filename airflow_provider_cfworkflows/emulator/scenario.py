@@ -211,7 +211,7 @@ def _json_size(value: Any, where: str) -> int:
         raise ScenarioError(
             f"{where} must be plain JSON (quote dates and other YAML-typed values): {error}"
         ) from None
-    return len(text.encode())
+    return len(text.encode("utf-8", "backslashreplace"))  # a lone surrogate: its escape
 
 
 def _boolean(value: Any, where: str) -> bool:

@@ -11,6 +11,7 @@ Typical test use::
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -170,7 +171,9 @@ class EmulatorProcess:
 
     def put_workflow(self, workflow: dict[str, Any]) -> dict[str, Any]:
         """Add or replace a workflow (one workflow of the scenario schema, with ``name``)."""
-        return dict(self._call("PUT", f"/workflows/{_quote(workflow['name'])}", json=workflow))
+        # ASCII JSON: any value goes, a string with a lone surrogate too (httpx's json= cannot send it).
+        path, headers = f"/workflows/{_quote(workflow['name'])}", {"Content-Type": "application/json"}
+        return dict(self._call("PUT", path, content=json.dumps(workflow), headers=headers))
 
     def create_cron_instance(
         self,

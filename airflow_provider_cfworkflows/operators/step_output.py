@@ -45,6 +45,11 @@ from airflow_provider_cfworkflows.output_storage import (
     remove_stale_temporaries,
     write_object,
 )
+from airflow_provider_cfworkflows.remote_text import (
+    MAX_XCOM_DEPTH,
+    escape_lone_surrogates,
+    nested_deeper_than,
+)
 from airflow_provider_cfworkflows.statuses import InstanceStatus, StepType
 from airflow_provider_cfworkflows.validation import (
     validate_instance_id,
@@ -106,13 +111,20 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
     Where the output goes:
 
     - no ``output_path``: a JSON output of at most ``max_xcom_bytes`` is returned as the XCom
-      ``return_value`` (plain JSON). A larger JSON output, or a binary (``ReadableStream``) output,
-      fails the task with a message naming ``output_path``: bytes never go to XCom.
+      ``return_value`` (plain JSON). A larger JSON output, one nested more than 150 levels deep, or a
+      binary (``ReadableStream``) output, fails the task with a message naming ``output_path``: bytes
+      never go to XCom.
     - ``output_path``: the output is written there (JSON as UTF-8 JSON, binary byte for byte, streamed
       with bounded memory) and the path is returned as a string; the XComs ``content_type``,
       ``size_bytes`` and ``sha256`` describe what was written. The write is atomic: a failed or
-      interrupted transfer leaves nothing at ``output_path``, and a retry writes the whole object.
+      interrupted transfer leaves nothing at ``output_path``, and a retry writes the whole object. A
+      replaced file is a new file (its mode comes from the umask); a directory that appears at a local
+      ``output_path`` during the transfer fails the task, a symlink is replaced, never followed.
       Asset ``outlets`` get the workflow, instance, step and path in their event's ``extra``.
+
+    A lone UTF-16 surrogate in a JSON output (``"\\ud83d"``, a JavaScript string cut inside an emoji)
+    has no UTF-8 form: a file gets its JSON escape, the text Cloudflare sent; XCom, which cannot store
+    it, gets the six characters of that escape instead (with a warning in the log).
 
     A step that is still running, waiting, retrying or not started yet raises
     :class:`~airflow_provider_cfworkflows.exceptions.CloudflareWorkflowStepNotReadyError` (put a
@@ -258,7 +270,25 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
         )
 
     def _return_through_xcom(self, output: Any, what: str) -> Any:
-        """A JSON output of at most ``max_xcom_bytes`` is the task's return value."""
+        """
+        A JSON output of at most ``max_xcom_bytes``, nested at most ``MAX_XCOM_DEPTH`` levels, is the
+        task's return value; a lone surrogate in its strings goes as the characters of its escape.
+        """
+        if nested_deeper_than(output, MAX_XCOM_DEPTH):
+            raise CloudflareWorkflowOutputRejectedError(
+                f"The output of {what} nests lists and objects more than {MAX_XCOM_DEPTH} levels deep, "
+                "deeper than Airflow's XCom can carry. Set output_path (for example "
+                "'s3://aws_conn@bucket/key.json') to write it to object storage whole."
+            )
+        output, escaped = escape_lone_surrogates(output)
+        if escaped:
+            self.log.warning(
+                "The output of %s holds %d lone UTF-16 surrogate(s) (a JavaScript string cut inside a "
+                "character), which XCom cannot store: each is passed on as the six characters of its "
+                "escape, e.g. '\\ud83d'. Set output_path to keep the exact JSON text.",
+                what,
+                escaped,
+            )
         size = len(_encode_json(output))
         if size > self.max_xcom_bytes:
             raise CloudflareWorkflowOutputRejectedError(
@@ -427,7 +457,12 @@ def _capitalized(text: str) -> str:
 
 
 def _encode_json(output: Any) -> bytes:
-    return json.dumps(output, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """
+    Compact UTF-8 JSON. A lone UTF-16 surrogate (JavaScript strings may hold one, e.g. a string cut
+    inside an emoji) has no UTF-8 form: it is written as its JSON escape ``\\ud800``, as Cloudflare sends
+    it, so the text is valid UTF-8 and reads back to the same value.
+    """
+    return json.dumps(output, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
 
 
 def _size_note(content_length: int | None) -> str:

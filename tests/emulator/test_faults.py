@@ -124,6 +124,25 @@ def test_delay_and_a_client_timeout(client, emu, workflow):
     assert [entry["fault"] for entry in emu.requests_log()[-2:]] == ["delay", "delay"]
 
 
+def test_header_drip_sends_the_head_slowly_then_the_whole_answer(client, emu, workflow):
+    whole = client.get(f"/{workflow}/instances/i").content
+    emu.inject_fault(path="/instances/i$", kind="header_drip", interval=0.01)
+    started = time.monotonic()
+    dripped = client.get(f"/{workflow}/instances/i")
+    assert time.monotonic() - started >= 0.01 * 100  # over 100 bytes of status line and headers
+    assert dripped.status_code == 200
+    assert dripped.content == whole
+    assert dripped.headers["connection"] == "close"
+    assert "cf-ray" in dripped.headers
+    # A client that gives up ends it; the next request is fine.
+    emu.inject_fault(path="/instances/i$", kind="header_drip", interval=1)
+    with pytest.raises(httpx.ReadTimeout):
+        client.get(f"/{workflow}/instances/i", timeout=0.5)
+    assert result(client.get(f"/{workflow}/instances/i"))["status"] == "running"
+    assert [entry["fault"] for entry in emu.requests_log()[-3:]] == ["header_drip", "header_drip", None]
+    assert "Traceback" not in emu.stderr_tail
+
+
 def test_fault_matching_counts_and_listing(client, emu, workflow):
     emu.inject_fault(path="/never-matches", kind="server_error", count=3)
     emu.inject_fault(path="/instances/i$", method="PATCH", kind="server_error")

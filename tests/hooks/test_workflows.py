@@ -19,6 +19,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsNotFoundError,
     CloudflareWorkflowsRateLimitError,
     CloudflareWorkflowsResponseError,
+    CloudflareWorkflowsResponseTooDeepError,
     CloudflareWorkflowsServerError,
 )
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
@@ -451,6 +452,26 @@ async def test_async_instance_and_step(async_hook, limiter_clock):
     assert [str(r.url) for r in sent[:2]] == [f"{WF}/wf/instances/a%20b?simple=true"] * 2
     assert str(sent[2].url) == f"{WF}/wf/instances/a%20b/step?name=load-1&type=step"
     assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in sent)
+
+
+DEEP = b'{"success":true,"errors":[],"result":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+def test_an_answer_nested_too_deeply_is_a_typed_error_without_retries(hook, requests_mock):
+    requests_mock.get(f"{WF}/wf/instances/i", content=DEEP)
+
+    with pytest.raises(CloudflareWorkflowsResponseTooDeepError):
+        hook.get_instance("wf", "i")
+    assert requests_mock.call_count == 1
+
+
+async def test_async_answer_nested_too_deeply_is_a_typed_error_without_retries(async_hook):
+    hook, sent, responses = async_hook
+    responses.append(httpx.Response(200, content=DEEP))
+
+    with pytest.raises(CloudflareWorkflowsResponseTooDeepError):
+        await hook.aget_instance("wf", "i")
+    assert len(sent) == 1
 
 
 async def test_async_transport_errors_are_typed(hook):

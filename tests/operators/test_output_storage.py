@@ -322,9 +322,9 @@ def test_temporary_is_named_after_the_owner(tmp_path, monkeypatch):
     seen: list[str] = []
     real_move = output_storage._move_into_place
 
-    def spy(fs, temporary, final):
+    def spy(target, fs, temporary, size):
         seen.append(os.path.basename(temporary))
-        real_move(fs, temporary, final)
+        real_move(target, fs, temporary, size)
 
     monkeypatch.setattr(output_storage, "_move_into_place", spy)
 
@@ -428,3 +428,95 @@ def test_local_files_are_written_in_small_slices(tmp_path, monkeypatch):
     assert (tmp_path / "out.bin").read_bytes() == data
     assert max(sizes) == output_storage.LOCAL_WRITE_SIZE
     assert sum(sizes) == len(data)
+
+
+# --- the target changing during a write ------------------------------------------------------------
+
+
+def chunks_then(action, data: bytes):
+    """``data`` in two chunks, running ``action`` between them (while the write is in progress)."""
+    yield data[:10]
+    action()
+    yield data[10:]
+
+
+def test_a_directory_that_appears_at_the_target_fails_the_write_and_receives_nothing(tmp_path):
+    target = tmp_path / "out.bin"
+
+    with pytest.raises(output_storage.OutputTargetChangedError, match="became a directory"):
+        write_object(ObjectStoragePath(f"file://{target}"), chunks_then(target.mkdir, payload(100)))
+
+    assert target.is_dir()
+    assert list(target.iterdir()) == []  # the output was not moved into it (as shutil.move would)
+    assert os.listdir(tmp_path) == ["out.bin"]  # no temporary left either
+
+
+def test_a_symlink_that_appears_at_the_target_is_replaced_not_followed(tmp_path):
+    target, elsewhere = tmp_path / "out" / "out.bin", tmp_path / "elsewhere"
+    target.parent.mkdir()
+    elsewhere.mkdir()
+    data = payload(100)
+
+    written = write_object(
+        ObjectStoragePath(f"file://{target}"), chunks_then(lambda: target.symlink_to(elsewhere), data)
+    )
+
+    assert not target.is_symlink()
+    assert target.read_bytes() == data
+    assert written.sha256 == hashlib.sha256(data).hexdigest()
+    assert list(elsewhere.iterdir()) == []  # nothing outside the output folder
+
+
+def test_a_file_swapped_in_right_after_the_move_is_reported(tmp_path, monkeypatch):
+    target = tmp_path / "out.bin"
+    real_replace = os.replace
+
+    def replace_then_swap(source, destination):
+        real_replace(source, destination)
+        (tmp_path / "other").write_bytes(b"someone else's")
+        real_replace(tmp_path / "other", destination)
+
+    monkeypatch.setattr(output_storage.os, "replace", replace_then_swap)
+
+    with pytest.raises(output_storage.OutputTargetChangedError, match="replaced by something else"):
+        write_object(ObjectStoragePath(f"file://{target}"), [payload(100)])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("failing_part", [None, 2])
+def test_s3_copy_into_place_in_parts_aborts_its_upload_when_a_part_fails(
+    s3_bucket, monkeypatch, failing_part
+):
+    """s3fs leaves a failed multipart copy on the target key (~300 MiB seen): the provider aborts it."""
+    import s3fs
+    from botocore.exceptions import ClientError
+
+    client, name = s3_bucket
+    client.put_object(Bucket=name, Key="out.bin", Body=b"previous complete output")
+    monkeypatch.setattr(output_storage, "S3_COPY_PART_SIZE", 5 * MIB)  # S3's smallest part
+    real_call = s3fs.S3FileSystem.call_s3
+    copied_parts: list[int] = []
+
+    def call_s3(self, method, *args, **kwargs):
+        if method == "upload_part_copy":
+            copied_parts.append(kwargs["PartNumber"])
+            if kwargs["PartNumber"] == failing_part:  # as the server answered once in a probe
+                raise s3fs.errors.translate_boto_error(
+                    ClientError({"Error": {"Code": "InvalidPart", "Message": "part lost"}}, method)
+                )
+        return real_call(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "call_s3", call_s3)
+    data = payload(12 * MIB)  # three parts of the copy: 5, 5 and 2 MiB
+    target = ObjectStoragePath(f"s3://aws_test@{name}/out.bin")
+
+    if failing_part is None:
+        write_object(target, [data], expected_size=len(data))
+        assert client.get_object(Bucket=name, Key="out.bin")["Body"].read() == data
+        assert copied_parts == [1, 2, 3]
+    else:
+        with pytest.raises(OSError, match="part lost"):
+            write_object(target, [data], expected_size=len(data))
+        assert client.get_object(Bucket=name, Key="out.bin")["Body"].read() == b"previous complete output"
+    assert pending_uploads(client, name) == []  # neither on the target key nor on the temporary
+    assert s3_keys(client, name) == ["out.bin"]

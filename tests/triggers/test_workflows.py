@@ -8,6 +8,7 @@ import json
 import time
 from unittest import mock
 
+import httpx
 import pytest
 from airflow.sdk.exceptions import AirflowException
 
@@ -280,6 +281,24 @@ async def test_non_transient_error_yields_one_error_event(hook):
         ("error", True)
     ]
     await until(lambda: hook.aclose.await_count == 1)
+
+
+async def test_an_answer_nested_too_deeply_is_an_error_event_on_the_wire(monkeypatch):
+    """The real hook and transport (no mocks above the wire): the trigger reports it and ends."""
+    deep = b'{"success":true,"errors":[],"result":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    answers: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        answers.append(request)
+        return httpx.Response(200, content=deep)
+
+    monkeypatch.setattr(CloudflareWorkflowsHook, "async_transport", httpx.MockTransport(answer))
+
+    (event,) = await events(step_trigger())
+
+    assert event["status"] == "error"
+    assert "too deeply" in event["message"]
+    assert len(answers) == 1  # not retried: the same answer would come again
 
 
 async def test_missing_connection_is_an_error_event():
