@@ -22,7 +22,8 @@ from airflow_provider_cfworkflows.operators.workflows import CloudflareWorkflowS
 from airflow_provider_cfworkflows.remote_text import MAX_XCOM_DEPTH
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
 from airflow_provider_cfworkflows.triggers.workflows import CloudflareWorkflowStepTrigger
-from tests.helpers import RecordingTaskInstance, connection_json
+from tests.fakes import RecordingTaskInstance
+from tests.helpers import connection_json
 from tests.reliability.components import run_trigger, task_context
 
 pytestmark = pytest.mark.integration

@@ -176,8 +176,10 @@ async def test_cancellation_leaves_the_registry_empty_and_stops_looking(cloudfla
     other = create_instance(emulator, workflow)
     event = await first_event(step_trigger(workflow, other, "slow", seconds=INTERVAL * 3))
     assert event["status"] == "timeout"
-    later = api_requests(emulator, stopped)
-    assert {entry["raw_path"].rsplit("/", 1)[-1] for entry in later} <= {"instances", other}
+    later = [entry["raw_path"].rsplit("/", 1)[-1] for entry in api_requests(emulator, stopped)]
+    # A look already on the wire when its task was cancelled may reach the server after `stopped`
+    # (at most one per watcher); a watcher still looking would have made one per interval since.
+    assert all(later.count(instance_id) <= 1 for instance_id in instances), later
     assert len(api_requests(emulator, 0)) > sent_before
 
 
