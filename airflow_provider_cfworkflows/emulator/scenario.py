@@ -52,13 +52,17 @@ A step (``type`` is ``do`` by default; each field applies only to the types list
                                   #   (add `text: true` for ASCII text bytes instead of binary ones)
     sensitive: true               # do: the output is shown as "[REDACTED]" everywhere
     fail_attempts: 2              # do: the first k attempts fail with `error` (default 0)
+    fail_runs: 1                  # do: every attempt fails in the instance's first k runs (the run at
+                                  #   creation is run 1, each restart starts the next): a step that
+                                  #   errors until the instance is restarted (default 0)
     error: {name: Error, message: "upstream 503"}   # do: the error of failed attempts
     retries: {limit: 5, delay: 10, backoff: exponential}   # do: production defaults shown; delay in s
     event_type: approval          # waitForEvent (required): ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$, <= 100
     timeout: 300                  # waitForEvent: seconds before it times out (default 24 h)
 
 Semantics (see ``engine``): a ``do`` step makes up to ``retries.limit + 1`` attempts; if
-``fail_attempts`` is larger than ``retries.limit`` the step, and the instance, end ``errored``. The
+``fail_attempts`` is larger than ``retries.limit`` (or the run is one of the first ``fail_runs``) the
+step, and the instance, end ``errored``. The
 wait before retry *n* (1-based) is ``delay`` (constant), ``delay * n`` (linear) or
 ``delay * 2 ** (n - 1)`` (exponential). A ``waitForEvent`` step completes with the payload of the
 first event of its ``event_type`` sent to the instance (also one sent earlier), or errors when
@@ -116,7 +120,9 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 _COMMON_STEP_FIELDS = frozenset({"name", "type"})
 _STEP_FIELDS = {
-    "do": frozenset({"duration", "output", "stream", "sensitive", "fail_attempts", "error", "retries"}),
+    "do": frozenset(
+        {"duration", "output", "stream", "sensitive", "fail_attempts", "fail_runs", "error", "retries"}
+    ),
     "sleep": frozenset({"duration"}),
     "waitForEvent": frozenset({"event_type", "timeout"}),
 }
@@ -165,6 +171,7 @@ class StepSpec:
     stream: StreamSpec | None = None
     sensitive: bool = False
     fail_attempts: int = 0
+    fail_runs: int = 0
     error: Mapping[str, str] = field(default_factory=lambda: {"name": "Error", "message": "step failed"})
     retries: RetryPolicy = field(default_factory=RetryPolicy)
     event_type: str | None = None
@@ -372,6 +379,7 @@ def _parse_do(data: Mapping[str, Any], name: str, duration: float, where: str) -
         stream=stream,
         sensitive=_boolean(data.get("sensitive", False), f"{where}.sensitive"),
         fail_attempts=_integer(data.get("fail_attempts", 0), f"{where}.fail_attempts"),
+        fail_runs=_integer(data.get("fail_runs", 0), f"{where}.fail_runs"),
         error=error,
         retries=retries,
     )
