@@ -65,6 +65,7 @@ from airflow_provider_cfworkflows.validation import validate_status_action
 
 STORE_KEY_PREFIX = "cfworkflows"
 MAX_STORE_KEY_LENGTH = 512  # the key column of Airflow's task state store
+MAX_CAUSE_LENGTH = 500  # characters of an error kept in a record
 _T = TypeVar("_T")
 
 __all__ = [
@@ -112,6 +113,7 @@ class EffectRecord:
     :param outcome: :class:`Outcome`.
     :param before: what the instance showed just before the call (non-repeatable effects).
     :param result: a small result of the call (e.g. the status it reported).
+    :param cause: why the outcome is unknown: the error of the call (its text never holds a credential).
     """
 
     kind: str
@@ -123,6 +125,7 @@ class EffectRecord:
     outcome: str
     before: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
+    cause: str | None = None
 
     @classmethod
     def from_store(cls, value: Any) -> EffectRecord | None:
@@ -497,6 +500,7 @@ class SideEffects:
                 raise
             if effect.repeatable:
                 raise  # the record stays pending: a retry does it again, harmlessly
+            self._write(effect, replace(pending, cause=str(error)[:MAX_CAUSE_LENGTH]))
             raise self._unknown(effect, error) from error
         self._write(effect, replace(pending, outcome=Outcome.DONE.value, result=effect.summary(result)))
         return Performed(result, self.try_number, Via.NOW)
@@ -542,7 +546,8 @@ class SideEffects:
             return Performed(None, record.try_number, Via.SEEN)
         raise CloudflareWorkflowOutcomeUnknownError(
             f"{effect.may_have_happened()}: try {record.try_number} of this task sent the request and got "
-            f"no usable answer, and the instance cannot tell ({effect.why_unseen()}). The task fails "
+            f"no usable answer ({record.cause or 'the try ended during the call'}), and the instance "
+            f"cannot tell ({effect.why_unseen()}). The task fails "
             f"without retry {effect.not_twice()}. {effect.how_to_check(self._dashboard_url(effect))}"
         )
 

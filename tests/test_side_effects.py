@@ -182,6 +182,7 @@ def test_a_retry_that_cannot_tell_fails_without_retry_and_sends_nothing():
     call.assert_not_called()
     assert "no waitForEvent step for 'approval' has received an event since" in str(caught.value)
     assert "never sent twice" in str(caught.value)
+    assert "(upstream | HTTP 502)" in str(caught.value)  # try 1's error, kept in the record
 
 
 def test_without_retries_left_a_lost_answer_fails_without_retry_at_once():
