@@ -190,7 +190,8 @@ class Effect:
 
     def describe(self) -> str:
         """The effect in words, for the log."""
-        return f"{self.kind} {self.detail} of instance {self.instance_id!r} of {self.workflow_name!r}"
+        what = f"{self.kind} {self.detail}" if self.detail else self.kind
+        return f"{what} of instance {self.instance_id!r} of workflow {self.workflow_name!r}"
 
     def summary(self, result: Any) -> dict[str, Any]:
         """What the store keeps of the call's answer (small, never a payload)."""
@@ -340,6 +341,9 @@ class Deletion(Effect):
         """The delete of ``instance_ids`` (their order does not matter)."""
         digest = hashlib.sha256("\x1f".join(sorted(instance_ids)).encode()).hexdigest()[:24]
         return cls(workflow_name, "", account_id, digest)
+
+    def describe(self) -> str:
+        return f"delete of instances of workflow {self.workflow_name!r} (ids digest {self.detail})"
 
     def summary(self, result: Any) -> dict[str, Any]:
         return {"deleted": len(result)} if isinstance(result, list) else {}
