@@ -278,6 +278,8 @@ def test_retry_from_failure_restarts_the_failed_step_once_and_succeeds(
     out = capsys.readouterr().out
     assert "retry_from_failure: Airflow retries the task" in out
     assert f"Restarted instance {instance_id!r} from step 'transform' (run 1, type do)" in out
+    if mode == "deferrable":  # both tries deferred: the trigger saw the failure, then the completion
+        assert out.count("Resumed after deferral; the trigger reported") == 2
 
 
 @pytest.mark.parametrize("mode", MODES)
