@@ -261,6 +261,15 @@ class CloudflareWorkflowOutcomeUnknownError(AirflowFailException):
     """
 
 
+class CloudflareWorkflowOutcomePendingError(AirflowException):
+    """
+    A call that must not be repeated (an event, a restart) got no usable answer, and the task state
+    store holds its intent: not an ``AirflowFailException``, so Airflow retries the task, and the retry
+    asks the instance whether the call took effect before doing anything again (see
+    :mod:`airflow_provider_cfworkflows.side_effects`).
+    """
+
+
 class CloudflareWorkflowStepFailedError(AirflowFailException):
     """
     The awaited step reached a failure state (or can never run).
@@ -272,6 +281,14 @@ class CloudflareWorkflowStepFailedError(AirflowFailException):
 
 class CloudflareWorkflowInstanceFailedError(AirflowFailException):
     """The awaited instance reached a failure state (``errored`` or ``terminated`` by default)."""
+
+
+class CloudflareWorkflowInstanceRestartableError(AirflowException):
+    """
+    The awaited instance errored and the task has ``retry_from_failure`` and retries left: not an
+    ``AirflowFailException``, so Airflow retries the task, and the retry restarts the instance from its
+    failed step.
+    """
 
 
 class CloudflareWorkflowStepNotReadyError(AirflowException):

@@ -161,6 +161,60 @@ def _step_from_entry(entry: Mapping[str, Any], step_type: str) -> StepOutput | N
     return StepOutput(InstanceStatus.RUNNING.value, error, None)
 
 
+# The restart ``from.type`` of each step-log entry type (Cloudflare's API reference, instance status edit).
+_RESTART_FROM_TYPES = {"step": "do", "sleep": "sleep", "waitForEvent": "waitForEvent"}
+
+
+def _entry_failed(entry: Mapping[str, Any]) -> bool:
+    """Whether a step-log entry ended in failure: a ``step.do`` with ``success`` false, a sleep or
+    ``waitForEvent`` that finished with an error (e.g. its timeout)."""
+    if entry.get("type") == "step":
+        return entry.get("success") is False
+    return entry.get("finished") is True and entry.get("error") is not None
+
+
+def restart_point(details: Any) -> dict[str, Any] | None:
+    """
+    Where to restart an errored instance: ``{"name", "count", "type"}`` of the first failed entry of
+    its step log (the body's ``from`` of a restart), or None when no step failed or the failed entry's
+    logged name has no ``-<n>`` counter suffix to read the base name and count from.
+
+    Restart ``from`` takes the name as written in the Workflow code and its 1-based count, not the
+    logged name (``fetch data-2`` is ``{"name": "fetch data", "count": 2}``); see
+    https://developers.cloudflare.com/api/resources/workflows/subresources/instances/subresources/status/methods/edit/
+    The first failure in log order is chosen: restarting there re-runs every later step too.
+    """
+    for entry in step_entries(details):
+        kind = _RESTART_FROM_TYPES.get(str(entry.get("type")))
+        if kind is None or not _entry_failed(entry):
+            continue
+        name = entry.get("name")
+        if not isinstance(name, str) or not _COUNTER_SUFFIX.search(name):
+            return None
+        base, _, count = name.rpartition("-")
+        return {"name": base, "count": int(count), "type": kind} if base else None
+    return None
+
+
+def received_event_count(details: Any, event_type: str) -> int | None:
+    """
+    How many ``waitForEvent`` steps for ``event_type`` have received their event (finished without an
+    error), or None when the step log cannot tell (no ``steps`` list; or a ``waitForEvent`` entry
+    without ``event_type``, which the API marks optional).
+    """
+    if not isinstance(details, Mapping) or not isinstance(details.get("steps"), list):
+        return None
+    count = 0
+    for entry in step_entries(details):
+        if entry.get("type") != StepType.WAIT_FOR_EVENT:
+            continue
+        if "event_type" not in entry:
+            return None
+        if entry["event_type"] == event_type and entry.get("finished") is True and not entry.get("error"):
+            count += 1
+    return count
+
+
 def step_failure_lines(details: Mapping[str, Any], step_name: str | None, step_type: str) -> list[str]:
     """
     Readable lines about a step's failed attempts (``attempt 2: Error: upstream 503``); at most

@@ -29,6 +29,7 @@ from airflow_provider_cfworkflows.checks import (
 from airflow_provider_cfworkflows.deadlines import calls_end_by
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowInstanceFailedError,
+    CloudflareWorkflowInstanceRestartableError,
     CloudflareWorkflowsConnectionError,
     CloudflareWorkflowsError,
     CloudflareWorkflowStepFailedError,
@@ -371,11 +372,18 @@ class InstanceWait(_TaskWait[InstanceWaitEvent]):
         task at once.
     :param terminate_on_kill: a deferred wait's trigger terminates the instance if a user kills the
         task (only for instances the task created).
+    :param retry_on: failure states that fail the task *with* retry
+        (:class:`~airflow_provider_cfworkflows.exceptions.CloudflareWorkflowInstanceRestartableError`):
+        the create-and-wait operator's ``retry_from_failure``. Other failure states fail it without.
     """
 
-    def __init__(self, *, terminate_on_kill: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *, terminate_on_kill: bool = False, retry_on: tuple[str, ...] = (), **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.terminate_on_kill = terminate_on_kill
+        self.retry_on = retry_on
+        self._resumed_status: str | None = None  # the status the trigger's event reported
 
     def describe_awaited(self) -> str:
         """``instance 'i' of workflow 'wf'``."""
@@ -403,12 +411,23 @@ class InstanceWait(_TaskWait[InstanceWaitEvent]):
         return instance_output(details.get("output"))
 
     def fail(self, message: str, check: Check | None = None) -> NoReturn:
-        """Log the instance's failure readably (its error and failed steps), then fail without retry."""
+        """
+        Log the instance's failure readably (its error and failed steps), then fail: without retry,
+        unless the instance's status is one of ``retry_on``.
+        """
         self._log_failure(message, instance_failure_lines)
+        status = check.status if check is not None else self._resumed_status
+        if status in self.retry_on:
+            raise CloudflareWorkflowInstanceRestartableError(
+                f"{message} retry_from_failure: Airflow retries the task, and the retry restarts the "
+                "instance from its failed step."
+            )
         raise CloudflareWorkflowInstanceFailedError(message)
 
     def _event_from(self, event: Any) -> InstanceWaitEvent:
-        return InstanceWaitEvent.from_trigger(event)
+        resumed = InstanceWaitEvent.from_trigger(event)
+        self._resumed_status = resumed.instance_status
+        return resumed
 
     def _trigger(self, *, end_time: float, poll_interval: float) -> BaseTrigger:
         return CloudflareWorkflowInstanceTrigger(

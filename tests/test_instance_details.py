@@ -9,6 +9,8 @@ from airflow_provider_cfworkflows.instance_details import (
     explain_missing_step,
     instance_failure_lines,
     read_step_entry,
+    received_event_count,
+    restart_point,
     step_failure_lines,
     step_name_candidates,
 )
@@ -194,3 +196,48 @@ def test_an_attempt_past_the_last_is_named_exactly():
         f"Attempt 3 of step 'load' of {LABEL} has not started yet (2 attempt(s) so far; the instance is "
         "running).",
     )
+
+
+# --- where to restart, and events received -------------------------------------------------------------
+
+FAILED_DO = entry(
+    "load-2", success=False, attempts=[{"success": False, "error": {"name": "E", "message": "x"}}]
+)
+
+
+@pytest.mark.parametrize(
+    ("entries", "point"),
+    [
+        ((entry("fetch data-1", success=True), FAILED_DO), {"name": "load", "count": 2, "type": "do"}),
+        ((entry("phase-2-1", success=False),), {"name": "phase-2", "count": 1, "type": "do"}),
+        (
+            (
+                entry(
+                    "gate-1",
+                    "waitForEvent",
+                    finished=True,
+                    error={"name": "WorkflowTimeoutError", "message": "t"},
+                ),
+            ),
+            {"name": "gate", "count": 1, "type": "waitForEvent"},
+        ),
+        ((entry("a-1", success=False), entry("b-1", success=False)), {"name": "a", "count": 1, "type": "do"}),
+        ((entry("a-1", success=True), entry("b-1", success=None)), None),  # nothing failed
+        ((entry("undo-1", "rollback", success=False),), None),  # a rollback is not restartable
+        ((entry("oddly named", success=False),), None),  # no counter suffix: cannot be named
+    ],
+)
+def test_restart_point_is_the_first_failed_step_by_base_name_and_count(entries, point):
+    assert restart_point(details("errored", *entries)) == point
+
+
+def test_received_event_count_counts_waits_for_the_type_that_got_their_event():
+    got = entry("gate-1", "waitForEvent", event_type="approval", finished=True, error=None)
+    waiting = entry("gate-2", "waitForEvent", event_type="approval", finished=False, error=None)
+    timed_out = entry("gate-3", "waitForEvent", event_type="approval", finished=True, error={"name": "T"})
+    other = entry("other-1", "waitForEvent", event_type="other", finished=True, error=None)
+    assert received_event_count(details("waiting", got, waiting, timed_out, other), "approval") == 1
+    assert received_event_count(details("waiting", entry("x-1", success=True)), "approval") == 0
+    assert received_event_count({"status": "waiting"}, "approval") is None  # no step log
+    unlabelled = entry("gate-1", "waitForEvent", finished=True, error=None)
+    assert received_event_count(details("waiting", unlabelled), "approval") is None

@@ -17,7 +17,17 @@ import pytest
 PACKAGE = "airflow_provider_cfworkflows"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 # Modules that sit above the hook: they use it, the errors and the wait rules, never the wire format.
-ABOVE_THE_HOOK = ("operators", "sensors", "triggers", "base", "task_waits", "looks", "checks")
+ABOVE_THE_HOOK = (
+    "operators",
+    "sensors",
+    "triggers",
+    "plugins",
+    "base",
+    "task_waits",
+    "looks",
+    "checks",
+    "side_effects",
+)
 # The waits (decisions, looks, task-level waits) use the hook; the hook and what it stands on never use them.
 WAIT_MODULES = ("checks", "looks", "task_waits")
 BELOW_THE_WAITS = ("hooks", "transport", "protocol", "instance_details")

@@ -9,7 +9,8 @@ or jumped without anything "missing a tick".
 Rules (production behaviour where documented, else *inferred* and noted):
 
 * ``queued`` for ``queue_delay`` seconds, then the steps run in order; ``complete`` after the last.
-* ``do``: each attempt lasts ``duration``; the first ``fail_attempts`` attempts fail. Between a
+* ``do``: each attempt lasts ``duration``; the first ``fail_attempts`` attempts fail (all of them in
+  the instance's first ``fail_runs`` runs: creation starts run 1, each restart the next). Between a
   failed attempt and the retry the instance is ``waiting`` (docs: "waiting" covers retry delays);
   during an attempt it is ``running``. Once ``retries.limit`` retries have failed, the step and the
   instance are ``errored`` with the step's error.
@@ -233,6 +234,7 @@ class _Segment:
     kept: tuple[StepRun, ...]
     actions: list[Action]
     first_event: int = 0
+    run: int = 1  # 1 from creation, +1 per restart
 
 
 def _segment(instance: Instance, now: float) -> _Segment:
@@ -241,7 +243,9 @@ def _segment(instance: Instance, now: float) -> _Segment:
         if action.at > now:
             break
         if action.action == RESTART:
-            segment = _Segment(action.at, action.at, action.kept_steps, [], action.events_before)
+            segment = _Segment(
+                action.at, action.at, action.kept_steps, [], action.events_before, segment.run + 1
+            )
         else:
             segment.actions.append(action)
     return segment
@@ -297,7 +301,7 @@ def simulate(instance: Instance, now: float) -> Snapshot:
         step = StepRun(spec, names[index], moment)
         snapshot.steps.append(step)
         if spec.kind == "do":
-            done = _run_do(step, moment, horizon, timeline)
+            done = _run_do(step, moment, horizon, timeline, segment.run)
         elif spec.kind == "sleep":
             done = _run_sleep(step, moment, horizon, timeline)
         else:
@@ -344,7 +348,7 @@ def _unfinished(snapshot: Snapshot, now: float, terminate: Action | None, timeli
     return snapshot
 
 
-def _run_do(step: StepRun, moment: float, horizon: float, timeline: _Timeline) -> bool:
+def _run_do(step: StepRun, moment: float, horizon: float, timeline: _Timeline, run: int) -> bool:
     spec = step.spec
     attempt_number = 0
     while True:
@@ -354,7 +358,7 @@ def _run_do(step: StepRun, moment: float, horizon: float, timeline: _Timeline) -
         end = timeline.after(moment, spec.duration)
         if end > horizon:
             return False
-        failed = attempt_number <= spec.fail_attempts
+        failed = attempt_number <= spec.fail_attempts or run <= spec.fail_runs
         too_large = not failed and spec.output_bytes > MAX_OUTPUT_BYTES
         attempt.end, attempt.success = end, not (failed or too_large)
         if attempt.success:

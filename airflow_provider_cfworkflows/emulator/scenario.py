@@ -53,7 +53,9 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 _COMMON_STEP_FIELDS = frozenset({"name", "type"})
 _STEP_FIELDS = {
-    "do": frozenset({"duration", "output", "stream", "sensitive", "fail_attempts", "error", "retries"}),
+    "do": frozenset(
+        {"duration", "output", "stream", "sensitive", "fail_attempts", "fail_runs", "error", "retries"}
+    ),
     "sleep": frozenset({"duration"}),
     "waitForEvent": frozenset({"event_type", "timeout"}),
 }
@@ -102,6 +104,7 @@ class StepSpec:
     stream: StreamSpec | None = None
     sensitive: bool = False
     fail_attempts: int = 0
+    fail_runs: int = 0
     error: Mapping[str, str] = field(default_factory=lambda: {"name": "Error", "message": "step failed"})
     retries: RetryPolicy = field(default_factory=RetryPolicy)
     event_type: str | None = None
@@ -309,6 +312,7 @@ def _parse_do(data: Mapping[str, Any], name: str, duration: float, where: str) -
         stream=stream,
         sensitive=_boolean(data.get("sensitive", False), f"{where}.sensitive"),
         fail_attempts=_integer(data.get("fail_attempts", 0), f"{where}.fail_attempts"),
+        fail_runs=_integer(data.get("fail_runs", 0), f"{where}.fail_runs"),
         error=error,
         retries=retries,
     )

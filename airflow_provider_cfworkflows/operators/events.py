@@ -7,12 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseOperator
 from airflow_provider_cfworkflows.checks import instance_not_found_error
-from airflow_provider_cfworkflows.exceptions import (
-    CloudflareWorkflowOutcomeUnknownError,
-    CloudflareWorkflowsError,
-    CloudflareWorkflowsNotFoundError,
-)
-from airflow_provider_cfworkflows.links.workflows import instance_dashboard_url
+from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsNotFoundError
+from airflow_provider_cfworkflows.side_effects import RemembersSideEffects
 from airflow_provider_cfworkflows.validation import (
     validate_event_payload,
     validate_event_type,
@@ -24,7 +20,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class CloudflareWorkflowSendEventOperator(CloudflareWorkflowsBaseOperator):
+class CloudflareWorkflowSendEventOperator(RemembersSideEffects, CloudflareWorkflowsBaseOperator):
     """
     Send an event to a Workflow instance, letting a ``step.waitForEvent`` with that type go on.
 
@@ -33,14 +29,20 @@ class CloudflareWorkflowSendEventOperator(CloudflareWorkflowsBaseOperator):
 
     An event is never sent twice. The hook repeats it only when the request provably never arrived
     (a failure to connect, a 429). When it may have arrived but no usable answer came back (a timeout
-    or dropped connection after sending, a 5xx, an unreadable answer), the task fails without retry
-    (:class:`CloudflareWorkflowOutcomeUnknownError`): a retry could pass a second ``waitForEvent``
-    gate. The message says how to check whether the event arrived.
+    or dropped connection after sending, a 5xx, an unreadable answer), a second event could pass a
+    second ``waitForEvent`` gate, so it is not sent again: with Airflow's task state store
+    (``durable``, Airflow 3.3) the task's retry looks at the instance and succeeds without sending if a
+    ``waitForEvent`` step for the type has received an event since; otherwise (no store, no retries
+    left, or the instance cannot tell) the task fails without retry
+    (:class:`~airflow_provider_cfworkflows.exceptions.CloudflareWorkflowOutcomeUnknownError`), saying how
+    to check whether the event arrived. A retry after a sent event never sends it again.
 
     :param workflow_name: the Workflow.
     :param instance_id: the instance to send to.
     :param event_type: the ``type`` of the ``step.waitForEvent`` (letters, digits, ``_``, ``-``; <= 100).
     :param payload: JSON-serializable value, at most 1 MiB encoded.
+    :param durable: remember the event in the task state store across retries (default True); see
+        :mod:`airflow_provider_cfworkflows.side_effects`.
     """
 
     template_fields: Sequence[str] = (
@@ -69,22 +71,13 @@ class CloudflareWorkflowSendEventOperator(CloudflareWorkflowsBaseOperator):
         size = len(validate_event_payload(self.payload))
         account_id = self.persist_instance_link(context, workflow_name, instance_id)
         try:
-            self.hook.send_event(workflow_name, instance_id, event_type, self.payload, account_id=account_id)
+            sent = self.side_effects(context).send_event(
+                workflow_name, instance_id, event_type, self.payload, account_id=account_id
+            )
         except CloudflareWorkflowsNotFoundError as error:
             raise instance_not_found_error(error, workflow_name, instance_id) from None
-        except CloudflareWorkflowsError as error:
-            if not error.may_have_taken_effect:
-                raise
-            raise CloudflareWorkflowOutcomeUnknownError(
-                f"The event {event_type!r} may have been delivered to instance {instance_id!r} of workflow "
-                f"{workflow_name!r}: the request was sent, but no usable answer came back ({error}). The "
-                "task fails without retry so the event is never sent twice. Before sending it again, check "
-                f"the instance: whether its waitForEvent step for {event_type!r} completed "
-                "(hook.get_instance lists the steps and their output) or the dashboard: "
-                f"{instance_dashboard_url(account_id, workflow_name, instance_id)}. An event sent before the "
-                "instance reached the step is buffered and shows only once the step runs."
-            ) from error
-        self.log.info(
-            "Sent event %r (%d bytes) to instance %r of %r.", event_type, size, instance_id, workflow_name
-        )
+        if sent.now:
+            self.log.info(
+                "Sent event %r (%d bytes) to instance %r of %r.", event_type, size, instance_id, workflow_name
+            )
         return {"workflow_name": workflow_name, "instance_id": instance_id, "event_type": event_type}

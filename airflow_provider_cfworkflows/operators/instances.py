@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -13,17 +14,24 @@ from airflow.sdk import conf
 from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseOperator, annotate_outlet_events
 from airflow_provider_cfworkflows.checks import instance_not_found_error
 from airflow_provider_cfworkflows.exceptions import (
-    CloudflareWorkflowOutcomeUnknownError,
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsConflictError,
     CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
 )
+from airflow_provider_cfworkflows.instance_details import restart_point, status_of
 from airflow_provider_cfworkflows.instance_ids import derive_instance_id, first_try_of_series
-from airflow_provider_cfworkflows.links.workflows import instance_dashboard_url
+from airflow_provider_cfworkflows.looks import get_instance_details
+from airflow_provider_cfworkflows.side_effects import (
+    Creation,
+    Deletion,
+    RemembersSideEffects,
+    SideEffects,
+)
 from airflow_provider_cfworkflows.statuses import (
     DEFAULT_INSTANCE_FAILURE_STATES,
     DEFAULT_INSTANCE_SUCCESS_STATES,
+    InstanceStatus,
     StatusAction,
 )
 from airflow_provider_cfworkflows.task_waits import InstanceWait
@@ -72,7 +80,7 @@ def _derived_id(context: Context, retries: int, *, item: int | None = None) -> s
     )
 
 
-class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
+class CloudflareWorkflowCreateInstanceOperator(RemembersSideEffects, CloudflareWorkflowsBaseOperator):
     """
     Start a Workflow instance; idempotent across task retries; optionally wait for it to finish.
 
@@ -87,6 +95,12 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
     once, ``errored`` or ``terminated`` fails the task without retry after logging the remote error and
     the failed steps, and a timeout fails it without retry (``AirflowSensorTimeout``), in the worker and
     after a deferral alike.
+
+    A retry of the task reconnects (in the spirit of Airflow's ``ResumableJobMixin``, sync and
+    deferrable alike): it finds the instance its earlier try started (with the task state store, without
+    creating it again), returns at once if it is complete, waits again if it is still active, and fails
+    with the instance's error if it failed, unless ``retry_from_failure`` restarts it from the failed
+    step. See :mod:`airflow_provider_cfworkflows.side_effects`.
 
     :param workflow_name: the Workflow to run.
     :param instance_id: explicit id (1-100 of ``[a-zA-Z0-9_-]``); derived when None.
@@ -103,8 +117,15 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         task without retry.
     :param terminate_on_kill: when the task is killed while waiting (marked failed or cleared, or its
         ``execution_timeout`` passed), terminate the instance, if this task created it: in this try, or
-        (for a derived id) in an earlier try. An explicit ``instance_id`` that already existed is never
-        terminated. Default True.
+        (for a derived id, or as the task state store recorded) in an earlier try. An explicit
+        ``instance_id`` that already existed is never terminated. Default True.
+    :param retry_from_failure: with ``wait_for_completion``: when the instance errors, fail the task so
+        that Airflow retries it (if it has retries left), and on that retry restart the instance from its
+        failed step (``PATCH .../status {"status": "restart", "from": {...}}``) and wait again, instead
+        of failing without retry. Never on a first try or after a clear. An instance that errored
+        outside a step is restarted from the start. Default False.
+    :param durable: remember the create (and a restart) in the task state store across retries
+        (default True); see :mod:`airflow_provider_cfworkflows.side_effects`.
     :param account_id: defaults to the connection's login.
     :param cloudflare_conn_id: connection of type ``cloudflare_workflows``.
     """
@@ -131,9 +152,16 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         poll_interval: float = 10.0,
         timeout: float = DEFAULT_WAIT_TIMEOUT_SECONDS,
         terminate_on_kill: bool = True,
+        retry_from_failure: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if retry_from_failure and not wait_for_completion:
+            raise CloudflareWorkflowsConfigurationError(
+                "retry_from_failure=True needs wait_for_completion=True: only a task that waits for its "
+                "instance sees it fail, so only then can its retry restart the instance from the failed "
+                "step."
+            )
         self.workflow_name = workflow_name
         self.instance_id = instance_id
         self.instance_params = instance_params
@@ -144,6 +172,7 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         self.poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
         self.timeout = validate_positive_seconds(timeout, "timeout")
         self.terminate_on_kill = terminate_on_kill
+        self.retry_from_failure = retry_from_failure
         # Set only while this task waits for an instance it owns (see terminate_on_kill); on_kill reads it.
         self._waiting_for_own: _OwnInstance | None = None
         self._stop_waiting: threading.Event | None = None
@@ -156,7 +185,8 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         if self.location_hint is not None:
             validate_location_hint(self.location_hint)
         account_id = self.persist_instance_link(context, workflow_name, instance_id)
-        created = self._create(workflow_name, instance_id, account_id)
+        effects = self.side_effects(context)
+        created = self._create(effects, workflow_name, instance_id, account_id)
         annotate_outlet_events(
             context,
             self,
@@ -165,7 +195,9 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         if self.wait_for_completion:
             # A derived id is this task's own even when an earlier try created it.
             owned = _OwnInstance(workflow_name, instance_id, account_id) if created or derived else None
-            self._wait(workflow_name, instance_id, account_id, owned)
+            if self.retry_from_failure and effects.is_retry:
+                self._restart_from_failure(effects, workflow_name, instance_id, account_id)
+            self._wait(workflow_name, instance_id, account_id, owned, self._retry_on(effects))
         return instance_id
 
     def _instance_id(self, context: Context) -> tuple[str, bool]:
@@ -174,7 +206,18 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
             return validate_new_instance_id(self.instance_id), False
         return _derived_id(context, self.retries or 0), True
 
-    def _create(self, workflow_name: str, instance_id: str, account_id: str) -> bool:
+    def _create(self, effects: SideEffects, workflow_name: str, instance_id: str, account_id: str) -> bool:
+        """
+        Start the instance, unless an earlier try of the task did (the task state store says so): True
+        when this task created it, False when it already existed.
+        """
+        done = effects.perform(
+            Creation(workflow_name, instance_id, account_id),
+            lambda: {"created": self._start(workflow_name, instance_id, account_id)},
+        )
+        return bool((done.result or {}).get("created"))
+
+    def _start(self, workflow_name: str, instance_id: str, account_id: str) -> bool:
         """Start the instance: True when this call created it, False when it already existed."""
         try:
             created = self.hook.create_instance(
@@ -204,6 +247,57 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         )
         return True
 
+    def _retry_on(self, effects: SideEffects) -> tuple[str, ...]:
+        """Failure statuses that fail the task with retry: ``errored`` with ``retry_from_failure`` and
+        retries left (the retry restarts the instance from its failed step)."""
+        return (InstanceStatus.ERRORED.value,) if self.retry_from_failure and effects.retries_left else ()
+
+    def _restart_from_failure(
+        self, effects: SideEffects, workflow_name: str, instance_id: str, account_id: str
+    ) -> None:
+        """A retry of a task whose instance errored: restart the instance from its failed step."""
+        details = get_instance_details(
+            self.hook, workflow_name, instance_id, simple=False, account_id=account_id
+        )
+        status = status_of(details)
+        if status != InstanceStatus.ERRORED:
+            self.log.info(
+                "Try %d: instance %r is %s, not errored: nothing to restart (retry_from_failure).",
+                effects.try_number,
+                instance_id,
+                status,
+            )
+            return
+        point = restart_point(details)
+        # One restart per failure: the key names the failed run (a restart queues the instance again).
+        failure = hashlib.sha256(f"{details.get('queued')}|{details.get('end')}".encode()).hexdigest()[:16]
+        done = effects.change_status(
+            workflow_name,
+            instance_id,
+            StatusAction.RESTART.value,
+            restart_from=point,
+            account_id=account_id,
+            occasion=f"failure-{failure}",
+            details=details,
+        )
+        if not done.now:
+            return
+        if point is None:
+            self.log.warning(
+                "Restarted instance %r from the start (retry_from_failure): its step log names no failed "
+                "step, so it errored outside a step.",
+                instance_id,
+            )
+        else:
+            self.log.info(
+                "Restarted instance %r from step %r (run %d, type %s), where it failed (retry_from_failure); "
+                "waiting for it again.",
+                instance_id,
+                point["name"],
+                point["count"],
+                point["type"],
+            )
+
     def _instance_wait(
         self,
         workflow_name: str,
@@ -212,6 +306,7 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         *,
         deadline: float | None = None,
         terminate_on_kill: bool = False,
+        retry_on: tuple[str, ...] = (),
     ) -> InstanceWait:
         return InstanceWait(
             hook=self.hook,
@@ -224,10 +319,16 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
             failure_states=DEFAULT_INSTANCE_FAILURE_STATES,
             deadline=deadline,
             terminate_on_kill=terminate_on_kill,
+            retry_on=retry_on,
         )
 
     def _wait(
-        self, workflow_name: str, instance_id: str, account_id: str, owned: _OwnInstance | None
+        self,
+        workflow_name: str,
+        instance_id: str,
+        account_id: str,
+        owned: _OwnInstance | None,
+        retry_on: tuple[str, ...],
     ) -> None:
         if self.deferrable:
             end_time = time.time() + self.timeout
@@ -237,11 +338,12 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
                 account_id,
                 deadline=end_time,
                 terminate_on_kill=owned is not None and self.terminate_on_kill,
+                retry_on=retry_on,
             )
             if wait.poke() is None:  # one look first: a finished instance needs no trigger
                 wait.defer(self, end_time=end_time, poll_interval=self.poll_interval)
             return
-        wait = self._instance_wait(workflow_name, instance_id, account_id)
+        wait = self._instance_wait(workflow_name, instance_id, account_id, retry_on=retry_on)
         self._stop_waiting = threading.Event()
         self._waiting_for_own = owned
         try:
@@ -253,7 +355,10 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         """Resume after the trigger: validate its event; fail as the wait would, or return the id."""
         instance_id = InstanceWaitEvent.from_trigger(event).instance_id  # validated: a derived id is in it
         wait = self._instance_wait(
-            validate_workflow_name(self.workflow_name), instance_id, self.resolve_account_id()
+            validate_workflow_name(self.workflow_name),
+            instance_id,
+            self.resolve_account_id(),
+            retry_on=self._retry_on(self.side_effects(context)),
         )
         return wait.resume(event).instance_id
 
@@ -351,14 +456,17 @@ class CloudflareWorkflowCreateInstancesOperator(CloudflareWorkflowsBaseOperator)
         return ids
 
 
-class CloudflareWorkflowChangeInstanceStatusOperator(CloudflareWorkflowsBaseOperator):
+class CloudflareWorkflowChangeInstanceStatusOperator(RemembersSideEffects, CloudflareWorkflowsBaseOperator):
     """
     Pause, resume, terminate or restart a Workflow instance.
 
     A ``terminate`` or ``pause`` whose answer was lost is retried; a 409 then is accepted when the
     instance already is where the action takes it. A ``restart`` is never repeated: when its outcome
-    is unknown (no answer after it was sent, a 5xx) the task fails without retry
-    (:class:`CloudflareWorkflowOutcomeUnknownError`) and says how to check the instance.
+    is unknown (no answer after it was sent, a 5xx), with Airflow's task state store (``durable``) the
+    task's retry succeeds without restarting again if the instance shows it was queued again since;
+    otherwise the task fails without retry
+    (:class:`~airflow_provider_cfworkflows.exceptions.CloudflareWorkflowOutcomeUnknownError`) and says
+    how to check the instance. A retry after a change that was answered does not make it again.
 
     :param workflow_name: the Workflow.
     :param instance_id: the instance.
@@ -366,6 +474,8 @@ class CloudflareWorkflowChangeInstanceStatusOperator(CloudflareWorkflowsBaseOper
     :param rollback: with ``terminate``: run the Workflow's rollback handlers first.
     :param restart_from: with ``restart``: ``{"name": <step name as written in code>, "count"?: n,
         "type"?: "do" | "sleep" | "waitForEvent"}`` to restart from that step instead of the start.
+    :param durable: remember the change in the task state store across retries (default True); see
+        :mod:`airflow_provider_cfworkflows.side_effects`.
     """
 
     template_fields: Sequence[str] = (
@@ -399,7 +509,7 @@ class CloudflareWorkflowChangeInstanceStatusOperator(CloudflareWorkflowsBaseOper
         action = validate_status_action(self.action)
         account_id = self.persist_instance_link(context, workflow_name, instance_id)
         try:
-            result = self.hook.change_instance_status(
+            done = self.side_effects(context).change_status(
                 workflow_name,
                 instance_id,
                 action,
@@ -415,21 +525,15 @@ class CloudflareWorkflowChangeInstanceStatusOperator(CloudflareWorkflowsBaseOper
                 f"({'not in a restartable state' if action is StatusAction.RESTART else 'state conflict'}); "
                 f"Cloudflare said: {error}"
             ) from error
-        except CloudflareWorkflowsError as error:
-            if action is not StatusAction.RESTART or not error.may_have_taken_effect:
-                raise
-            raise CloudflareWorkflowOutcomeUnknownError(
-                f"The restart of instance {instance_id!r} of workflow {workflow_name!r} may have happened: "
-                f"the request was sent, but no usable answer came back ({error}). The task fails without "
-                "retry so the instance is not restarted twice. Check the instance before restarting it "
-                "again: its status and the start of its steps (hook.get_instance) or the dashboard: "
-                f"{instance_dashboard_url(account_id, workflow_name, instance_id)}"
-            ) from error
-        self.log.info("Asked instance %r to %s; status now %s.", instance_id, action, result.get("status"))
+        result = done.result or {}
+        if done.now:
+            self.log.info(
+                "Asked instance %r to %s; status now %s.", instance_id, action, result.get("status")
+            )
         return {"workflow_name": workflow_name, "instance_id": instance_id, "action": str(action), **result}
 
 
-class CloudflareWorkflowDeleteInstancesOperator(CloudflareWorkflowsBaseOperator):
+class CloudflareWorkflowDeleteInstancesOperator(RemembersSideEffects, CloudflareWorkflowsBaseOperator):
     """
     Delete Workflow instances (any status), 100 per API call; returns the ids that are gone.
 
@@ -440,6 +544,8 @@ class CloudflareWorkflowDeleteInstancesOperator(CloudflareWorkflowsBaseOperator)
     :param workflow_name: the Workflow.
     :param instance_ids: the ids to delete (a list; e.g. the XCom of a batch create). An empty list
         deletes nothing.
+    :param durable: remember the delete in the task state store, so a retry after it does not call
+        again (default True); see :mod:`airflow_provider_cfworkflows.side_effects`.
     """
 
     template_fields: Sequence[str] = ("workflow_name", "instance_ids", "account_id", "cloudflare_conn_id")
@@ -456,8 +562,15 @@ class CloudflareWorkflowDeleteInstancesOperator(CloudflareWorkflowsBaseOperator)
             raise CloudflareWorkflowsConfigurationError(
                 f"instance_ids must be a list of instance ids, got {type(self.instance_ids).__name__}."
             )
-        ids = [validate_instance_id(instance_id) for instance_id in self.instance_ids]
-        outcome = self.hook.delete_instances(workflow_name, ids, account_id=self.resolve_account_id())
+        ids = list(dict.fromkeys(validate_instance_id(instance_id) for instance_id in self.instance_ids))
+        account_id = self.resolve_account_id()
+        done = self.side_effects(context).perform(
+            Deletion.of(workflow_name, ids, account_id), lambda: self._delete(workflow_name, ids, account_id)
+        )
+        return done.result if isinstance(done.result, list) else ids  # an earlier try deleted them all
+
+    def _delete(self, workflow_name: str, ids: list[str], account_id: str) -> list[str]:
+        outcome = self.hook.delete_instances(workflow_name, ids, account_id=account_id)
         gone = [error for error in outcome["errors"] if error.get("code") in INSTANCE_NOT_FOUND_ERROR_CODES]
         failed = [error for error in outcome["errors"] if error not in gone]
         self.log.info(

@@ -1,7 +1,8 @@
 """Test DAGs: the create-and-wait operator in the worker and deferred, parameters from ``dag_run.conf``.
 
-``conf``: ``workflow_name``, ``instance_id``. The wait times out after a few seconds, and the task
-has retries, so a test can see that a timeout fails it without retry.
+``create_and_wait_<mode>`` (``conf``: ``workflow_name``, ``instance_id``): the wait times out after a few
+seconds, and the task has retries, so a test can see that a timeout (or an errored instance) fails it
+without retry.
 """
 
 from __future__ import annotations
@@ -26,5 +27,21 @@ for mode, deferrable in (("sync", False), ("deferrable", True)):
             poll_interval=0.2,
             timeout=WAIT_TIMEOUT_SECONDS,
             retries=2,
+            retry_delay=timedelta(0),
+        )
+
+# ``retry_from_failure_<mode>`` (``conf``: ``workflow_name``): a derived id, one retry that restarts the
+# instance from its failed step.
+for mode, deferrable in (("sync", False), ("deferrable", True)):
+    with DAG(dag_id=f"retry_from_failure_{mode}", schedule=None, catchup=False):
+        CloudflareWorkflowCreateInstanceOperator(
+            task_id="run",
+            workflow_name=CONF % "workflow_name",
+            wait_for_completion=True,
+            retry_from_failure=True,
+            deferrable=deferrable,
+            poll_interval=0.2,
+            timeout=120,
+            retries=1,
             retry_delay=timedelta(0),
         )

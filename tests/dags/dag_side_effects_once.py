@@ -1,7 +1,8 @@
 """Test DAGs: calls with side effects happen once, across hook retries, task retries and clears.
 
-``send_event_once``: one send-event task with ``retries=2`` (``conf``: ``workflow_name``,
-``instance_id``, ``event_type``), so a test can see a lost answer fail it without retry.
+``send_event_once``: one send-event task with ``retries=1`` (``conf``: ``workflow_name``,
+``instance_id``, ``event_type``), so a test can see what its retry does after a lost answer.
+``restart_once``: the same for a restart (``conf``: ``workflow_name``, ``instance_id``).
 ``create_cleared``: ``start`` creates an instance under the derived id; ``crash_once`` creates one and
 then fails its odd tries, so its retry must find the same instance (``conf``: ``workflow_name``).
 """
@@ -14,6 +15,7 @@ from typing import Any
 from airflow.sdk import DAG
 
 from airflow_provider_cfworkflows.operators.workflows import (
+    CloudflareWorkflowChangeInstanceStatusOperator,
     CloudflareWorkflowCreateInstanceOperator,
     CloudflareWorkflowSendEventOperator,
 )
@@ -38,7 +40,17 @@ with DAG(dag_id="send_event_once", schedule=None, catchup=False):
         instance_id=CONF % "instance_id",
         event_type=CONF % "event_type",
         payload={"approved": True},
-        retries=2,
+        retries=1,
+        retry_delay=timedelta(0),
+    )
+
+with DAG(dag_id="restart_once", schedule=None, catchup=False):
+    CloudflareWorkflowChangeInstanceStatusOperator(
+        task_id="restart",
+        workflow_name=CONF % "workflow_name",
+        instance_id=CONF % "instance_id",
+        action="restart",
+        retries=1,
         retry_delay=timedelta(0),
     )
 

@@ -252,6 +252,29 @@ def test_restart_from_a_step_keeps_the_steps_before_it():
     assert at(inst, 60).status == engine.COMPLETE
 
 
+def test_a_step_with_fail_runs_errors_until_the_instance_is_restarted():
+    inst = instance(
+        [
+            {"name": "a", "duration": 1, "output": "A"},
+            {"name": "b", "duration": 1, "output": "B", "fail_runs": 1, "retries": {"limit": 1, "delay": 1}},
+            {"name": "c", "duration": 1},
+        ]
+    )
+    first_run = at(inst, 10)
+    assert first_run.status == engine.ERRORED
+    assert [a.success for a in first_run.steps[1].attempts] == [False, False]  # every attempt failed
+    act(inst, engine.RESTART, 10, kept_steps=tuple(first_run.steps[:1]))
+    second_run = at(inst, 20)
+    assert second_run.status == engine.COMPLETE
+    assert [(s.logged_name, s.success) for s in second_run.steps] == [
+        ("a-1", True),
+        ("b-1", True),
+        ("c-1", True),
+    ]
+    assert [a.success for a in second_run.steps[1].attempts] == [True]
+    assert second_run.steps[0].start == T0  # the kept step's record, from the first run
+
+
 def test_restart_clears_a_pause_and_a_termination():
     inst = instance([{"name": "a", "duration": 10}])
     act(inst, engine.PAUSE, 1)

@@ -99,6 +99,7 @@ def wf(**step: Any) -> dict[str, Any]:
         (wf(retries={"backoff": "random"}), "workflows[0].steps[0].retries.backoff must be one of"),
         (wf(retries={"limit": 1.5}), "workflows[0].steps[0].retries.limit must be a whole number"),
         (wf(fail_attempts=True), "workflows[0].steps[0].fail_attempts must be a whole number"),
+        (wf(fail_runs=-1), "workflows[0].steps[0].fail_runs must be a whole number >= 0"),
         (wf(error={"name": "E", "msg": "x"}), "workflows[0].steps[0].error has unknown field(s) ['msg']"),
         (wf(sensitive="yes"), "workflows[0].steps[0].sensitive must be true or false"),
         (wf(output={"blob": "x" * (8 * 1024 * 1024)}), "workflows[0].steps[0].output is 8388619 bytes"),

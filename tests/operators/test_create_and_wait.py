@@ -2,7 +2,8 @@
 
 It waits as the instance sensor does: a transient 5xx during the wait does not fail it, a timeout fails
 it without retry in the worker and after a deferral alike, and killing the task terminates the instance
-it created (never one it merely found).
+it created (never one it merely found). A retry reconnects to its instance, and with
+``retry_from_failure`` restarts an errored one from its failed step (issue 16 items 2 and 3).
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from unittest import mock
 import pytest
 from airflow.sdk.exceptions import AirflowTaskTerminated, TaskDeferred
 
+from airflow_provider_cfworkflows.exceptions import (
+    CloudflareWorkflowInstanceFailedError,
+    CloudflareWorkflowInstanceRestartableError,
+)
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.instance_ids import derive_instance_id
 from airflow_provider_cfworkflows.operators.workflows import CloudflareWorkflowCreateInstanceOperator
 from airflow_provider_cfworkflows.task_waits import DEFERRAL_GRACE_SECONDS
+from tests.fakes import FakeTaskStateStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_retry_waits")]
 MODES = ("sync", "deferrable")
@@ -210,3 +216,118 @@ async def test_a_deferred_wait_on_a_found_instance_does_not_terminate_it(cloudfl
     await trigger.on_kill()
 
     assert terminations(cloudflare_conn, conf["instance_id"]) == []
+
+
+# --- retries: reconnect, and restart from the failed step (retry_from_failure) ---------------------------
+
+
+def flaky_workflow(emulator: Any, duration: float = 0.3) -> str:
+    """Three steps; the middle one errors in the instance's first run only (until it is restarted)."""
+    name = f"flaky-{uuid.uuid4().hex[:8]}"
+    steps = [
+        {"name": "extract", "duration": duration, "output": {"rows": 3}},
+        {
+            "name": "transform",
+            "duration": duration,
+            "fail_runs": 1,
+            "retries": {"limit": 0, "delay": 0},
+            "error": {"name": "Error", "message": "bad row 7"},
+        },
+        {"name": "load", "duration": duration},
+    ]
+    emulator.put_workflow({"name": name, "steps": steps})
+    return name
+
+
+def posts_of_creates(emulator: Any, name: str) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in emulator.requests_log()
+        if r["method"] == "POST" and r["raw_path"].endswith(f"/{name}/instances")
+    ]
+
+
+def status_changes(emulator: Any) -> list[Any]:
+    return [r["body"] for r in emulator.requests_log() if r["endpoint"] == "change_status"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_retry_from_failure_restarts_the_failed_step_once_and_succeeds(
+    run_dag, cloudflare_conn, mode, capsys
+):
+    name = flaky_workflow(cloudflare_conn)
+
+    result = run_dag(f"retry_from_failure_{mode}", {"workflow_name": name})
+
+    assert result.state == "success", result.task_states()
+    assert result.tries() == {"run": (2, 1)}
+    instance_id = result.xcom("run")
+    assert len(posts_of_creates(cloudflare_conn, name)) == 1  # one instance, created by try 1
+    assert status_changes(cloudflare_conn) == [
+        {"status": "restart", "from": {"name": "transform", "count": 1, "type": "do"}}
+    ]
+    details = CloudflareWorkflowsHook().get_instance(name, instance_id)
+    assert details["status"] == "complete"
+    assert [step["name"] for step in details["steps"]] == ["extract-1", "transform-1", "load-1"]
+    out = capsys.readouterr().out
+    assert "retry_from_failure: Airflow retries the task" in out
+    assert f"Restarted instance {instance_id!r} from step 'transform' (run 1, type do)" in out
+    if mode == "deferrable":  # both tries deferred: the trigger saw the failure, then the completion
+        assert out.count("Resumed after deferral; the trigger reported") == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_by_default_an_errored_instance_still_fails_without_retry(run_dag, cloudflare_conn, mode):
+    name = flaky_workflow(cloudflare_conn)
+
+    result = run_dag(
+        f"create_and_wait_{mode}", {"workflow_name": name, "instance_id": f"i-{uuid.uuid4().hex[:8]}"}
+    )
+
+    assert result.task_states() == {"run": "failed"}
+    assert result.tries() == {"run": (1, 2)}  # retries=2, none used
+    assert status_changes(cloudflare_conn) == []
+
+
+def try_context(
+    store: FakeTaskStateStore, try_number: int, max_tries: int = 1, run_id: str = "r"
+) -> dict[str, Any]:
+    ti = mock.MagicMock(
+        dag_id="etl", run_id=run_id, task_id="run", map_index=-1, try_number=try_number, max_tries=max_tries
+    )
+    return {"ti": ti, "outlet_events": None, "task_state_store": store}
+
+
+def test_retry_from_failure_never_restarts_on_a_first_try_or_after_a_clear(cloudflare_conn):
+    name = flaky_workflow(cloudflare_conn, duration=0)
+    CloudflareWorkflowsHook().create_instance(name, instance_id="errored-already")  # errors at once
+    operator = create_and_wait(name, instance_id="errored-already", retry_from_failure=True, retries=1)
+    store = FakeTaskStateStore()
+
+    with pytest.raises(CloudflareWorkflowInstanceRestartableError, match="bad row 7"):  # try 1: with retry
+        operator.execute(try_context(store, 1))
+    with pytest.raises(CloudflareWorkflowInstanceRestartableError):  # cleared after try 1: a new series
+        operator.execute(try_context(store, 2, max_tries=2))
+    without_retries = create_and_wait(name, instance_id="errored-already", retry_from_failure=True)
+    with pytest.raises(CloudflareWorkflowInstanceFailedError):  # no retry to restart it: no retry at all
+        without_retries.execute(try_context(FakeTaskStateStore(), 1, max_tries=0))
+
+    assert status_changes(cloudflare_conn) == []
+
+
+def test_a_retry_reconnects_to_its_instance_without_creating_it_again(cloudflare_conn):
+    conf = workflow(cloudflare_conn, duration=3600)
+    operator = create_and_wait(
+        conf["workflow_name"], instance_id=conf["instance_id"], deferrable=True, retries=2
+    )
+    store = FakeTaskStateStore()
+    with pytest.raises(TaskDeferred):
+        operator.execute(try_context(store, 1, max_tries=2))  # the worker is lost while deferred
+
+    with pytest.raises(TaskDeferred) as reconnected:
+        operator.execute(try_context(store, 2, max_tries=2))
+    assert reconnected.value.trigger.serialize()[1]["terminate_on_kill"] is True  # still its own instance
+    cloudflare_conn.advance(3600)
+    assert operator.execute(try_context(store, 3, max_tries=2)) == conf["instance_id"]  # complete: no wait
+
+    assert len(posts_of_creates(cloudflare_conn, conf["workflow_name"])) == 1

@@ -216,3 +216,12 @@ def test_create_treats_any_4xx_already_exists_as_success(context, requests_mock)
         task_id="start", workflow_name="wf", instance_id="mine"
     )
     assert operator.execute(context) == "mine"
+
+
+def test_retry_from_failure_without_waiting_is_refused_when_the_dag_is_parsed():
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match="needs wait_for_completion=True"):
+        CloudflareWorkflowCreateInstanceOperator(task_id="t", workflow_name="wf", retry_from_failure=True)
+    operator = CloudflareWorkflowCreateInstanceOperator(
+        task_id="t", workflow_name="wf", retry_from_failure=True, wait_for_completion=True
+    )
+    assert (operator.retry_from_failure, operator.durable) == (True, True)

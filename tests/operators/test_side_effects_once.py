@@ -1,8 +1,10 @@
-"""Side effects happen once (issue 12 items 1, 8, 13; issue 10 item 1), in real DAG runs against the emulator.
+"""Side effects happen once (issue 12 items 1, 8, 13; issue 10 item 1; issue 16 item 1), against the emulator.
 
-An event or restart whose answer was lost fails the task without retry; a terminate or pause whose
-answer was lost is accepted on its retry; "already exists" (400 or 409) after a lost create is success;
-a retry after a crash finds the instance its earlier try created, and a clear starts a new one.
+An event or restart whose answer was lost is not repeated: with the task state store the task's retry
+ends in success when the instance shows it took effect, and fails without retry when the instance cannot
+tell; without the store the task fails without retry at once. A terminate or pause whose answer was lost
+is accepted on its retry; "already exists" (400 or 409) after a lost create is success; a retry after a
+crash finds the instance its earlier try created, and a clear starts a new one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from unittest import mock
 import pytest
 
 from airflow_provider_cfworkflows.exceptions import (
+    CloudflareWorkflowOutcomePendingError,
     CloudflareWorkflowOutcomeUnknownError,
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsError,
@@ -25,6 +28,7 @@ from airflow_provider_cfworkflows.operators.workflows import (
     CloudflareWorkflowDeleteInstancesOperator,
     CloudflareWorkflowSendEventOperator,
 )
+from tests.fakes import FakeTaskStateStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_retry_waits")]
 
@@ -49,31 +53,115 @@ def context() -> dict[str, Any]:
     return {"ti": ti, "outlet_events": None}
 
 
+def try_context(store: FakeTaskStateStore, try_number: int, max_tries: int = 2) -> dict[str, Any]:
+    """The context of one try of a task with retries=2 and Airflow's task state store."""
+    ti = mock.MagicMock(
+        dag_id="d", run_id="r", task_id="t", map_index=-1, try_number=try_number, max_tries=max_tries
+    )
+    return {"ti": ti, "outlet_events": None, "task_state_store": store}
+
+
+def start(emulator: Any, name: str, instance_id: str) -> None:
+    with emulator.api_client() as api:
+        api.post(f"/{name}/instances", json={"instance_id": instance_id}).raise_for_status()
+
+
+def steps_of(emulator: Any, name: str, instance_id: str) -> dict[str, Any]:
+    with emulator.api_client() as api:
+        return dict(api.get(f"/{name}/instances/{instance_id}").json()["result"])
+
+
+def restarts(emulator: Any) -> list[dict[str, Any]]:
+    return [r for r in emulator.requests_log() if r["endpoint"] == "change_status"]
+
+
 # --- events and restarts ---------------------------------------------------------------------------
 
 
-def test_an_event_whose_answer_was_lost_fails_the_task_without_retry(run_dag, cloudflare_conn):
+def test_an_event_whose_answer_was_lost_succeeds_on_its_retry_with_one_event(
+    run_dag, cloudflare_conn, capsys
+):
     name = gate_workflow(cloudflare_conn)
     instance = "gated"
     cloudflare_conn.inject_fault(kind="lost_answer", method="POST", path="/events/approval$", count=1)
-    with cloudflare_conn.api_client() as api:
-        api.post(f"/{name}/instances", json={"instance_id": instance}).raise_for_status()
+    start(cloudflare_conn, name, instance)
     cloudflare_conn.advance(1)
 
     result = run_dag(
         "send_event_once", {"workflow_name": name, "instance_id": instance, "event_type": "approval"}
     )
 
-    assert result.task_states() == {"approve": "failed"}
-    assert result.tries() == {"approve": (1, 2)}  # retries=2, none used
+    assert result.task_states() == {"approve": "success"}
+    assert result.tries() == {"approve": (2, 1)}  # the retry decided, without sending
     assert len(events_sent(cloudflare_conn)) == 1  # exactly one event arrived
+    assert "the instance shows it took effect: not doing it again" in capsys.readouterr().out
     cloudflare_conn.advance(1)
-    with cloudflare_conn.api_client() as api:
-        details = api.get(f"/{name}/instances/{instance}").json()
-    steps = details["result"]["steps"]
+    details = steps_of(cloudflare_conn, name, instance)
+    steps = details["steps"]
     assert steps[0]["finished"] is True  # the one event passed the first gate...
     assert [step.get("finished") for step in steps[1:]] in ([], [False])  # ...and not the second
-    assert details["result"]["status"] == "waiting"
+    assert details["status"] == "waiting"
+
+
+def test_a_restart_whose_answer_was_lost_succeeds_on_its_retry_with_one_restart(run_dag, cloudflare_conn):
+    name = gate_workflow(cloudflare_conn, gates=1)
+    start(cloudflare_conn, name, "to-restart")
+    cloudflare_conn.advance(1)  # the restart queues the instance again at a later time
+    cloudflare_conn.inject_fault(kind="lost_answer", method="PATCH", path="/status$", count=1)
+
+    result = run_dag("restart_once", {"workflow_name": name, "instance_id": "to-restart"})
+
+    assert result.task_states() == {"restart": "success"}
+    assert result.tries() == {"restart": (2, 1)}
+    assert [r["body"] for r in restarts(cloudflare_conn)] == [{"status": "restart"}]
+
+
+def test_an_event_that_the_instance_cannot_show_yet_fails_its_retry_without_sending(cloudflare_conn):
+    # The event is buffered: the instance sleeps before its waitForEvent, so nothing shows it arrived.
+    name = f"late-gate-{uuid.uuid4().hex[:8]}"
+    steps = [
+        {"name": "nap", "type": "sleep", "duration": 3600},
+        {"name": "gate", "type": "waitForEvent", "event_type": "approval", "timeout": 3600},
+    ]
+    cloudflare_conn.put_workflow({"name": name, "steps": steps})
+    start(cloudflare_conn, name, "late")
+    store = FakeTaskStateStore()
+    operator = CloudflareWorkflowSendEventOperator(
+        task_id="t", workflow_name=name, instance_id="late", event_type="approval", retries=2
+    )
+    cloudflare_conn.inject_fault(kind="lost_answer", method="POST", path="/events/approval$", count=1)
+
+    with pytest.raises(CloudflareWorkflowOutcomePendingError, match="may have been delivered"):
+        operator.execute(try_context(store, 1))
+    with pytest.raises(CloudflareWorkflowOutcomeUnknownError, match="try 1 of this task sent the request"):
+        operator.execute(try_context(store, 2))
+
+    assert len(events_sent(cloudflare_conn)) == 1
+
+
+def test_a_retry_after_a_sent_event_sends_nothing_and_a_clear_sends_again(cloudflare_conn):
+    name = gate_workflow(cloudflare_conn)
+    start(cloudflare_conn, name, "twice")
+    store = FakeTaskStateStore()
+    operator = CloudflareWorkflowSendEventOperator(
+        task_id="t",
+        workflow_name=name,
+        instance_id="twice",
+        event_type="approval",
+        payload={"note": "payload-stays-out-of-the-store"},
+        retries=2,
+    )
+    operator.execute(try_context(store, 1))
+    operator.execute(try_context(store, 2))  # e.g. the worker died after the event, before success
+    assert len(events_sent(cloudflare_conn)) == 1
+
+    operator.execute(try_context(store, 3, max_tries=4))  # cleared after try 2: a new series
+    assert len(events_sent(cloudflare_conn)) == 2
+    assert "payload-stays-out-of-the-store" not in repr(store.values)
+    assert sorted(store.values) == [
+        f"cfworkflows/s1/event/{name}/twice/approval",
+        f"cfworkflows/s3/event/{name}/twice/approval",
+    ]
 
 
 def test_the_event_error_says_it_may_have_arrived_and_how_to_check(cloudflare_conn):
@@ -106,7 +194,7 @@ def test_an_event_refused_by_a_429_is_sent_again_by_the_hook(cloudflare_conn):
     assert [r["status"] for r in events_sent(cloudflare_conn)] == [429, 200]
 
 
-def test_a_restart_whose_answer_was_lost_fails_without_retry(cloudflare_conn):
+def test_without_the_store_a_restart_whose_answer_was_lost_fails_without_retry(cloudflare_conn):
     name = gate_workflow(cloudflare_conn, gates=1)
     CloudflareWorkflowCreateInstanceOperator(task_id="c", workflow_name=name, instance_id="i3").execute(
         context()
@@ -120,7 +208,7 @@ def test_a_restart_whose_answer_was_lost_fails_without_retry(cloudflare_conn):
         CloudflareWorkflowOutcomeUnknownError, match=r"restart of instance 'i3'.*may have happened"
     ):
         operator.execute(context())
-    assert len([r for r in cloudflare_conn.requests_log() if r["endpoint"] == "change_status"]) == 1
+    assert len(restarts(cloudflare_conn)) == 1
 
 
 @pytest.mark.parametrize(("action", "reached"), [("terminate", "terminated"), ("pause", "paused")])

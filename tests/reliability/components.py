@@ -4,7 +4,9 @@ Each component prepares what it needs on the emulator (through the plain API cli
 connection under test), names the one request a fault hits, and runs: ``execute`` with a task-instance
 context; for a deferrable task ``execute`` until it defers, then the fault, then its trigger in an event
 loop, then the method it resumes in with the trigger's event (what the triggerer and the worker do).
-What each run left behind (instances, events, restarts, files) is read back afterwards.
+What each run left behind (instances, events, restarts, files) is read back afterwards. A *retried*
+component runs the tries Airflow would (:func:`run_tries`): with Airflow's task state store, each error
+that allows a retry starts the next try.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_cfworkflows.operators.workflows import (
     CloudflareWorkflowChangeInstanceStatusOperator,
@@ -31,10 +33,12 @@ from airflow_provider_cfworkflows.sensors.workflows import (
     CloudflareWorkflowInstanceSensor,
     CloudflareWorkflowStepSensor,
 )
+from tests.fakes import FakeTaskStateStore
 
 INSTANT = "rel-instant"  # done as soon as it is created
 SLOW = "rel-slow"  # running until the emulated clock moves 1 s
 GATE = "rel-gate"  # waits for the "approval" event
+FLAKY = "rel-flaky"  # errors at its middle step until it is restarted
 INSTANCE = "rel-instance"
 BATCH_SIZE = 3
 DELETED = ("rel-delete-a", "rel-delete-b")
@@ -138,6 +142,26 @@ def execute_deferrable(task: Any, run: Run, *, then_advance: float) -> Any:
     run.facts["trigger_kwargs"] = trigger.serialize()[1]
     run.facts["trigger_event"] = event
     return getattr(task, method_name)(run.context, event)
+
+
+def run_tries(task: Any, run: Run) -> Any:
+    """
+    Run ``task``'s tries as Airflow does, with Airflow's task state store: an error that allows a retry
+    (not an ``AirflowFailException`` or ``AirflowSensorTimeout``) starts the next try while the task
+    instance has tries left. The emulated clock moves on a second between tries, as time passes between
+    an Airflow try and its retry.
+    """
+    run.context["task_state_store"] = FakeTaskStateStore()
+    while True:
+        try:
+            return task.execute(run.context)
+        except (AirflowFailException, AirflowSensorTimeout):
+            raise
+        except Exception:
+            if run.ti.try_number > run.ti.max_tries:
+                raise
+        run.ti.try_number += 1
+        run.emulator.advance(1)
 
 
 def instances_of(emulator: Any, workflow: str) -> list[dict[str, Any]]:
@@ -292,6 +316,20 @@ def _send_event(r: Run) -> Any:
     return operator.execute(r.context)
 
 
+def _send_event_retried(r: Run) -> Any:
+    r.create_instance(GATE, INSTANCE)
+    operator = CloudflareWorkflowSendEventOperator(
+        task_id="task",
+        workflow_name=GATE,
+        instance_id=INSTANCE,
+        event_type="approval",
+        payload={"ok": 1},
+        retries=2,
+    )
+    r.inject()
+    return run_tries(operator, r)
+
+
 def _events(r: Run) -> int:
     return int(r.emulator.request_stats()["events"])
 
@@ -306,6 +344,48 @@ def _change_status(action: str) -> Callable[[Run], Any]:
         return operator.execute(r.context)
 
     return run
+
+
+def _restart_retried(r: Run) -> Any:
+    r.create_instance(GATE, INSTANCE)
+    r.emulator.advance(1)  # a restart queues the instance again, at a later time than its creation
+    operator = CloudflareWorkflowChangeInstanceStatusOperator(
+        task_id="task", workflow_name=GATE, instance_id=INSTANCE, action="restart", retries=2
+    )
+    r.inject()
+    return run_tries(operator, r)
+
+
+def _restart_from_failure(r: Run) -> Any:
+    operator = CloudflareWorkflowCreateInstanceOperator(
+        task_id="task",
+        workflow_name=FLAKY,
+        wait_for_completion=True,
+        retry_from_failure=True,
+        poll_interval=POLL_SECONDS,
+        timeout=r.wait_timeout,
+        retries=2,
+    )
+
+    def execute(context: dict[str, Any]) -> Any:
+        if r.ti.try_number == 2:  # the retry that restarts the errored instance meets the fault
+            r.inject()
+        return operator.execute(context)
+
+    return run_tries(SimpleTask(execute), r)
+
+
+@dataclass(frozen=True)
+class SimpleTask:
+    """A task whose ``execute`` is the given function (to act between tries)."""
+
+    execute: Callable[[dict[str, Any]], Any]
+
+
+def _restarted_once_and_complete(r: Run, result: Any) -> None:
+    (instance,) = instances_of(r.emulator, FLAKY)
+    assert result == instance["id"]
+    assert status_of(r.emulator, FLAKY, instance["id"]) == "complete"
 
 
 def _terminated(r: Run, result: Any) -> None:
@@ -472,6 +552,31 @@ COMPONENTS: tuple[Component, ...] = (
         path=r"/status$",
         run=_change_status("restart"),
         effects=restarts,
+    ),
+    Component(
+        name="send event (retried, task state store)",
+        faulted="the event (POST)",
+        method="POST",
+        path=r"/events/approval$",
+        run=_send_event_retried,
+        effects=_events,
+    ),
+    Component(
+        name="restart (retried, task state store)",
+        faulted="the status change (PATCH)",
+        method="PATCH",
+        path=r"/status$",
+        run=_restart_retried,
+        effects=restarts,
+    ),
+    Component(
+        name="create and wait, retry_from_failure",
+        faulted="the restart from the failed step (PATCH), in the task's retry",
+        method="PATCH",
+        path=r"/status$",
+        run=_restart_from_failure,
+        effects=restarts,
+        final_state=_restarted_once_and_complete,
     ),
     Component(
         name="delete instances",

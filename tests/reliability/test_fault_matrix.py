@@ -3,7 +3,9 @@
 Each cell runs one component (``components.COMPONENTS``) with one fault (``FAULTS``) hitting the one
 request the component's row names, and checks the outcome the table ``MATRIX`` expects:
 
-- ``OK``: the task succeeds (the hook or the wait retried), with exactly the side effects of one run.
+- ``OK``: the task succeeds (the hook or the wait retried; in the rows "retried, task state store" and
+  ``retry_from_failure``, a retry of the task decided from the instance), with exactly the side effects
+  of one run.
 - ``REFUSED``: nothing listens at the API's address: a ``CloudflareWorkflowsConnectionError`` saying it
   could not connect, nothing happened, and Airflow's task retries still apply.
 - ``UNKNOWN_0`` / ``UNKNOWN_1``: a call that must not run twice (an event, a restart) got no usable
@@ -163,6 +165,13 @@ MATRIX: dict[str, tuple[Outcome, ...]] = {
     "send event":                   (OK, OK, U0, U0, U0, U0, R,  U1, U1, U1, U1, U0, U1, U1, U1),
     "terminate":                    (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK, OK),
     "restart":                      (OK, OK, U0, U0, U0, U0, R,  U1, U1, U1, U1, U0, U1, U1, U1),
+    # With Airflow's task state store, the task's retry settles what a lost answer left unknown.
+    "send event (retried, task state store)":
+                                    (OK, OK, U0, U0, U0, U0, R,  OK, OK, OK, OK, U0, OK, OK, OK),
+    "restart (retried, task state store)":
+                                    (OK, OK, U0, U0, U0, U0, R,  OK, OK, OK, OK, U0, OK, OK, OK),
+    "create and wait, retry_from_failure":
+                                    (OK, OK, U0, U0, U0, U0, R,  OK, OK, OK, OK, U0, OK, OK, OK),
     "delete instances":             (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK, OK),
     "step output to XCom":          (OK, OK, OK, OK, OK, OK, R,  OK, OK, OK, OK, OK, OK, OK, OK),
     "step output to file://":       (OK, OK, OK, OK, OK, OK, R,  C,  C,  OK, OK, OK, OK, OK, OK),
