@@ -51,6 +51,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
 
+from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseOperator
 from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowOutcomePendingError,
     CloudflareWorkflowOutcomeUnknownError,
@@ -69,6 +70,7 @@ MAX_CAUSE_LENGTH = 500  # characters of an error kept in a record
 _T = TypeVar("_T")
 
 __all__ = [
+    "CloudflareWorkflowsDurableOperator",
     "Creation",
     "Deletion",
     "Effect",
@@ -614,18 +616,26 @@ class SideEffects:
 
 
 class RemembersSideEffects:
+    """Mixin: :meth:`side_effects`, remembered when the class's ``durable`` is True."""
+
+    durable: bool = True
+
+    def side_effects(self, context: Mapping[str, Any]) -> SideEffects:
+        """This try's side effects."""
+        return SideEffects.for_task(self, context)
+
+
+class CloudflareWorkflowsDurableOperator(RemembersSideEffects, CloudflareWorkflowsBaseOperator):
     """
-    Operator mixin: the ``durable`` argument and :meth:`side_effects`.
+    Base of the operators with side effects (create, event, status change, delete).
 
     :param durable: remember side effects in the task state store, so that a retry of the task neither
         repeats nor gives up on what an earlier try did (see :mod:`~airflow_provider_cfworkflows
         .side_effects`). False: nothing is remembered, as before this existed.
     """
 
+    # Named in this class's own __init__ so that default_args, .partial() and .expand() reach it (see
+    # the note above CloudflareWorkflowsBaseOperator in base.py).
     def __init__(self, *, durable: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.durable = durable
-
-    def side_effects(self, context: Mapping[str, Any]) -> SideEffects:
-        """This try's side effects."""
-        return SideEffects.for_task(self, context)

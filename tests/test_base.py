@@ -1,5 +1,6 @@
-"""Every public operator and sensor takes ``cloudflare_conn_id`` and ``account_id`` the Airflow way: from
-``default_args`` (the DAG's or the task's), ``.partial()`` and ``.expand()``."""
+"""Every public operator and sensor takes ``cloudflare_conn_id`` and ``account_id`` (and every operator with
+side effects ``durable``) the Airflow way: from ``default_args`` (the DAG's or the task's), ``.partial()``
+and ``.expand()``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from airflow.sdk import DAG, BaseOperator
 
 from airflow_provider_cfworkflows.base import CloudflareWorkflowsMixin
 from airflow_provider_cfworkflows.get_provider_info import get_provider_info
+from airflow_provider_cfworkflows.side_effects import CloudflareWorkflowsDurableOperator
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 OTHER_ACCOUNT = "fedcba9876543210fedcba9876543210"
@@ -70,6 +72,31 @@ def test_every_public_operator_and_sensor_is_covered():
         "CloudflareWorkflowStepSensor",
     }
     assert all(issubclass(cls, CloudflareWorkflowsMixin) for cls in CLASSES)
+
+
+DURABLE = [cls for cls in CLASSES if issubclass(cls, CloudflareWorkflowsDurableOperator)]
+
+
+def test_the_operators_with_side_effects_are_durable():
+    assert {cls.__name__ for cls in DURABLE} == {
+        "CloudflareWorkflowChangeInstanceStatusOperator",
+        "CloudflareWorkflowCreateInstanceOperator",
+        "CloudflareWorkflowDeleteInstancesOperator",
+        "CloudflareWorkflowSendEventOperator",
+    }
+
+
+@pytest.mark.parametrize("cls", DURABLE, ids=lambda cls: cls.__name__)
+def test_durable_from_default_args_and_partial(cls):
+    required = required_arguments(cls)
+    with DAG(dag_id=f"durable_{cls.__name__}", schedule=None, default_args={"durable": False}):
+        assert cls(task_id="from_default_args", **required).durable is False
+        assert cls(task_id="explicit", durable=True, **required).durable is True
+    with DAG(dag_id=f"durable_mapped_{cls.__name__}", schedule=None):
+        mapped = cls.partial(task_id="mapped", durable=False, **required).expand(
+            cloudflare_conn_id=["cf_media", "cf_other"]
+        )
+    assert mapped.unmap({"cloudflare_conn_id": "cf_media"}).durable is False
 
 
 def connection_of(task: Any) -> tuple[str, str | None]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_cfworkflows.base import CloudflareWorkflowsBaseOperator
 from airflow_provider_cfworkflows.checks import instance_not_found_error
 from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsNotFoundError
-from airflow_provider_cfworkflows.side_effects import RemembersSideEffects
+from airflow_provider_cfworkflows.side_effects import CloudflareWorkflowsDurableOperator
 from airflow_provider_cfworkflows.validation import (
     validate_event_payload,
     validate_event_type,
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class CloudflareWorkflowSendEventOperator(RemembersSideEffects, CloudflareWorkflowsBaseOperator):
+class CloudflareWorkflowSendEventOperator(CloudflareWorkflowsDurableOperator):
     """
     Send an event to a Workflow instance, letting a ``step.waitForEvent`` with that type go on.
 

@@ -23,9 +23,9 @@ from airflow_provider_cfworkflows.instance_details import restart_point, status_
 from airflow_provider_cfworkflows.instance_ids import derive_instance_id, first_try_of_series
 from airflow_provider_cfworkflows.looks import get_instance_details
 from airflow_provider_cfworkflows.side_effects import (
+    CloudflareWorkflowsDurableOperator,
     Creation,
     Deletion,
-    RemembersSideEffects,
     SideEffects,
 )
 from airflow_provider_cfworkflows.statuses import (
@@ -80,7 +80,7 @@ def _derived_id(context: Context, retries: int, *, item: int | None = None) -> s
     )
 
 
-class CloudflareWorkflowCreateInstanceOperator(RemembersSideEffects, CloudflareWorkflowsBaseOperator):
+class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsDurableOperator):
     """
     Start a Workflow instance; idempotent across task retries; optionally wait for it to finish.
 
@@ -456,7 +456,7 @@ class CloudflareWorkflowCreateInstancesOperator(CloudflareWorkflowsBaseOperator)
         return ids
 
 
-class CloudflareWorkflowChangeInstanceStatusOperator(RemembersSideEffects, CloudflareWorkflowsBaseOperator):
+class CloudflareWorkflowChangeInstanceStatusOperator(CloudflareWorkflowsDurableOperator):
     """
     Pause, resume, terminate or restart a Workflow instance.
 
@@ -533,7 +533,7 @@ class CloudflareWorkflowChangeInstanceStatusOperator(RemembersSideEffects, Cloud
         return {"workflow_name": workflow_name, "instance_id": instance_id, "action": str(action), **result}
 
 
-class CloudflareWorkflowDeleteInstancesOperator(RemembersSideEffects, CloudflareWorkflowsBaseOperator):
+class CloudflareWorkflowDeleteInstancesOperator(CloudflareWorkflowsDurableOperator):
     """
     Delete Workflow instances (any status), 100 per API call; returns the ids that are gone.
 
