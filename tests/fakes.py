@@ -42,6 +42,7 @@ class RecordingTaskInstance:
     """A task instance for operators run directly: its identity, and the XComs pushed, in order."""
 
     dag_id, run_id, task_id, map_index = "dag", "run", "task", None
+    try_number, max_tries = 1, 0  # a first try without retries
 
     def __init__(self) -> None:
         self.pushed: dict[str, Any] = {}
@@ -173,3 +174,25 @@ class ClosingHook:
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+class FakeTaskStateStore:
+    """
+    Airflow's task state store (``context["task_state_store"]``, a ``TaskStateStoreAccessor``) in a dict:
+    ``get`` / ``set`` / ``delete`` of JSON values, checked as the real one checks them (no None, JSON only).
+    Share one between the contexts of a task's tries, as Airflow does.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(json.dumps(self.values[key])) if key in self.values else default
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        if value is None:
+            raise ValueError("Cannot set value as None")
+        self.values[key] = json.loads(json.dumps(value))
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
