@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+from typing import Any
 
 
 class FakeClock:
@@ -25,3 +27,22 @@ class FakeClock:
     async def asleep(self, seconds: float) -> None:
         self.sleep(seconds)
         await asyncio.sleep(0)
+
+
+class FakeAssetStateStore:
+    """
+    The one method pair of Airflow's ``AssetStateStoreAccessors`` an asset watcher uses (``aget`` /
+    ``aset``), kept in a dict that outlives the trigger objects (as the metadata DB does); values go
+    through JSON as they do there.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.writes = 0
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        return json.loads(self.values[key]) if key in self.values else default
+
+    async def aset(self, key: str, value: Any) -> None:
+        self.values[key] = json.dumps(value)
+        self.writes += 1
