@@ -21,8 +21,7 @@ from airflow_provider_cfworkflows.instance_changes import (
     memory_key,
     parse_time,
 )
-from tests.helpers import create_fleet_instances as create
-from tests.helpers import let_fleet_go as let_go
+from tests.helpers import create_fleet_instances, let_fleet_go
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 
@@ -99,16 +98,16 @@ async def test_a_date_filter_on_another_field_costs_pages_but_loses_nothing(
 ) -> None:
     emulator = cloudflare_conn
     emulator.set_options(list_date_field=date_field)
-    create(emulator, "quick", [f"old-{n}" for n in range(3)])
+    create_fleet_instances(emulator, "quick", [f"old-{n}" for n in range(3)])
     hook = CloudflareWorkflowsHook()
     tracker = InstanceChangeTracker(hook, workflow_name="fleet", statuses=["complete"])
     try:
         assert await tracker.look() == []  # watching starts
-        gated = create(emulator, "gated", ["gated"])
+        gated = create_fleet_instances(emulator, "gated", ["gated"])
         assert await tracker.look() == []  # opened since: seen in the open listing
         assert tracker.date_filter_usable is (date_field == "ignored")
-        let_go(emulator, gated)
-        create(emulator, "quick", ["quick"])
+        let_fleet_go(emulator, gated)
+        create_fleet_instances(emulator, "quick", ["quick"])
         found = await tracker.look()
     finally:
         await hook.aclose()

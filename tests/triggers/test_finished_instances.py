@@ -18,18 +18,7 @@ from airflow_provider_cfworkflows.triggers.workflows import (
     FinishedInstanceEvent,
 )
 from tests.fakes import FakeAssetStateStore
-from tests.helpers import (
-    ACCOUNT_ID,
-)
-from tests.helpers import (
-    FLEET_WORKFLOW as WORKFLOW,
-)
-from tests.helpers import (
-    create_fleet_instances as create,
-)
-from tests.helpers import (
-    let_fleet_go as let_go,
-)
+from tests.helpers import ACCOUNT_ID, FLEET_WORKFLOW, create_fleet_instances, let_fleet_go
 
 pytestmark = pytest.mark.integration
 INTERVAL = 2.0
@@ -41,7 +30,7 @@ def statuses(emulator: Any) -> dict[str, str]:
         items, cursor = [], None
         while True:
             params = {"per_page": 100, **({"cursor": cursor} if cursor else {})}
-            body = client.get(f"/{WORKFLOW}/instances", params=params).json()
+            body = client.get(f"/{FLEET_WORKFLOW}/instances", params=params).json()
             items += body["result"]
             cursor = body["result_info"].get("cursor")
             if not cursor:
@@ -88,17 +77,17 @@ class Watch:
 
 
 def new_trigger(store: FakeAssetStateStore) -> CloudflareWorkflowFinishedInstancesTrigger:
-    trigger = CloudflareWorkflowFinishedInstancesTrigger(workflow_name=WORKFLOW, poll_interval=INTERVAL)
+    trigger = CloudflareWorkflowFinishedInstancesTrigger(workflow_name=FLEET_WORKFLOW, poll_interval=INTERVAL)
     trigger.asset_state_store = store  # as the triggerer injects it for an asset watcher
     return trigger
 
 
 async def test_fleet_completions_reported_once_cheaply_and_across_a_restart(cloudflare_conn: Any) -> None:
     emulator = cloudflare_conn
-    create(emulator, "quick", [f"old-{n}" for n in range(240)])
-    create(emulator, "quick_fail", [f"old-failed-{n}" for n in range(10)])
-    gated = create(emulator, "gated", [f"gated-{n}" for n in range(34)])
-    failing = create(emulator, "gated_fail", [f"gated-failing-{n}" for n in range(6)])
+    create_fleet_instances(emulator, "quick", [f"old-{n}" for n in range(240)])
+    create_fleet_instances(emulator, "quick_fail", [f"old-failed-{n}" for n in range(10)])
+    gated = create_fleet_instances(emulator, "gated", [f"gated-{n}" for n in range(34)])
+    failing = create_fleet_instances(emulator, "gated_fail", [f"gated-failing-{n}" for n in range(6)])
     before = statuses(emulator)
     assert sum(s in ("complete", "errored") for s in before.values()) == 250
     assert sum(s == "waiting" for s in before.values()) == 40
@@ -109,8 +98,8 @@ async def test_fleet_completions_reported_once_cheaply_and_across_a_restart(clou
     await until("the first look to save the memory", lambda: store.writes)
 
     changed = time.time()
-    let_go(emulator, gated[:5] + failing[:2])
-    new = create(emulator, "quick", ["new-1", "new-2"])
+    let_fleet_go(emulator, gated[:5] + failing[:2])
+    new = create_fleet_instances(emulator, "quick", ["new-1", "new-2"])
     expected = sorted(gated[:5] + new)
     await until("the 7 completions to be reported", lambda: len(watch.events) >= len(expected))
     last = watch.events[-1][1]
@@ -141,8 +130,8 @@ async def test_fleet_completions_reported_once_cheaply_and_across_a_restart(clou
     assert memory.started.timestamp() > started
 
     # No trigger runs while these finish; a new trigger with the same arguments finds them, and only them.
-    let_go(emulator, gated[5:8] + failing[2:3])
-    late = create(emulator, "quick", ["new-3"])
+    let_fleet_go(emulator, gated[5:8] + failing[2:3])
+    late = create_fleet_instances(emulator, "quick", ["new-3"])
     await until("the late ones to finish", lambda: statuses(emulator)["new-3"] == "complete")
     restarted = time.time()
     second = Watch(new_trigger(store))
