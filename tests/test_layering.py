@@ -11,7 +11,18 @@ import pytest
 PACKAGE = "airflow_provider_cfworkflows"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 # Modules that sit above the hook: they use it, the errors and the wait rules, never the wire format.
-ABOVE_THE_HOOK = ("operators", "sensors", "triggers", "base", "task_waits", "looks", "checks")
+ABOVE_THE_HOOK = (
+    "operators",
+    "sensors",
+    "triggers",
+    "base",
+    "task_waits",
+    "looks",
+    "checks",
+    "instance_changes",
+    "assets",
+    "lineage",
+)
 
 
 def module_name(path: Path) -> str:
