@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import conf
@@ -18,6 +18,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsError,
 )
 from airflow_provider_cfworkflows.instance_ids import derive_instance_id, first_try_of_series
+from airflow_provider_cfworkflows.lineage import LineageRun, inject_parent_info
 from airflow_provider_cfworkflows.links.workflows import instance_dashboard_url
 from airflow_provider_cfworkflows.statuses import (
     DEFAULT_INSTANCE_FAILURE_STATES,
@@ -103,6 +104,12 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         ``execution_timeout`` passed), terminate the instance, if this task created it: in this try, or
         (for a derived id) in an earlier try. An explicit ``instance_id`` that already existed is never
         terminated. Default True.
+    :param openlineage_inject_parent_info: put this task's OpenLineage parent and root run ids in
+        ``instance_params["openlineage"]`` (``parentRunId``, ``parentJobName``, ``parentJobNamespace``,
+        ``rootParentRunId``, ``rootParentJobName``, ``rootParentJobNamespace``), so the Workflow can emit
+        lineage events linked to this task. Needs the ``openlineage`` extra with a transport configured,
+        and ``instance_params`` that are an object (or None); otherwise nothing is injected (logged).
+        Default False.
     :param account_id: defaults to the connection's login.
     :param cloudflare_conn_id: connection of type ``cloudflare_workflows``.
     """
@@ -129,12 +136,14 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
         poll_interval: float = 10.0,
         timeout: float = DEFAULT_WAIT_TIMEOUT_SECONDS,
         terminate_on_kill: bool = True,
+        openlineage_inject_parent_info: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.workflow_name = workflow_name
         self.instance_id = instance_id
         self.instance_params = instance_params
+        self.openlineage_inject_parent_info = openlineage_inject_parent_info
         self.instance_retention = instance_retention
         self.location_hint = location_hint
         self.wait_for_completion = wait_for_completion
@@ -149,12 +158,15 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
     def execute(self, context: Context) -> str:
         workflow_name = validate_workflow_name(self.workflow_name)
         instance_id, derived = self._instance_id(context)
-        encode_json(self.instance_params, "instance_params")
+        params = self.instance_params
+        if self.openlineage_inject_parent_info:
+            params = inject_parent_info(params, context["ti"])
+        encode_json(params, "instance_params")
         validate_instance_retention(self.instance_retention)
         if self.location_hint is not None:
             validate_location_hint(self.location_hint)
         account_id = self.persist_instance_link(context, workflow_name, instance_id)
-        created = self._create(workflow_name, instance_id, account_id)
+        created = self._create(workflow_name, instance_id, account_id, params)
         annotate_outlet_events(
             context,
             self,
@@ -172,13 +184,13 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
             return validate_new_instance_id(self.instance_id), False
         return _derived_id(context, self.retries or 0), True
 
-    def _create(self, workflow_name: str, instance_id: str, account_id: str) -> bool:
+    def _create(self, workflow_name: str, instance_id: str, account_id: str, params: Any) -> bool:
         """Start the instance: True when this call created it, False when it already existed."""
         try:
             created = self.hook.create_instance(
                 workflow_name,
                 instance_id=instance_id,
-                params=self.instance_params,
+                params=params,
                 instance_retention=self.instance_retention,
                 location_hint=self.location_hint,
                 account_id=account_id,
@@ -193,7 +205,9 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
                 instance_id,
                 existing.get("status"),
             )
+            self._remember_version(existing.get("versionId"))
             return False
+        self._remember_version(created.get("version_id"))
         self.log.info(
             "Started instance %r of workflow %r (status %s).",
             instance_id,
@@ -201,6 +215,11 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
             created.get("status"),
         )
         return True
+
+    def _remember_version(self, version_id: Any) -> None:
+        """Keep the Workflow version for the lineage facet (so it needs no GET)."""
+        if self.cloudflare_lineage_run is not None and isinstance(version_id, str):
+            self.cloudflare_lineage_run = replace(self.cloudflare_lineage_run, version_id=version_id)
 
     def _instance_wait(
         self,
@@ -250,9 +269,9 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsBaseOperator):
     def execute_complete(self, context: Context, event: Any = None) -> str:
         """Resume after the trigger: validate its event; fail as the wait would, or return the id."""
         instance_id = InstanceWaitEvent.from_trigger(event).instance_id  # validated: a derived id is in it
-        wait = self._instance_wait(
-            validate_workflow_name(self.workflow_name), instance_id, self.resolve_account_id()
-        )
+        workflow_name, account_id = validate_workflow_name(self.workflow_name), self.resolve_account_id()
+        self.cloudflare_lineage_run = LineageRun(account_id, workflow_name, instance_id)
+        wait = self._instance_wait(workflow_name, instance_id, account_id)
         return wait.resume(event).instance_id
 
     def on_kill(self) -> None:
