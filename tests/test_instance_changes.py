@@ -94,9 +94,9 @@ def test_an_open_instance_missing_from_the_dated_listing_disproves_the_filter():
 @pytest.mark.integration
 @pytest.mark.parametrize("date_field", ["ended_on", "ignored"])
 async def test_a_date_filter_on_another_field_costs_pages_but_loses_nothing(
-    cloudflare_conn: Any, date_field: str
+    real_time_conn: Any, date_field: str
 ) -> None:
-    emulator = cloudflare_conn
+    emulator = real_time_conn
     emulator.set_options(list_date_field=date_field)
     create_fleet_instances(emulator, "quick", [f"old-{n}" for n in range(3)])
     hook = CloudflareWorkflowsHook()

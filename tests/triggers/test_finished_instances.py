@@ -82,8 +82,8 @@ def new_trigger(store: FakeAssetStateStore) -> CloudflareWorkflowFinishedInstanc
     return trigger
 
 
-async def test_fleet_completions_reported_once_cheaply_and_across_a_restart(cloudflare_conn: Any) -> None:
-    emulator = cloudflare_conn
+async def test_fleet_completions_reported_once_cheaply_and_across_a_restart(real_time_conn: Any) -> None:
+    emulator = real_time_conn
     create_fleet_instances(emulator, "quick", [f"old-{n}" for n in range(240)])
     create_fleet_instances(emulator, "quick_fail", [f"old-failed-{n}" for n in range(10)])
     gated = create_fleet_instances(emulator, "gated", [f"gated-{n}" for n in range(34)])
