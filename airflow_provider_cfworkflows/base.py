@@ -3,6 +3,7 @@ the dashboard link (in the spirit of the Amazon provider's ``AwsBaseOperator`` /
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -10,16 +11,20 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, BaseOperatorLink, BaseSensorOperator
 
 from airflow_provider_cfworkflows.connection import DEFAULT_CONN_ID
+from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsError
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+from airflow_provider_cfworkflows.lineage import LineageRun, operator_lineage
 from airflow_provider_cfworkflows.links.workflows import (
     CloudflareWorkflowInstanceLink,
     persist_instance_link,
 )
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors.base import OperatorLineage
     from airflow.sdk import Context
 
 CLOUDFLARE_ORANGE = "#f6821f"
+log = logging.getLogger(__name__)
 
 
 class CloudflareWorkflowsMixin:
@@ -43,6 +48,9 @@ class CloudflareWorkflowsMixin:
         # For the link (links.workflows): the URL pushed in this process, and whether it resumed the task.
         self.cloudflare_instance_url: str | None = None
         self.cloudflare_resumed_after_deferral = False
+        # For OpenLineage (lineage.py): the instance this task worked on, and the paths it wrote.
+        self.cloudflare_lineage_run: LineageRun | None = None
+        self.cloudflare_lineage_outputs: list[str] = []
 
     @cached_property
     def hook(self) -> CloudflareWorkflowsHook:
@@ -60,7 +68,28 @@ class CloudflareWorkflowsMixin:
         """
         account_id = self.resolve_account_id()
         self.cloudflare_instance_url = persist_instance_link(context, account_id, workflow_name, instance_id)
+        self.cloudflare_lineage_run = LineageRun(account_id, workflow_name, instance_id)
         return account_id
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """
+        For Airflow's OpenLineage listener (the ``openlineage`` extra): the instance's run facet and the
+        object-storage paths written (see :mod:`airflow_provider_cfworkflows.lineage`). Reads the
+        instance once when the task did not learn its Workflow version.
+        """
+        run = self.cloudflare_lineage_run
+        workflow_name, instance_id = getattr(self, "workflow_name", None), getattr(self, "instance_id", None)
+        if run is None and isinstance(workflow_name, str) and isinstance(instance_id, str):
+            run = LineageRun(self.resolve_account_id(), workflow_name, instance_id)  # resumed after deferral
+        if run is not None and run.version_id is None:
+            try:
+                details = self.hook.get_instance(
+                    run.workflow_name, run.instance_id, simple=True, account_id=run.account_id
+                )
+                run = LineageRun(run.account_id, run.workflow_name, run.instance_id, details.get("versionId"))
+            except CloudflareWorkflowsError as error:
+                log.info("OpenLineage: the instance's Workflow version could not be read: %s", error)
+        return operator_lineage(run, self.cloudflare_lineage_outputs)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Resume after a deferral; the link then comes from the XCom pushed before the deferral."""

@@ -29,6 +29,8 @@ def get_provider_info() -> dict[str, Any]:
             for kind in ("hooks", "operators", "sensors", "triggers")
         },
         "extra-links": [f"{_PACKAGE}.links.workflows.CloudflareWorkflowInstanceLink"],
+        # Assets of a Workflow's finished instances (assets.cloudflare_workflow_asset); no URI normalizer.
+        "asset-uris": [{"schemes": ["cfworkflows"], "handler": None}],
         "connection-types": [
             {
                 "hook-class-name": f"{_PACKAGE}.hooks.workflows.CloudflareWorkflowsHook",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from urllib.parse import urlsplit
@@ -460,6 +460,21 @@ class CloudflareWorkflowsTransport(BaseHook):
     async def _acall(self, request: ApiRequest) -> Any:
         """Async :meth:`_call`."""
         return (await self._asend(request)).result
+
+    async def _apaginate(
+        self,
+        request_at: Callable[[_Position], Awaitable[ApiRequest]],
+        first: _Position,
+        following: Callable[[_Position, Envelope, int], _Position | None],
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Async :meth:`_paginate` (``request_at`` is awaited: it may need the async settings)."""
+        position: _Position | None = first
+        while position is not None:
+            envelope = await self._asend(await request_at(position))
+            items = list(envelope.result or [])
+            for item in items:
+                yield item
+            position = following(position, envelope, len(items))
 
     def _account(self, account_id: str | None) -> str:
         return self.settings.resolve_account_id(account_id)

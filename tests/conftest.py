@@ -143,6 +143,19 @@ def cloudflare_conn(fresh_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any
     return fresh_emulator
 
 
+@pytest.fixture
+def real_time_conn(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """
+    ``cloudflare_default`` pointing at an emulator of its own, whose clock is this machine's (the session
+    emulator's clock is moved by other tests): for code comparing Cloudflare's timestamps with local time.
+    """
+    from airflow_provider_cfworkflows.emulator.server import run_emulator_process
+
+    with run_emulator_process(None) as server:
+        monkeypatch.setenv("AIRFLOW_CONN_CLOUDFLARE_DEFAULT", connection_json(server.api_base))
+        yield server
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -196,3 +196,22 @@ class FakeTaskStateStore:
 
     def delete(self, key: str) -> None:
         self.values.pop(key, None)
+
+
+class FakeAssetStateStore:
+    """
+    The one method pair of Airflow's ``AssetStateStoreAccessors`` an asset watcher uses (``aget`` /
+    ``aset``), kept in a dict that outlives the trigger objects (as the metadata DB does); values go
+    through JSON as they do there.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.writes = 0
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        return json.loads(self.values[key]) if key in self.values else default
+
+    async def aset(self, key: str, value: Any) -> None:
+        self.values[key] = json.dumps(value)
+        self.writes += 1

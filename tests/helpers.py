@@ -47,3 +47,39 @@ def ok_envelope(result: Any) -> dict[str, Any]:
 def s3_keys(client: Any, bucket: str) -> list[str]:
     """Every key in ``bucket``, sorted."""
     return sorted(item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+# The "fleet" workflow of the finished-instances tests: instances are created in cohorts, each under its
+# own definition (an instance keeps the one it started with). "gated" ones wait for an event "go".
+FLEET_WORKFLOW = "fleet"
+_GATE = {"name": "go", "type": "waitForEvent", "event_type": "go", "timeout": 3600}
+_WORK = {"name": "work", "duration": 0}
+_FAIL = {
+    **_WORK,
+    "fail_attempts": 1,
+    "retries": {"limit": 0, "delay": 1, "backoff": "constant"},
+    "error": {"name": "Error", "message": "boom"},
+}
+FLEET_SPECS = {
+    "quick": [_WORK],
+    "quick_fail": [_FAIL],
+    "gated": [_GATE, _WORK],
+    "gated_fail": [_GATE, _FAIL],
+}
+
+
+def create_fleet_instances(emulator: Any, kind: str, ids: list[str]) -> list[str]:
+    """Create ``ids`` in the emulator (batches of 100) under the definition ``kind`` of FLEET_SPECS."""
+    emulator.put_workflow({"name": FLEET_WORKFLOW, "output": {"kind": kind}, "steps": FLEET_SPECS[kind]})
+    with emulator.api_client() as client:
+        for start in range(0, len(ids), 100):
+            batch = [{"instance_id": instance_id} for instance_id in ids[start : start + 100]]
+            client.post(f"/{FLEET_WORKFLOW}/instances/batch", json=batch).raise_for_status()
+    return ids
+
+
+def let_fleet_go(emulator: Any, ids: list[str]) -> None:
+    """Send the event "go" to gated instances: they finish at once."""
+    with emulator.api_client() as client:
+        for instance_id in ids:
+            client.post(f"/{FLEET_WORKFLOW}/instances/{instance_id}/events/go", json={}).raise_for_status()

@@ -27,6 +27,9 @@ ABOVE_THE_HOOK = (
     "looks",
     "checks",
     "side_effects",
+    "instance_changes",
+    "assets",
+    "lineage",
 )
 # The waits (decisions, looks, task-level waits) use the hook; the hook and what it stands on never use them.
 WAIT_MODULES = ("checks", "looks", "task_waits")

@@ -382,20 +382,32 @@ class WorkflowsApi:
         date_start, date_end = _date_param(query, "date_start"), _date_param(query, "date_end")
         cursor = query.get("cursor") or None
         page = _int_param(query, "page", 1, 1, 10**9)  # deprecated; ignored when a cursor is given
+        date_field = self.options.list_date_field
+        if date_field == "ignored":
+            date_start = date_end = None
         candidates: list[engine.Instance] = []
+        # Simulate only what is needed: every instance when a filter needs its state, else just the page.
+        snapshots: dict[int, engine.Snapshot] = {}
+        needs_state = status is not None or (
+            date_field == "ended_on" and (date_start is not None or date_end is not None)
+        )
         for instance in sorted(self.state.instances.get(name, {}).values(), key=lambda i: i.seq):
-            # Inferred: date_start / date_end filter on created_on (as shown, to the millisecond), inclusive.
-            created = math.floor(instance.created_at * 1000) / 1000
-            if (date_start is not None and created < date_start) or (
-                date_end is not None and created > date_end
-            ):
+            if needs_state:
+                snapshots[instance.seq] = engine.simulate(instance, now)
+            if date_start is not None or date_end is not None:
+                # Inferred: date_start / date_end filter on created_on (as shown, to the millisecond),
+                # inclusive; the `list_date_field` option models the other readings.
+                moment = instance.created_at if date_field == "created_on" else snapshots[instance.seq].end
+                if moment is None:
+                    continue
+                moment = math.floor(moment * 1000) / 1000
+                if (date_start is not None and moment < date_start) or (
+                    date_end is not None and moment > date_end
+                ):
+                    continue
+            if status is not None and snapshots[instance.seq].status != status:
                 continue
             candidates.append(instance)
-        # Simulate only what is needed: every candidate with a status filter, else just the page.
-        snapshots: dict[int, engine.Snapshot] = {}
-        if status is not None:
-            snapshots = {i.seq: engine.simulate(i, now) for i in candidates}
-            candidates = [i for i in candidates if snapshots[i.seq].status == status]
         if direction == "desc":
             candidates.reverse()
         total = len(candidates)

@@ -42,6 +42,7 @@ MAX_SCENARIO_OUTPUT_BYTES = 8 * MAX_OUTPUT_BYTES  # what a scenario may give, to
 ALREADY_EXISTS_STATUSES = (409, 400)
 PARAMS_ENCODINGS = ("lenient", "object", "string")
 OUTPUT_ENCODINGS = ("raw", "string")
+LIST_DATE_FIELDS = ("created_on", "ended_on", "ignored")
 # Cloudflare's client API limit: 1,200 requests per 5 minutes per user (DOCS limits).
 DEFAULT_RATE_QUOTA = 1200
 DEFAULT_RATE_WINDOW = 300
@@ -134,6 +135,7 @@ class ApiOptions:
     gzip: bool = False
     pause_delay: float = 0.0
     rollback_duration: float = 0.0
+    list_date_field: str = "created_on"
 
 
 @dataclass(frozen=True)
@@ -387,7 +389,11 @@ def parse_api_options(data: Any, where: str = "api", base: ApiOptions = ApiOptio
             allowed = list(ALREADY_EXISTS_STATUSES)
             raise ScenarioError(f"{where}.already_exists_status must be one of {allowed}, got {status!r}")
         changes["already_exists_status"] = status
-    for key, choices in (("params_encoding", PARAMS_ENCODINGS), ("output_encoding", OUTPUT_ENCODINGS)):
+    for key, choices in (
+        ("params_encoding", PARAMS_ENCODINGS),
+        ("output_encoding", OUTPUT_ENCODINGS),
+        ("list_date_field", LIST_DATE_FIELDS),
+    ):
         if key in data:
             if data[key] not in choices:
                 raise ScenarioError(f"{where}.{key} must be one of {list(choices)}, got {data[key]!r}")

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -506,6 +506,37 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
         )
 
     # --- async twins (used by triggers) ---------------------------------------------------------
+
+    async def alist_instances(
+        self,
+        workflow_name: str,
+        *,
+        status: str | None = None,
+        date_start: datetime | str | None = None,
+        date_end: datetime | str | None = None,
+        direction: str | None = None,
+        per_page: int = 50,
+        account_id: str | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Async :meth:`list_instances`: every item, following the pagination cursor to the end."""
+
+        async def request_at(cursor: str) -> ApiRequest:
+            settings = await self.aget_settings()
+            return protocol.list_instances_request(
+                settings.resolve_account_id(account_id),
+                workflow_name,
+                cursor=cursor or None,  # "" is the first page
+                direction=direction,
+                status=status,
+                date_start=date_start,
+                date_end=date_end,
+                per_page=per_page,
+            )
+
+        async for item in self._apaginate(
+            request_at, "", lambda _cursor, envelope, _received: protocol.next_cursor(envelope.result_info)
+        ):
+            yield item
 
     async def aget_instance(
         self,

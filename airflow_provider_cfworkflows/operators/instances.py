@@ -6,7 +6,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import conf
@@ -21,6 +21,7 @@ from airflow_provider_cfworkflows.exceptions import (
 )
 from airflow_provider_cfworkflows.instance_details import restart_point, status_of
 from airflow_provider_cfworkflows.instance_ids import derive_instance_id, first_try_of_series
+from airflow_provider_cfworkflows.lineage import LineageRun, inject_parent_info
 from airflow_provider_cfworkflows.looks import get_instance_details
 from airflow_provider_cfworkflows.side_effects import (
     CloudflareWorkflowsDurableOperator,
@@ -126,6 +127,12 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsDurableOperato
         outside a step is restarted from the start. Default False.
     :param durable: remember the create (and a restart) in the task state store across retries
         (default True); see :mod:`airflow_provider_cfworkflows.side_effects`.
+    :param openlineage_inject_parent_info: put this task's OpenLineage parent and root run ids in
+        ``instance_params["openlineage"]`` (``parentRunId``, ``parentJobName``, ``parentJobNamespace``,
+        ``rootParentRunId``, ``rootParentJobName``, ``rootParentJobNamespace``), so the Workflow can emit
+        lineage events linked to this task. Needs the ``openlineage`` extra with a transport configured,
+        and ``instance_params`` that are an object (or None); otherwise nothing is injected (logged).
+        Default False.
     :param account_id: defaults to the connection's login.
     :param cloudflare_conn_id: connection of type ``cloudflare_workflows``.
     """
@@ -153,6 +160,7 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsDurableOperato
         timeout: float = DEFAULT_WAIT_TIMEOUT_SECONDS,
         terminate_on_kill: bool = True,
         retry_from_failure: bool = False,
+        openlineage_inject_parent_info: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -165,6 +173,7 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsDurableOperato
         self.workflow_name = workflow_name
         self.instance_id = instance_id
         self.instance_params = instance_params
+        self.openlineage_inject_parent_info = openlineage_inject_parent_info
         self.instance_retention = instance_retention
         self.location_hint = location_hint
         self.wait_for_completion = wait_for_completion
@@ -180,13 +189,16 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsDurableOperato
     def execute(self, context: Context) -> str:
         workflow_name = validate_workflow_name(self.workflow_name)
         instance_id, derived = self._instance_id(context)
-        encode_json(self.instance_params, "instance_params")
+        params = self.instance_params
+        if self.openlineage_inject_parent_info:
+            params = inject_parent_info(params, context["ti"])
+        encode_json(params, "instance_params")
         validate_instance_retention(self.instance_retention)
         if self.location_hint is not None:
             validate_location_hint(self.location_hint)
         account_id = self.persist_instance_link(context, workflow_name, instance_id)
         effects = self.side_effects(context)
-        created = self._create(effects, workflow_name, instance_id, account_id)
+        created = self._create(effects, workflow_name, instance_id, account_id, params)
         annotate_outlet_events(
             context,
             self,
@@ -206,24 +218,26 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsDurableOperato
             return validate_new_instance_id(self.instance_id), False
         return _derived_id(context, self.retries or 0), True
 
-    def _create(self, effects: SideEffects, workflow_name: str, instance_id: str, account_id: str) -> bool:
+    def _create(
+        self, effects: SideEffects, workflow_name: str, instance_id: str, account_id: str, params: Any
+    ) -> bool:
         """
         Start the instance, unless an earlier try of the task did (the task state store says so): True
         when this task created it, False when it already existed.
         """
         done = effects.perform(
             Creation(workflow_name, instance_id, account_id),
-            lambda: {"created": self._start(workflow_name, instance_id, account_id)},
+            lambda: {"created": self._start(workflow_name, instance_id, account_id, params)},
         )
         return bool((done.result or {}).get("created"))
 
-    def _start(self, workflow_name: str, instance_id: str, account_id: str) -> bool:
+    def _start(self, workflow_name: str, instance_id: str, account_id: str, params: Any) -> bool:
         """Start the instance: True when this call created it, False when it already existed."""
         try:
             created = self.hook.create_instance(
                 workflow_name,
                 instance_id=instance_id,
-                params=self.instance_params,
+                params=params,
                 instance_retention=self.instance_retention,
                 location_hint=self.location_hint,
                 account_id=account_id,
@@ -238,7 +252,9 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsDurableOperato
                 instance_id,
                 existing.get("status"),
             )
+            self._remember_version(existing.get("versionId"))
             return False
+        self._remember_version(created.get("version_id"))
         self.log.info(
             "Started instance %r of workflow %r (status %s).",
             instance_id,
@@ -298,6 +314,11 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsDurableOperato
                 point["type"],
             )
 
+    def _remember_version(self, version_id: Any) -> None:
+        """Keep the Workflow version for the lineage facet (so it needs no GET)."""
+        if self.cloudflare_lineage_run is not None and isinstance(version_id, str):
+            self.cloudflare_lineage_run = replace(self.cloudflare_lineage_run, version_id=version_id)
+
     def _instance_wait(
         self,
         workflow_name: str,
@@ -354,11 +375,10 @@ class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsDurableOperato
     def execute_complete(self, context: Context, event: Any = None) -> str:
         """Resume after the trigger: validate its event; fail as the wait would, or return the id."""
         instance_id = InstanceWaitEvent.from_trigger(event).instance_id  # validated: a derived id is in it
+        workflow_name, account_id = validate_workflow_name(self.workflow_name), self.resolve_account_id()
+        self.cloudflare_lineage_run = LineageRun(account_id, workflow_name, instance_id)
         wait = self._instance_wait(
-            validate_workflow_name(self.workflow_name),
-            instance_id,
-            self.resolve_account_id(),
-            retry_on=self._retry_on(self.side_effects(context)),
+            workflow_name, instance_id, account_id, retry_on=self._retry_on(self.side_effects(context))
         )
         return wait.resume(event).instance_id
 

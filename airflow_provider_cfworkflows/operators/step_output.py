@@ -313,6 +313,7 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
             content_type,
             written.sha256,
         )
+        self.cloudflare_lineage_outputs.append(written.path)
         ti = context["ti"]
         ti.xcom_push(key=XCOM_CONTENT_TYPE, value=content_type)
         ti.xcom_push(key=XCOM_SIZE_BYTES, value=written.size_bytes)

@@ -35,6 +35,10 @@ from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsError
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.looks import ProgressLog, arun_step_check, timeout_message
 from airflow_provider_cfworkflows.statuses import StatusAction, StepType
+from airflow_provider_cfworkflows.triggers.finished_instances import (
+    CloudflareWorkflowFinishedInstancesTrigger,
+    FinishedInstanceEvent,
+)
 from airflow_provider_cfworkflows.triggers.watchers import (
     MAX_ERROR_BACKOFF_SECONDS,
     MIN_ERROR_BACKOFF_SECONDS,
@@ -58,8 +62,10 @@ __all__ = [
     "EVENT_TIMEOUT",
     "MAX_ERROR_BACKOFF_SECONDS",
     "MIN_ERROR_BACKOFF_SECONDS",
+    "CloudflareWorkflowFinishedInstancesTrigger",
     "CloudflareWorkflowInstanceTrigger",
     "CloudflareWorkflowStepTrigger",
+    "FinishedInstanceEvent",
     "InstanceWaitEvent",
     "StepWaitEvent",
     "WaitEvent",

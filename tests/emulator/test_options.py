@@ -27,6 +27,7 @@ def test_options_default_and_reset(emu):
         "gzip": False,
         "pause_delay": 0.0,
         "rollback_duration": 0.0,
+        "list_date_field": "created_on",
     }
     assert emu.options() == defaults
     assert emu.set_options(already_exists_status=400)["already_exists_status"] == 400

@@ -185,6 +185,7 @@ def test_cli_flags_set_the_limit_and_the_options():
             "gzip": True,
             "pause_delay": 5.0,
             "rollback_duration": 7.0,
+            "list_date_field": "created_on",
         }
         status = emulator.rate_limit_status()
         assert (status["quota"], status["window"], status["headers"]) == (3, 60, False)

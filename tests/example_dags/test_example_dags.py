@@ -20,6 +20,7 @@ def test_every_example_dag_has_a_test_and_a_docstring():
         "example_cfworkflows_step_output",
         "example_cfworkflows_pipeline",
         "example_cfworkflows_fan_out",
+        "example_cfworkflows_event_driven",  # its run: tests/multiprocess/test_event_driven.py
     }
     assert set(EXAMPLES) == tested
     for name in EXAMPLES:
@@ -74,3 +75,16 @@ def test_fan_out_example(run_dag, cloudflare_conn):
     assert sorted(i["id"] for i in instances) == sorted(
         result.xcom("create_instance", map_index=n) for n in range(4)
     )
+
+
+def test_event_driven_example_is_scheduled_on_the_workflows_completions(airflow_db):
+    from tests.conftest import load_dag
+
+    dag = load_dag("example_cfworkflows_event_driven")
+    (asset,) = dag.timetable.asset_condition.objects
+    assert asset.uri == "cfworkflows://cloudflare_default/demo-pipeline"
+    (watcher,) = asset.watchers
+    classpath, kwargs = watcher.trigger.serialize()
+    assert classpath.endswith("CloudflareWorkflowFinishedInstancesTrigger")
+    assert kwargs["workflow_name"] == "demo-pipeline"
+    assert kwargs["statuses"] == ["complete"]

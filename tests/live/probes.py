@@ -42,6 +42,7 @@ from tests.live.verdicts import (
     Answer,
     Assumption,
     CreateObservation,
+    FilterObservation,
     ListingObservation,
     OutputObservation,
     RateLimitObservation,
@@ -50,10 +51,12 @@ from tests.live.verdicts import (
     judge_already_exists,
     judge_auth,
     judge_date_filter,
+    judge_date_filter_field,
     judge_order,
     judge_output,
     judge_params,
     judge_rate_limit,
+    judge_status_filter,
     judge_step_not_found,
     judge_stream,
     not_exercised,
@@ -281,7 +284,47 @@ class ContractProbe:
         else:
             rows.append(judge_output(finished))
         rows.append(self._stream_row(main_id, finished))
+        if finished.status == "complete":
+            observation = self._filters(main_id, created_after)
+            rows += [judge_date_filter_field(observation), judge_status_filter(observation)]
+        else:
+            why = f"the instance did not complete ({finished.status})"
+            rows += [
+                not_exercised(Assumption.DATE_FILTER_FIELD, why),
+                not_exercised(Assumption.STATUS_FILTER, why),
+            ]
         return rows
+
+    def _filters(self, instance_id: str, created_after: datetime) -> FilterObservation:
+        """How ``status`` and ``date_start`` select a finished instance (what the trigger relies on)."""
+        name, start = self.target.workflow_name, created_after - DATE_MARGIN
+
+        def listed(**filters: Any) -> list[dict[str, Any]]:
+            return list(
+                itertools.islice(self.hook.list_instances(name, per_page=100, **filters), MAX_EXCLUDED_ITEMS)
+            )
+
+        try:
+            complete = listed(status="complete", date_start=start)
+            running = listed(status="running", date_start=start)
+            ours = next((item for item in complete if item.get("id") == instance_id), None)
+            created = _parse_time(ours.get("created_on")) if ours else None
+            ended = _parse_time(ours.get("ended_on")) if ours else None
+            after_creation: bool | None = None
+            if created is not None and ended is not None and ended - created >= timedelta(seconds=2):
+                middle = created + (ended - created) / 2
+                window = listed(status="complete", date_start=middle, date_end=middle + EXCLUDED_WINDOW)
+                after_creation = any(item.get("id") == instance_id for item in window)
+        except CloudflareWorkflowsError as error:
+            return FilterObservation(error=error.message)
+        return FilterObservation(
+            created_on=ours.get("created_on") if ours else None,
+            ended_on=ours.get("ended_on") if ours else None,
+            complete_statuses=tuple(str(item.get("status")) for item in complete),
+            in_complete=ours is not None,
+            in_running=any(item.get("id") == instance_id for item in running),
+            listed_after_creation=after_creation,
+        )
 
     def _auth_rows(self) -> list[Row]:
         request = protocol.get_workflow_request(self.account_id, self.target.workflow_name)

@@ -8,6 +8,7 @@ run and each mode must come out "handled: yes".
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -31,6 +32,7 @@ from tests.live.verdicts import (
     Answer,
     Assumption,
     CreateObservation,
+    FilterObservation,
     Handled,
     ListingObservation,
     OutputObservation,
@@ -41,10 +43,12 @@ from tests.live.verdicts import (
     judge_already_exists,
     judge_auth,
     judge_date_filter,
+    judge_date_filter_field,
     judge_order,
     judge_output,
     judge_params,
     judge_rate_limit,
+    judge_status_filter,
     judge_step_not_found,
     judge_stream,
     render_table,
@@ -150,6 +154,8 @@ def test_every_assumption_is_exercised_and_handled_in_each_mode(
     assert rows[Assumption.AUTH_WRONG_TOKEN].answer.startswith("HTTP 403, 10000")
     assert rows[Assumption.STEP_NOT_FOUND].answer.startswith("HTTP 404")
     assert rows[Assumption.FIRST_PAGE_ORDER].answer.startswith("oldest first (ascending)")
+    assert rows[Assumption.DATE_FILTER_FIELD].answer.startswith("created_on")
+    assert rows[Assumption.STATUS_FILTER].answer.startswith("status=complete: ours listed, nothing else")
     rate_limit = rows[Assumption.RATE_LIMIT_HEADERS]
     if headers:
         assert rate_limit.answer.startswith('Ratelimit: "default";r=')
@@ -391,3 +397,21 @@ def test_table_and_summary() -> None:
     assert table[2] == f"| {Assumption.OUTPUT.value} | a \\| b | yes: why |"
     assert len(table) == 5
     assert summarize(rows) == "1 handled, 1 not handled, 1 not exercised (of 3 assumptions)"
+
+
+def test_filter_verdicts_for_the_finished_instances_trigger() -> None:
+    created = FilterObservation(
+        in_complete=True, complete_statuses=("complete",), listed_after_creation=False
+    )
+    later = dataclasses.replace(created, listed_after_creation=True)
+    assert judge_date_filter_field(created).handled is Handled.YES
+    assert judge_date_filter_field(later).answer.startswith("a later time than created_on")
+    assert judge_date_filter_field(later).handled is Handled.YES  # the tracker falls back, at a cost
+    assert judge_date_filter_field(dataclasses.replace(created, listed_after_creation=None)).handled is (
+        Handled.NOT_EXERCISED
+    )
+    assert judge_status_filter(created).handled is Handled.YES
+    ignored = dataclasses.replace(created, complete_statuses=("complete", "running"))
+    assert judge_status_filter(ignored).reason.endswith("(costlier)")
+    assert judge_status_filter(dataclasses.replace(created, in_complete=False)).handled is Handled.NO
+    assert judge_status_filter(FilterObservation(error="HTTP 400")).handled is Handled.NO

@@ -44,6 +44,8 @@ class Assumption(StrEnum):
     AUTH_WRONG_TOKEN = "auth error shape: wrong token"
     DATE_FILTER = "date_start/date_end sent in UTC marked Z"
     FIRST_PAGE_ORDER = "order of the first page of instances (no direction)"
+    DATE_FILTER_FIELD = "date_start selects instances on created_on (finished-instances trigger)"
+    STATUS_FILTER = "status= lists only, and every, instance in that status (finished-instances trigger)"
     STEP_NOT_FOUND = "the answer for a step that does not exist"
     STREAM_LENGTH = "Content-Length of a stream step output"
     RATE_LIMIT_HEADERS = "Ratelimit / Ratelimit-Policy headers"
@@ -155,6 +157,30 @@ class ListingObservation:
     excluded: tuple[str, ...] | None = None
     first_page: tuple[tuple[str, str | None], ...] = ()
     alternatives: Mapping[str, Answer] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FilterObservation:
+    """
+    Listings of the check's finished (``complete``) instance, for the finished-instances trigger.
+
+    :param created_on: its ``created_on`` as listed (None when it was not listed at all).
+    :param ended_on: its ``ended_on`` as listed.
+    :param complete_statuses: the statuses of the items a ``status=complete`` listing gave.
+    :param in_complete: whether ours was in the ``status=complete`` listing.
+    :param in_running: whether ours was in the ``status=running`` listing.
+    :param listed_after_creation: whether ours was listed with ``date_start`` halfway between its creation
+        and its end (None when the gap was too short to tell).
+    :param error: the error of a listing that failed.
+    """
+
+    created_on: str | None = None
+    ended_on: str | None = None
+    complete_statuses: tuple[str, ...] = ()
+    in_complete: bool = False
+    in_running: bool = False
+    listed_after_creation: bool | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -412,6 +438,51 @@ def judge_order(observation: ListingObservation) -> Row:
         Handled.NO,
         "the cursor pagination misses or repeats instances",
     )
+
+
+def judge_date_filter_field(observation: FilterObservation) -> Row:
+    """
+    Which time ``date_start`` compares: an instance listed with ``date_start`` after its creation but
+    before its end means a later time (``modified_on`` / ``ended_on``) rather than ``created_on``.
+    """
+    if observation.error is not None:
+        return Row(Assumption.DATE_FILTER_FIELD, observation.error, Handled.NO, "the listing failed")
+    if observation.listed_after_creation is None:
+        return not_exercised(
+            Assumption.DATE_FILTER_FIELD, "the instance ended too soon after its creation to tell"
+        )
+    if observation.listed_after_creation:
+        return Row(
+            Assumption.DATE_FILTER_FIELD,
+            "a later time than created_on: listed with date_start after its creation",
+            Handled.YES,
+            "instance_changes notices it and lists without the date filter (each look then reads the "
+            "whole history): change instance_changes.DATE_FILTER_FIELD and its listings",
+        )
+    return Row(
+        Assumption.DATE_FILTER_FIELD,
+        "created_on: not listed with date_start after its creation, before its end",
+        Handled.YES,
+        "instance_changes.DATE_FILTER_FIELD",
+    )
+
+
+def judge_status_filter(observation: FilterObservation) -> Row:
+    """``status=complete`` lists ours and nothing else; ``status=running`` does not list it."""
+    if observation.error is not None:
+        return Row(Assumption.STATUS_FILTER, observation.error, Handled.NO, "the listing failed")
+    others = sorted(set(observation.complete_statuses) - {"complete"})
+    answer = (
+        f"status=complete: ours {'listed' if observation.in_complete else 'missing'}"
+        f"{', also ' + ', '.join(others) if others else ', nothing else'}; "
+        f"status=running: ours {'listed' if observation.in_running else 'not listed'}"
+    )
+    if not observation.in_complete or observation.in_running:
+        return Row(
+            Assumption.STATUS_FILTER, answer, Handled.NO, "the trigger's catch-up listing would miss it"
+        )
+    reason = "instance_changes classifies items by the status they carry"
+    return Row(Assumption.STATUS_FILTER, answer, Handled.YES, reason + (" (costlier)" if others else ""))
 
 
 def judge_step_not_found(answer: Answer) -> Row:
