@@ -40,6 +40,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -89,7 +91,31 @@ def _workflows(
     return definitions
 
 
-async def _run_triggers(triggers: list[Any]) -> list[tuple[float, dict[str, Any]]]:
+# Workflow definitions per layout: instances share them (their ends are quantized to this many levels),
+# so that setting up 10,000 instances does not take 10,000 definitions.
+MAX_DEFINITIONS = 200
+# Airflow's triggerer watchdog sleeps this long and warns when the sleep took longer than 0.2 s
+# (``[triggerer] blocked_main_thread_warning_threshold``, airflow/jobs/triggerer_job_runner.py).
+WATCHDOG_SLEEP_SECONDS = 0.1
+
+
+async def _watchdog(gaps: list[float], stop: asyncio.Event) -> None:
+    """Airflow's ``block_watchdog``: the longest a 0.1 s sleep took is the loop's longest stall (+0.1 s)."""
+    while not stop.is_set():
+        before = time.monotonic()
+        await asyncio.sleep(WATCHDOG_SLEEP_SECONDS)
+        gaps.append(time.monotonic() - before)
+
+
+async def _run_triggers(
+    triggers: list[Any], duration: float | None
+) -> tuple[list[tuple[float, dict[str, Any]]], float]:
+    """
+    Start the triggers as Airflow's triggerer does (one task each, yielding to the loop between two:
+    ``TriggerRunner.create_triggers``), with its watchdog; until every trigger has its event, or for
+    ``duration`` seconds (then cancel them). Returns the events and the longest watchdog gap.
+    """
+
     async def first_event(trigger: Any) -> tuple[float, dict[str, Any]]:
         async for event in trigger.run():
             return time.time(), event.payload
@@ -97,37 +123,109 @@ async def _run_triggers(triggers: list[Any]) -> list[tuple[float, dict[str, Any]
 
     from airflow_provider_cfworkflows.triggers import watchers
 
-    results = await asyncio.gather(*(first_event(trigger) for trigger in triggers))
+    gaps: list[float] = []
+    stop = asyncio.Event()
+    watchdog = asyncio.create_task(_watchdog(gaps, stop))
+    tasks = []
+    for trigger in triggers:
+        tasks.append(asyncio.create_task(first_event(trigger)))
+        await asyncio.sleep(0)
+    if duration is None:
+        results = await asyncio.gather(*tasks)
+    else:
+        await asyncio.sleep(duration)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        results = [task.result() for task in tasks if not task.cancelled()]
     assert watchers.watchers() == {}, "a watcher outlived its triggers"
     deadline = time.monotonic() + 10
     while watchers.shared_hooks() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)  # the last watcher closes the shared hook as it ends
     assert watchers.shared_hooks() == {}, "a hook stayed open"
-    return results
+    stop.set()
+    await watchdog
+    return results, max(gaps, default=0.0)
+
+
+def _turn_order(sent: list[dict[str, Any]], watched: list[str]) -> dict[str, Any]:
+    """
+    How fairly the looks went round: the fewest and most looks an instance got, and how often an
+    instance was looked at while another still had fewer looks than it had already had ("ahead"; 0 for
+    strict turns, up to the looks in flight at a round's edge).
+    """
+    known = set(watched)
+    looks = sorted(
+        (entry["time"], instance_id)
+        for entry in sent
+        if (instance_id := entry["raw_path"].rsplit("/", 1)[-1]) in known
+    )
+    remaining = Counter(instance_id for _time, instance_id in looks)
+    counts = dict.fromkeys(watched, 0)
+    at_count = Counter({0: len(watched)})  # how many instances still watched have each count
+    lowest, highest, ahead, most_ahead = 0, 0, 0, 0
+    for _time, instance_id in looks:
+        count = counts[instance_id]
+        if count > lowest:
+            ahead += 1
+            most_ahead = max(most_ahead, count - lowest)
+        counts[instance_id] = count + 1
+        remaining[instance_id] -= 1
+        at_count[count] -= 1
+        if remaining[instance_id]:  # after its last look an instance is no longer waiting for a turn
+            at_count[count + 1] += 1
+        highest = max(highest, count + 1)
+        while lowest < highest and at_count[lowest] == 0:
+            lowest += 1
+    return {
+        "looks_per_instance_min": min(counts.values(), default=0),
+        "looks_per_instance_max": max(counts.values(), default=0),
+        "looks_ahead_of_turn": ahead,
+        "most_looks_ahead": most_ahead,
+    }
+
+
+def _setup(
+    emulator: Any, key_client: httpx.Client, args: argparse.Namespace, layout: str, instances: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The workflow of each instance (shared definitions) and the created instance ids."""
+    if args.duration is None:
+        levels = min(instances, MAX_DEFINITIONS)
+        definitions = _workflows(
+            layout, levels, args.waits, args.first_end / args.scale, args.last_end / args.scale
+        )
+        chosen = [definitions[index * levels // instances] for index in range(instances)]
+    else:  # steady state: nothing finishes during the run
+        steps = [{"name": f"s{k}", "duration": 100 * args.duration} for k in range(args.waits)]
+        steady = {"name": "fleet-steady", "class_name": "Fleet", "script_name": "fleet", "steps": steps}
+        definitions = [steady]
+        chosen = definitions * instances
+    emulator.reset()
+    emulator.set_rate_limit(quota=args.quota, window=round(args.window / args.scale))
+    for definition in definitions:
+        emulator.put_workflow(definition)
+    run = uuid.uuid4().hex[:6]
+    instance_ids = [f"{definition['name']}-{index:05d}-{run}" for index, definition in enumerate(chosen)]
+
+    def create(pair: tuple[dict[str, Any], str]) -> None:
+        definition, instance_id = pair
+        key_client.post(
+            f"/{definition['name']}/instances", json={"instance_id": instance_id}
+        ).raise_for_status()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(create, zip(chosen, instance_ids, strict=True)))
+    return chosen, instance_ids
 
 
 def run_layout(
-    emulator: Any, key_client: httpx.Client, args: argparse.Namespace, layout: str
+    emulator: Any, key_client: httpx.Client, args: argparse.Namespace, layout: str, instances: int
 ) -> dict[str, Any]:
     from airflow_provider_cfworkflows.triggers.workflows import CloudflareWorkflowStepTrigger
 
     interval = args.interval / args.scale
     window = args.window / args.scale
-    definitions = _workflows(
-        layout, args.instances, args.waits, args.first_end / args.scale, args.last_end / args.scale
-    )
-    emulator.reset()
-    emulator.set_rate_limit(quota=args.quota, window=round(window))
-    instance_ids = []
-    for definition in definitions:
-        emulator.put_workflow(definition)
-    run = uuid.uuid4().hex[:6]
-    for definition in definitions:
-        instance_id = f"{definition['name']}-{run}"
-        key_client.post(
-            f"/{definition['name']}/instances", json={"instance_id": instance_id}
-        ).raise_for_status()
-        instance_ids.append(instance_id)
+    chosen, instance_ids = _setup(emulator, key_client, args, layout, instances)
     emulator.reset_rate_limit()  # the measured token starts with a fresh window and full budget
     started = time.time()
     triggers = [
@@ -140,11 +238,11 @@ def run_layout(
             end_time=started + args.timeout / args.scale,
             poll_interval=interval,
         )
-        for definition, instance_id in zip(definitions, instance_ids, strict=True)
+        for definition, instance_id in zip(chosen, instance_ids, strict=True)
         for k in range(args.waits)
     ]
     cpu_before, wall_before = time.process_time(), time.monotonic()
-    results = asyncio.run(_run_triggers(triggers))
+    results, longest_gap = asyncio.run(_run_triggers(triggers, args.duration))
     cpu, wall = time.process_time() - cpu_before, time.monotonic() - wall_before
     ended = time.time()
     emulator.disable_rate_limit()  # the reads below are not part of the measurement
@@ -160,26 +258,17 @@ def run_layout(
     by_endpoint: dict[str, int] = {}
     for entry in sent:
         by_endpoint[entry["endpoint"]] = by_endpoint.get(entry["endpoint"], 0) + 1
-    most_in_window = max(
-        (sum(1 for t in times[i:] if t < start + window) for i, start in enumerate(times)), default=0
-    )
-    run_baseline = len(triggers) * (ended - started) / interval
-    baseline = sum(1 + int((at - started) // interval) for at, _payload in results)
-
-    ends: dict[tuple[str, str], float] = {}
-    for definition, instance_id in zip(definitions, instance_ids, strict=True):
-        details = key_client.get(f"/{definition['name']}/instances/{instance_id}").json()["result"]
-        for entry in details["steps"]:
-            if entry.get("type") == "step" and entry.get("end"):
-                ends[(instance_id, entry["name"])] = _iso_to_epoch(entry["end"])
-    latencies = [
-        (at - ends[(payload["instance_id"], payload["step_name"])]) / interval for at, payload in results
-    ]
+    most_in_window, first = 0, 0
+    for last, moment in enumerate(times):
+        while times[first] <= moment - window:
+            first += 1
+        most_in_window = max(most_in_window, last - first + 1)
     nominal_minutes = (ended - started) * args.scale / 60
-    return {
-        "layout": layout,
+    result: dict[str, Any] = {
+        "layout": layout if args.duration is None else "steady",
         "triggers": len(triggers),
         "instances": len(instance_ids),
+        "events": len(results),
         "event_statuses": statuses,
         "wall_seconds": round(ended - started, 1),
         "nominal_minutes": round(nominal_minutes, 2),
@@ -189,23 +278,68 @@ def run_layout(
         "most_requests_in_one_window": most_in_window,
         "quota_per_window": args.quota,
         "responses_429": limited,
-        "run_baseline_requests": round(run_baseline),
-        "run_baseline_ratio": round(run_baseline / max(len(sent), 1), 2),
-        "lifetime_baseline_requests": baseline,
-        "lifetime_baseline_ratio": round(baseline / max(len(sent), 1), 2),
-        "latency_intervals_median": round(statistics.median(latencies), 2),
-        "latency_intervals_max": round(max(latencies), 2),
+        **_turn_order(sent, instance_ids),
         "cpu_seconds": round(cpu, 2),
         "cpu_cores": round(cpu / wall, 3),
+        "cpu_ms_per_request": round(1000 * cpu / max(len(sent), 1), 2),
+        "cpu_ms_per_watcher": round(1000 * cpu / len(instance_ids), 2),
+        "longest_watchdog_sleep_seconds": round(longest_gap, 3),
     }
+    if args.duration is None:
+        run_baseline = len(triggers) * (ended - started) / interval
+        baseline = sum(1 + int((at - started) // interval) for at, _payload in results)
+        ends: dict[tuple[str, str], float] = {}
+        for definition, instance_id in zip(chosen, instance_ids, strict=True):
+            details = key_client.get(f"/{definition['name']}/instances/{instance_id}").json()["result"]
+            for entry in details["steps"]:
+                if entry.get("type") == "step" and entry.get("end"):
+                    ends[(instance_id, entry["name"])] = _iso_to_epoch(entry["end"])
+        latencies = [
+            (at - ends[(payload["instance_id"], payload["step_name"])]) / interval for at, payload in results
+        ]
+        result.update(
+            run_baseline_requests=round(run_baseline),
+            run_baseline_ratio=round(run_baseline / max(len(sent), 1), 2),
+            lifetime_baseline_requests=baseline,
+            lifetime_baseline_ratio=round(baseline / max(len(sent), 1), 2),
+            latency_intervals_median=round(statistics.median(latencies), 2),
+            latency_intervals_max=round(max(latencies), 2),
+        )
+    return result
+
+
+def _summary(results: list[dict[str, Any]]) -> str:
+    """A table of the runs, with CPU per request and per watcher against the first run (the baseline)."""
+    base = results[0]
+    lines = [
+        "| layout | instances | requests | 429 | CPU s | cores | ms/request | x base | ms/watcher | x base "
+        "| longest watchdog sleep s | looks/instance min-max | ahead of turn | max latency (intervals) |",
+        "|" + "---|" * 14,
+    ]
+    for result in results:
+        lines.append(
+            f"| {result['layout']} | {result['instances']} | {result['requests']} "
+            f"| {result['responses_429']} "
+            f"| {result['cpu_seconds']} | {result['cpu_cores']} | {result['cpu_ms_per_request']} "
+            f"| {result['cpu_ms_per_request'] / max(base['cpu_ms_per_request'], 1e-9):.2f} "
+            f"| {result['cpu_ms_per_watcher']} "
+            f"| {result['cpu_ms_per_watcher'] / max(base['cpu_ms_per_watcher'], 1e-9):.2f} "
+            f"| {result['longest_watchdog_sleep_seconds']} "
+            f"| {result['looks_per_instance_min']}-{result['looks_per_instance_max']} "
+            f"| {result['looks_ahead_of_turn']} (max {result['most_looks_ahead']}) "
+            f"| {result.get('latency_intervals_max', '-')} |"
+        )
+    return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-fleet-airflow-"))
     _configure_airflow(home)
+    from airflow_provider_cfworkflows import ratelimit
     from airflow_provider_cfworkflows.emulator.server import run_emulator_process
 
     window = args.window / args.scale
+    results = []
     with run_emulator_process(None, extra_args=["--rate-limit", f"{args.quota}/{round(window)}"]) as emulator:
         os.environ["AIRFLOW_CONN_CLOUDFLARE_DEFAULT"] = json.dumps(
             {
@@ -218,9 +352,15 @@ def main(args: argparse.Namespace) -> None:
         key_headers = {"X-Auth-Email": emulator.email, "X-Auth-Key": emulator.api_key}
         with httpx.Client(base_url=emulator.workflows_url, headers=key_headers, timeout=30) as key_client:
             layouts = ["spread", "clustered"] if args.layout == "both" else [args.layout]
-            results = [run_layout(emulator, key_client, args, layout) for layout in layouts]
-    for result in results:
-        print(json.dumps(result, indent=2))
+            if args.duration is not None:
+                layouts = ["steady"]
+            for instances in args.instances:
+                for layout in layouts:
+                    ratelimit.reset_limiters()  # each run starts, like the emulator's window, afresh
+                    result = run_layout(emulator, key_client, args, layout, instances)
+                    print(json.dumps(result, indent=2), flush=True)
+                    results.append(result)
+    print(_summary(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
@@ -230,7 +370,9 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--layout", choices=["spread", "clustered", "both"], default="both")
-    parser.add_argument("--instances", type=int, default=100)
+    parser.add_argument(
+        "--instances", type=int, nargs="+", default=[100], help="instances per run (one run per number)"
+    )
     parser.add_argument("--waits", type=int, default=10, help="step waits per instance")
     parser.add_argument("--scale", type=float, default=10.0, help="nominal seconds per real second")
     parser.add_argument("--interval", type=float, default=60.0, help="nominal poke_interval (s)")
@@ -239,5 +381,10 @@ if __name__ == "__main__":
     parser.add_argument("--first-end", type=float, default=60.0, help="nominal end of the first instance (s)")
     parser.add_argument("--last-end", type=float, default=370.0, help="nominal end of the last instance (s)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="nominal trigger timeout (s)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        help="steady state: real seconds to run with steps that do not finish, then stop (no latency)",
+    )
     parser.add_argument("--json", help="also write the results here")
     main(parser.parse_args())
