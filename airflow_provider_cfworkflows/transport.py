@@ -184,7 +184,7 @@ class CloudflareWorkflowsTransport(BaseHook):
     def _open(self, request: ApiRequest, clock: protocol.AttemptClock) -> requests.Response:
         """Send one request and return the response with its body not yet read."""
         limiter = self._limiter(self.settings)
-        limiter.wait_sync(_limiter_deadline(limiter))
+        ticket = limiter.wait_sync(_limiter_deadline(limiter))
         try:
             socket_timeout = clock.start(request)  # the attempt's time runs from here
             response = self.session.request(
@@ -201,7 +201,7 @@ class CloudflareWorkflowsTransport(BaseHook):
             if isinstance(error, requests.RequestException | ValueError):
                 raise _transport_error(request, error) from None
             raise
-        limiter.observe_response(response.status_code, response.headers)
+        limiter.observe_response(response.status_code, response.headers, ticket)
         return response
 
     def _read_body(
@@ -340,7 +340,7 @@ class CloudflareWorkflowsTransport(BaseHook):
         except (httpx.HTTPError, ValueError) as error:
             raise _transport_error(request, error) from None
         limiter = self._limiter(settings)
-        await limiter.wait_async(_limiter_deadline(limiter))
+        ticket = await limiter.wait_async(_limiter_deadline(limiter))
         try:
             # The attempt's time runs from here; httpx's per-request "timeout" extension bounds each step.
             http_request.extensions["timeout"] = httpx.Timeout(clock.start(request)).as_dict()
@@ -353,7 +353,7 @@ class CloudflareWorkflowsTransport(BaseHook):
             if isinstance(error, httpx.HTTPError | ValueError):
                 raise _transport_error(request, error) from None
             raise
-        limiter.observe_response(response.status_code, response.headers)
+        limiter.observe_response(response.status_code, response.headers, ticket)
         return response
 
     async def _aread_body(
