@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 # Looks of one connection in flight at once (each holds one HTTP connection). At Cloudflare's budget of
 # 4 requests a second one or two suffice; more only matter for a larger quota or the local emulator.
 MAX_LOOKS_IN_FLIGHT = 8
-# A turn that comes more than this share of the watcher's interval after it was due means the budget
-# stretches the interval.
+# The budget stretches the interval when a turn comes more than this share of the watcher's interval
+# after it was due, and the turns go round (watchers / turns per second) RELOG_FACTOR times slower.
 STRETCHED_FRACTION = 0.5
 # The stretched interval is logged again when it changes by this factor (up or down).
 RELOG_FACTOR = 1.5
@@ -106,9 +106,9 @@ class LookTurns:
     def _note_turn(self, now: float, due_at: float, interval: float, watchers: int) -> None:
         self._granted.append(now)
         late = now - due_at
-        if late > STRETCHED_FRACTION * interval:
+        stretched = self._stretched_interval(interval, watchers)
+        if late > STRETCHED_FRACTION * interval and stretched >= RELOG_FACTOR * interval:
             self._stretched_at = now
-            stretched = self._stretched_interval(interval, watchers)
             logged = self._logged_interval
             if logged is None or not logged / RELOG_FACTOR < stretched < logged * RELOG_FACTOR:
                 self._logged_interval = stretched
@@ -121,9 +121,7 @@ class LookTurns:
                     interval,
                     stretched,
                 )
-        elif self._logged_interval is not None and now - self._stretched_at > max(
-            interval, self._logged_interval
-        ):
+        elif self._logged_interval is not None and now - self._stretched_at > interval:
             self._logged_interval = None
             log.info(
                 "Cloudflare's API budget again pays for a look at each instance watched through connection "
