@@ -33,8 +33,10 @@ MAX_LOOKS_IN_FLIGHT = 8
 # The budget stretches the interval when a turn comes more than this share of the watcher's interval
 # after it was due, and the turns go round (watchers / turns per second) RELOG_FACTOR times slower.
 STRETCHED_FRACTION = 0.5
-# The stretched interval is logged again when it changes by this factor (up or down).
+# The stretched interval is logged again when it changes by this factor (up or down), at most once per
+# RELOG_SECONDS (while a fan-out starts, the watchers and the interval grow together).
 RELOG_FACTOR = 1.5
+RELOG_SECONDS = 300.0
 # Turns remembered to measure the rate at which they are given.
 RATE_SAMPLE = 64
 
@@ -54,6 +56,7 @@ class LookTurns:
         self._order = itertools.count()
         self._granted: deque[float] = deque(maxlen=RATE_SAMPLE)
         self._logged_interval: float | None = None  # the stretched interval last logged, None: not stretched
+        self._logged_at = -math.inf
         self._stretched_at = -math.inf
 
     @property
@@ -110,8 +113,9 @@ class LookTurns:
         if late > STRETCHED_FRACTION * interval and stretched >= RELOG_FACTOR * interval:
             self._stretched_at = now
             logged = self._logged_interval
-            if logged is None or not logged / RELOG_FACTOR < stretched < logged * RELOG_FACTOR:
-                self._logged_interval = stretched
+            changed = logged is not None and not logged / RELOG_FACTOR < stretched < logged * RELOG_FACTOR
+            if logged is None or (changed and now - self._logged_at >= RELOG_SECONDS):
+                self._logged_interval, self._logged_at = stretched, now
                 log.warning(
                     "Cloudflare's API budget cannot pay for a look at each of the %d instances watched "
                     "through connection %r every %.0f s: they are looked at in turn, each about every "

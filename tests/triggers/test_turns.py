@@ -92,8 +92,8 @@ def test_the_stretched_interval_is_logged_once_then_on_a_change_then_when_it_end
     for _ in range(400):
         now += 0.25
         turns._note_turn(now, due_at=now - 100, interval=60, watchers=1000)
-    # Twice as many watchers: about every 500 s.
-    for _ in range(400):
+    # Twice as many watchers: about every 500 s (logged again, though not sooner than RELOG_SECONDS).
+    for _ in range(2000):
         now += 0.25
         turns._note_turn(now, due_at=now - 200, interval=60, watchers=2000)
     # Few watchers again: each turn on time.
