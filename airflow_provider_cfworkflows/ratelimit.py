@@ -233,7 +233,7 @@ class SystemClock:
 
 @dataclass(frozen=True)
 class _Policy:
-    """The quota and window a trusted ``Ratelimit-Policy`` announced."""
+    """A window's quota and length: announced by a trusted ``Ratelimit-Policy``, or assumed."""
 
     quota: int
     window_seconds: float
@@ -296,7 +296,8 @@ class RateLimiter:
     :param rate_limit: requests per ``FALLBACK_WINDOW_SECONDS`` while responses carry no ``Ratelimit``
         header; None for no client-side limit (the server's headers and 429s still apply).
     :param clock: time source and sleeper; the system's by default.
-    :param jitter: returns a uniform random number in [0, 1) (for the pause jitter).
+    :param jitter: returns a uniform random number in [0, 1) (for the jitter after a pause, and among
+        the processes waiting for the window's schedule).
     """
 
     def __init__(
@@ -311,7 +312,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._rate_limit = _validate_rate_limit(rate_limit)
         self._window: _Window | None = None
-        self._policy: _Policy | None = None  # the latest trusted policy (it outlives its window)
+        self._policy: _Policy | None = None  # the latest window's policy (it outlives the window)
         self._in_flight = 0  # slots granted whose response has not been observed (or released)
         self._unsent = 0  # slots granted whose request has not been sent (nor given up)
         self._sent = 0  # requests sent so far: the next one's ticket
@@ -320,7 +321,7 @@ class RateLimiter:
         self._pause_jitter = 0.0
         self._others_rate = 0.0  # requests per second spent by other clients of the token
         self._distrust_logged = False
-        self._answered = False  # whether any response came (until then, without a rate_limit: FIRST_CONTACT)
+        self._answered = False  # whether any response came (see FIRST_CONTACT_INTERVAL_SECONDS)
 
     @property
     def rate_limit(self) -> int | None:
@@ -444,30 +445,34 @@ class RateLimiter:
     #   r, t      the server's remaining requests and seconds to reset, shared by every client of the
     #             token (other processes, the dashboard); reset_at = now + t. q, w: the policy's quota
     #             and window (trusted up to LOCKOUT_SECONDS; a t beyond w is not trusted at all).
-    #   E         our estimate of what is left for new slots = r - (our slots the server had not
-    #             counted when it answered): the slots granted after the answered one (its ticket);
-    #             every granted slot then takes 1 from E. Only an answer to a newer slot than the one
-    #             E came from replaces it (an older answer is older news); a later reset_at starts a
-    #             new window.
-    #   U         usable = E - reserve - others_rate * (time since our latest response), reserve =
-    #             ceil(DASHBOARD_RESERVE_FRACTION * q) (60 of 1,200); others_rate = what r fell by beyond
-    #             our own requests, per second, over this window: what other processes and the
-    #             dashboard have probably spent since we last looked, so a process that looks rarely
-    #             does not spend budget that others already took.
+    #   tickets   each request takes a ticket as it is sent; an answer's r counted our requests up to
+    #             its ticket, not those sent after it. Only an answer with a newer ticket updates the
+    #             window (an older one is older news); a later reset_at starts a new window.
+    #   left      r - (our requests sent after the answered one): what the server has left now.
+    #   E         left - (slots granted, not yet sent): what is left for new slots; each grant takes 1.
+    #   U         usable = E - reserve (- without an announced policy: others_rate * time since our
+    #             latest answer), reserve = ceil(DASHBOARD_RESERVE_FRACTION * q) (60 of 1,200);
+    #             others_rate = what r fell by beyond our own requests, per second, over this window.
     #   pace      slots at interval (reset_at - max(now, tat)) / U, i.e. U spread evenly until the
     #             reset (tat: when the slots already granted are used up; U excludes them), with a
     #             burst of _burst(U) after idleness (GCRA: slot = max(now, tat - (burst - 1) * interval)).
-    #   schedule  and never ahead of the window's even schedule: all clients together (q - E spent,
-    #             others' estimate included) at most B + (q - reserve) * elapsed / w, B = _burst(q -
+    #   schedule  with an announced policy, never ahead of the window's even schedule: all clients
+    #             together (q - E spent) at most B + (q - reserve) * elapsed / w, B = _burst(q -
     #             reserve). Every process reads the same r and t, so processes sharing the token keep
     #             to one schedule instead of each spreading all of U over the rest of the window.
+    #   hold      when a slot comes, the newest answers decide again (other processes may have spent
+    #             meanwhile): left, less what others probably spent since (at others_rate, but not past
+    #             the schedule, which they keep too), must leave one above the reserve, else the slot
+    #             moves to the next window; and the schedule must allow one more, else wait (plus a
+    #             random share of one pace interval, so that the waiting processes take turns).
     #   cap       a slot in this window only while U >= 1: never past r - reserve. Other processes'
     #             unanswered requests are the only unseen spending; the reserve absorbs them.
-    #   U < 1     (or the paced slot lands after the reset): wait until reset_at + RESET_MARGIN_SECONDS;
+    #   U < 1     (or the paced slot lands after the reset): from reset_at + RESET_MARGIN_SECONDS;
     #             after a reset, until a response tells the new r, the last policy paces (a burst of B,
     #             then (q - reserve) per w), else the fallback bucket below.
     # Fallback (no header): GCRA at interval W / (N - B) with burst B = _burst(N), N = rate_limit,
-    #   W = 300 s: at most B + (N - B) = N requests in any 300 s.
+    #   W = 300 s: at most B + (N - B) = N requests in any 300 s. Without a rate_limit (a loopback host):
+    #   no limit once an answer came; before, a burst then FIRST_CONTACT_INTERVAL_SECONDS.
 
     def _after_pause(self, now: float) -> float:
         if now < self._pause_until:

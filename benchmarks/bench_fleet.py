@@ -16,14 +16,18 @@ triggerer does, until every one has yielded its event. Prints, from this one run
   while the budget pays for a look per instance and interval; beyond, the looks go round in turn);
 - CPU of the loop's thread (the threads draining the emulator's output are left out; the process's is
   printed too): in cores, per request and per started watcher (flat from 100 to 10,000 instances);
-- the longest a 0.1 s sleep took, measured as Airflow's triggerer watchdog does (it warns past 0.2 s);
+- the longest a 0.1 s sleep took, measured as Airflow's triggerer watchdog does (it warns past 0.2 s),
+  with and without the garbage collector's pauses in it, the full collections (count, longest), and
+  the longest step of the loop in CPU time without the collector's (what code alone blocks the loop
+  for: unlike the watchdog it does not count the time a loaded machine makes the process wait);
 - the turn order: looks per instance (fewest, most) and looks made while another instance still
   waited for as many ("ahead of turn": 0 for strict turns, a few at a round's edge).
 
 The triggers start as Airflow's triggerer starts them (one task each, yielding to the loop between
 two), all at once. ``--instances`` takes several numbers (one run each, the first is the baseline of the
 summary table). ``--duration S`` measures a steady state instead: steps that do not finish, stopped
-after S seconds (no latency).
+after ``--warmup W`` + S seconds (no latency); the steady_* numbers cover the S seconds after the
+warm-up.
 
 Time is compressed ``--scale`` times: a nominal ``--interval`` of 60 s is polled every 6 s, and the
 nominal 300 s window is a 30 s window of the emulator. Compressing time does not change how many
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -109,22 +114,81 @@ MAX_DEFINITIONS = 200
 WATCHDOG_SLEEP_SECONDS = 0.1
 
 
-async def _watchdog(gaps: list[float], stop: asyncio.Event) -> None:
+class GarbageCollections:
+    """The pauses of Python's garbage collector (``gc.callbacks``), to tell them from other stalls."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, float, int]] = []  # start, end (time.monotonic()), generation
+        self.cpu = 0.0  # CPU seconds the collector used in this thread
+        self._started = 0.0
+        self._started_cpu = 0.0
+
+    def __enter__(self) -> GarbageCollections:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started, self._started_cpu = time.monotonic(), time.thread_time()
+        else:
+            self.pauses.append((self._started, time.monotonic(), info["generation"]))
+            self.cpu += time.thread_time() - self._started_cpu
+
+    def within(self, start: float, end: float) -> float:
+        """Seconds the collector ran between ``start`` and ``end``."""
+        return sum(max(0.0, min(b, end) - max(a, start)) for a, b, _generation in self.pauses)
+
+
+class LoopSteps:
+    """
+    The CPU time of each step of the event loop (each callback: a task running until its next await),
+    without the collector's: the longest is what code alone blocks the loop for, whatever the load of
+    the machine (a wall-clock watchdog also counts the time the process waits for a core).
+    """
+
+    def __init__(self, collections: GarbageCollections) -> None:
+        self.longest = 0.0
+        self.what = ""  # the longest step's callback
+        self._collections = collections
+        self._original = asyncio.events.Handle._run
+
+    def __enter__(self) -> LoopSteps:
+        original, collections = self._original, self._collections
+
+        def timed(handle: asyncio.Handle) -> None:
+            cpu, gc_cpu = time.thread_time(), collections.cpu
+            original(handle)
+            spent = time.thread_time() - cpu - (collections.cpu - gc_cpu)
+            if spent > self.longest:
+                self.longest, self.what = spent, repr(handle)[:200]
+
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        asyncio.events.Handle._run = self._original  # type: ignore[method-assign]
+
+
+async def _watchdog(gaps: list[tuple[float, float]], stop: asyncio.Event) -> None:
     """Airflow's ``block_watchdog``: the longest a 0.1 s sleep took is the loop's longest stall (+0.1 s)."""
     while not stop.is_set():
         before = time.monotonic()
         await asyncio.sleep(WATCHDOG_SLEEP_SECONDS)
-        gaps.append(time.monotonic() - before)
+        gaps.append((before, time.monotonic()))
 
 
 async def _run_triggers(
-    triggers: list[Any], duration: float | None
-) -> tuple[list[tuple[float, dict[str, Any]]], float, float]:
+    triggers: list[Any], duration: float | None, warmup: float, steady: dict[str, float]
+) -> tuple[list[tuple[float, dict[str, Any]]], list[tuple[float, float]], float]:
     """
     Start the triggers as Airflow's triggerer does (one task each, yielding to the loop between two:
     ``TriggerRunner.create_triggers``), with its watchdog; until every trigger has its event, or for
-    ``duration`` seconds (then cancel them). Returns the events, the longest watchdog gap and the CPU
-    seconds of the loop's thread (without the threads that drain the emulator's output).
+    ``duration`` seconds after a ``warmup`` (then cancel them; ``steady`` gets the times and the loop's
+    CPU seconds of the part after the warm-up). Returns the events, the watchdog's sleeps (start, end)
+    and the CPU seconds of the loop's thread (without the threads that drain the emulator's output).
     """
     loop_cpu = time.thread_time()
 
@@ -135,7 +199,7 @@ async def _run_triggers(
 
     from airflow_provider_cfworkflows.triggers import watchers
 
-    gaps: list[float] = []
+    gaps: list[tuple[float, float]] = []
     stop = asyncio.Event()
     watchdog = asyncio.create_task(_watchdog(gaps, stop))
     tasks = []
@@ -145,7 +209,10 @@ async def _run_triggers(
     if duration is None:
         results = await asyncio.gather(*tasks)
     else:
+        await asyncio.sleep(warmup)
+        steady.update(started=time.time(), cpu=time.thread_time())
         await asyncio.sleep(duration)
+        steady.update(ended=time.time(), cpu=time.thread_time() - steady["cpu"])
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -157,7 +224,7 @@ async def _run_triggers(
     assert watchers.shared_hooks() == {}, "a hook stayed open"
     stop.set()
     await watchdog
-    return results, max(gaps, default=0.0), time.thread_time() - loop_cpu
+    return results, gaps, time.thread_time() - loop_cpu
 
 
 def _turn_order(sent: list[dict[str, Any]], watched: list[str]) -> dict[str, Any]:
@@ -255,7 +322,18 @@ def run_layout(
         for k in range(args.waits)
     ]
     cpu_before, wall_before = time.process_time(), time.monotonic()
-    results, longest_gap, loop_cpu = asyncio.run(_run_triggers(triggers, args.duration))
+    steady: dict[str, float] = {}
+    if args.gc_freeze:
+        gc.freeze()  # what a deployment may do once the triggerer has started (see docs/benchmarks.md)
+    with GarbageCollections() as collections, LoopSteps(collections) as steps:
+        results, gaps, loop_cpu = asyncio.run(_run_triggers(triggers, args.duration, args.warmup, steady))
+    if args.gc_freeze:
+        gc.unfreeze()
+    longest_gap = max((end - start for start, end in gaps), default=0.0)
+    longest_without_gc = max(
+        (end - start - collections.within(start, end) for start, end in gaps), default=0.0
+    )
+    full = [end - start for start, end, generation in collections.pauses if generation == 2]
     cpu, wall = time.process_time() - cpu_before, time.monotonic() - wall_before
     ended = time.time()
     emulator.disable_rate_limit()  # the reads below are not part of the measurement
@@ -298,7 +376,20 @@ def run_layout(
         "cpu_ms_per_request": round(1000 * loop_cpu / max(len(sent), 1), 2),
         "cpu_ms_per_watcher": round(1000 * loop_cpu / len(instance_ids), 2),
         "longest_watchdog_sleep_seconds": round(longest_gap, 3),
+        "longest_watchdog_sleep_without_gc_seconds": round(longest_without_gc, 3),
+        "longest_loop_step_cpu_seconds": round(steps.longest, 3),
+        "longest_loop_step": steps.what,
+        "full_gc_pauses": len(full),
+        "longest_full_gc_pause_seconds": round(max(full, default=0.0), 3),
     }
+    if steady:
+        in_steady = sum(1 for moment in times if steady["started"] <= moment <= steady["ended"])
+        result.update(
+            steady_seconds=round(steady["ended"] - steady["started"], 1),
+            steady_requests=in_steady,
+            steady_cpu_cores=round(steady["cpu"] / (steady["ended"] - steady["started"]), 3),
+            steady_cpu_ms_per_request=round(1000 * steady["cpu"] / max(in_steady, 1), 2),
+        )
     if args.duration is None:
         run_baseline = len(triggers) * (ended - started) / interval
         baseline = sum(1 + int((at - started) // interval) for at, _payload in results)
@@ -325,20 +416,29 @@ def run_layout(
 def _summary(results: list[dict[str, Any]]) -> str:
     """A table of the runs, with CPU per request and per watcher against the first run (the baseline)."""
     base = results[0]
+
+    def ratio(result: dict[str, Any], key: str) -> str:
+        return f"{result[key] / max(base[key], 1e-9):.2f}" if key in result and key in base else "-"
+
     lines = [
         "| layout | instances | requests | 429 | CPU s | cores | ms/request | x base | ms/watcher | x base "
-        "| longest watchdog sleep s | looks/instance min-max | ahead of turn | max latency (intervals) |",
-        "|" + "---|" * 14,
+        "| steady ms/request | x base | steady cores | longest watchdog sleep s (without GC) "
+        "| longest loop step, CPU s | full GCs (longest s) | looks/instance min-max | ahead of turn "
+        "| max latency (intervals) |",
+        "|" + "---|" * 19,
     ]
     for result in results:
         lines.append(
             f"| {result['layout']} | {result['instances']} | {result['requests']} "
-            f"| {result['responses_429']} "
-            f"| {result['cpu_seconds']} | {result['cpu_cores']} | {result['cpu_ms_per_request']} "
-            f"| {result['cpu_ms_per_request'] / max(base['cpu_ms_per_request'], 1e-9):.2f} "
-            f"| {result['cpu_ms_per_watcher']} "
-            f"| {result['cpu_ms_per_watcher'] / max(base['cpu_ms_per_watcher'], 1e-9):.2f} "
-            f"| {result['longest_watchdog_sleep_seconds']} "
+            f"| {result['responses_429']} | {result['cpu_seconds']} | {result['cpu_cores']} "
+            f"| {result['cpu_ms_per_request']} | {ratio(result, 'cpu_ms_per_request')} "
+            f"| {result['cpu_ms_per_watcher']} | {ratio(result, 'cpu_ms_per_watcher')} "
+            f"| {result.get('steady_cpu_ms_per_request', '-')} "
+            f"| {ratio(result, 'steady_cpu_ms_per_request')} "
+            f"| {result.get('steady_cpu_cores', '-')} | {result['longest_watchdog_sleep_seconds']} "
+            f"({result['longest_watchdog_sleep_without_gc_seconds']}) "
+            f"| {result['longest_loop_step_cpu_seconds']} "
+            f"| {result['full_gc_pauses']} ({result['longest_full_gc_pause_seconds']}) "
             f"| {result['looks_per_instance_min']}-{result['looks_per_instance_max']} "
             f"| {result['looks_ahead_of_turn']} (max {result['most_looks_ahead']}) "
             f"| {result.get('latency_intervals_max', '-')} |"
@@ -399,6 +499,14 @@ if __name__ == "__main__":
         "--duration",
         type=float,
         help="steady state: real seconds to run with steps that do not finish, then stop (no latency)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=0.0, help="with --duration: seconds to run before measuring"
+    )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() before the triggers start (the collector then skips the start-up heap)",
     )
     parser.add_argument("--json", help="also write the results here")
     main(parser.parse_args())
