@@ -387,7 +387,7 @@ class RateLimiter:
         """
         Update the budget from a response to a request that had a slot.
 
-        :param ticket: the slot's ticket (from :meth:`slot`); without it every other slot in flight
+        :param ticket: the request's ticket (from :meth:`send`); without it every other request in flight
             is taken as not yet counted by the server.
         """
         budgets = parse_ratelimit(header(headers, RATELIMIT_HEADER))

@@ -165,7 +165,7 @@ class LoopSteps:
             if spent > self.longest:
                 self.longest, self.what = spent, repr(handle)[:200]
 
-        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -9,7 +9,8 @@ own call only where the details cannot answer (``/step`` for an entry they canno
 Requests per interval, per instance: one, however many triggers watch it (full details when any of
 them waits for a step, ``simple=true`` when all wait for the instance). So 1,000 step waits over 100
 instances at 60 s cost 100 requests a minute, inside Cloudflare's 240 a minute (1,200 per 5 minutes,
-shared with the dashboard).
+shared with the dashboard). Beyond what the budget pays for, the watchers of a connection take their
+looks in turn (:mod:`.turns`): the one whose last look is oldest goes next, a few at a time.
 
 The registry lives per event loop (the triggerer runs one; tests may run several): a watcher is made by
 its first subscriber and stopped when the last one leaves (finished, failed, timed out or cancelled),
@@ -232,6 +233,8 @@ class InstanceWatcher:
                     interval=self._interval(),
                     watchers=self._shared.users,
                 ):
+                    if not self.subscribers:  # all left while it waited (the watcher is being stopped)
+                        continue
                     self._look_now = False
                     look = await self._look()
                 self._publish(look)
