@@ -41,7 +41,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsConfigurationError,
     CloudflareWorkflowsRateLimitError,
 )
-from airflow_provider_cfworkflows.protocol import RETRY_AFTER_MAX_SECONDS, header, parse_retry_after
+from airflow_provider_cfworkflows.protocol import header, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,12 @@ SAME_WINDOW_TOLERANCE_SECONDS = 2.0
 # callers of one process, and different processes, do not all send again in the same instant.
 PAUSE_JITTER_FRACTION = 0.1
 PAUSE_JITTER_MAX_SECONDS = 5.0
-# A caller without a deadline (an operator's call) waits at most this long for its slot; a longer wait
-# fails at once with the wait it would need (the task's retries take over), like a capped Retry-After.
-MAX_WAIT_SECONDS = RETRY_AFTER_MAX_SECONDS
 # Others' spending rate is measured over at least this much of a window (earlier: the previous value).
 OTHERS_RATE_MIN_SECONDS = 5.0
+# A caller without a deadline (an operator's call) waits at most this long for its slot: the longest
+# pause an answer can cause (Cloudflare's lockout, its margin and jitter). A longer wait (slots queued
+# behind many others) fails at once with the wait it would need; the task's retries take over.
+MAX_WAIT_SECONDS = LOCKOUT_SECONDS + RESET_MARGIN_SECONDS + PAUSE_JITTER_MAX_SECONDS
 # Waits at least this long are logged, so a slow task says why it is slow.
 LOG_WAIT_SECONDS = 5.0
 

@@ -393,19 +393,21 @@ def test_a_reset_beyond_the_window_is_not_trusted(ratelimit_header, caplog):
     assert sum("not trusted" in record.message for record in caplog.records) <= 1  # logged once
 
 
-def test_a_call_without_a_deadline_fails_with_the_wait_it_would_need():
+def test_a_call_without_a_deadline_waits_out_a_lockout_but_not_longer():
     clock = FakeClock()
-    limiter = RateLimiter(rate_limit=None, clock=clock, jitter=lambda: 0.0)
-    limiter.observe(T0, 429, {})  # the 5-minute lockout
-    with pytest.raises(CloudflareWorkflowsRateLimitError, match=r"in 300\.0 s") as caught:
-        limiter.wait_sync()
-    assert caught.value.retry_after == pytest.approx(300.0)
-    assert clock.slept == []
-    assert limiter.in_flight == 0
-    limiter.observe(T0, 429, {"Retry-After": "60"})  # a shorter pause: waited out
-    clock.time = T0 + 240
-    limiter.wait_sync()
-    assert clock.time == pytest.approx(T0 + 300)
+    limiter = RateLimiter(rate_limit=None, clock=clock, jitter=lambda: 1.0)
+    limiter.observe(T0, 429, {"Retry-After": "86400"})  # not trusted: Cloudflare's 5-minute lockout
+    limiter.wait_sync()  # waited out, jitter included
+    assert clock.time == pytest.approx(T0 + LOCKOUT_SECONDS + ratelimit.PAUSE_JITTER_MAX_SECONDS)
+    # Two callers already hold the next slots of a bucket of 2 per 300 s: the third would wait 600 s.
+    queued = RateLimiter(rate_limit=2, clock=clock)
+    assert [queued.reserve(clock.time) for _ in range(2)] == [0.0, 300.0]
+    before = clock.time
+    with pytest.raises(CloudflareWorkflowsRateLimitError, match=r"in 600\.0 s") as caught:
+        queued.wait_sync()
+    assert caught.value.retry_after == pytest.approx(600.0)
+    assert clock.time == before  # failed at once, no sleep
+    assert queued.in_flight == 2  # its slot given back
 
 
 def test_a_later_shorter_429_does_not_shorten_the_pause():
