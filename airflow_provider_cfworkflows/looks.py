@@ -28,6 +28,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsRateLimitError,
     CloudflareWorkflowStepNotFoundError,
 )
+from airflow_provider_cfworkflows.single_flight import SingleFlight
 from airflow_provider_cfworkflows.transport import transport_cause
 
 if TYPE_CHECKING:
@@ -135,6 +136,9 @@ def _advance(plan: StepCheckPlan, answer: Any) -> InstanceQuery | StepQuery | Ch
 
 # --- the instance look, by each transport -----------------------------------------------------------
 
+# The sync looks of this process in flight, by instance (the async ones are shared by the watchers).
+_instance_looks: SingleFlight[dict[str, Any]] = SingleFlight()
+
 
 def get_instance_details(
     hook: CloudflareWorkflowsHook,
@@ -144,9 +148,16 @@ def get_instance_details(
     simple: bool,
     account_id: str | None,
 ) -> dict[str, Any]:
-    """The instance's details; a 404 says what was looked for."""
+    """
+    The instance's details; a 404 says what was looked for. Looks at the same instance made at the same
+    time in this process share one request (:mod:`~airflow_provider_cfworkflows.single_flight`).
+    """
+    key = (hook.cloudflare_conn_id, account_id, workflow_name, instance_id, simple)
     try:
-        return hook.get_instance(workflow_name, instance_id, simple=simple, account_id=account_id)
+        return _instance_looks.run(
+            key,
+            lambda: hook.get_instance(workflow_name, instance_id, simple=simple, account_id=account_id),
+        )
     except CloudflareWorkflowsNotFoundError as error:
         raise instance_not_found_error(error, workflow_name, instance_id) from None
 

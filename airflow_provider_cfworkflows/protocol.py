@@ -563,18 +563,21 @@ def is_byte_stream(status_code: int, headers: Mapping[str, str]) -> bool:
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds: a number of seconds or an HTTP date; None when absent or unreadable."""
+    """
+    ``Retry-After`` as whole seconds, rounded up (RFC 9110 allows only whole seconds: ``0.4`` must not
+    become 0): a number of seconds or an HTTP date; None when absent or unreadable (``inf``, ``nan``).
+    """
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    return float(math.ceil(max(0.0, seconds))) if math.isfinite(seconds) else None
 
 
 def _error_message(item: Mapping[str, Any], depth: int = 0) -> str:

@@ -46,8 +46,11 @@ from airflow_provider_cfworkflows.protocol import header, parse_retry_after
 log = logging.getLogger(__name__)
 
 # "If you exceed this, all API calls for the next five minutes will be blocked" (docs "Rate limits"):
-# a 429 that says neither Retry-After nor the reset time pauses this long.
-LOCKOUT_SECONDS = 300.0
+# a 429 that says neither Retry-After nor the reset time pauses this long (or the policy's shorter
+# window). It is also the longest pause anything the server says can cause: a Retry-After, or a reset
+# time ``t``, beyond the window cannot be meant and is not trusted (one hostile answer must not hold
+# every caller of the credential for longer; inferred: Cloudflare documents no longer window).
+LOCKOUT_SECONDS = float(RATE_LIMIT_WINDOW_SECONDS)
 # Client-side budget when responses carry no Ratelimit headers (a proxy strips them, an old emulator):
 # the connection extra ``rate_limit`` (default DEFAULT_RATE_LIMIT, half of Cloudflare's budget, so one
 # process alone cannot lock out the dashboard) requests per FALLBACK_WINDOW_SECONDS.
@@ -59,6 +62,8 @@ DASHBOARD_RESERVE_FRACTION = 0.05
 # up to MAX_BURST_REQUESTS (larger bursts would let several processes overshoot the reserve together).
 MAX_BURST_REQUESTS = 5
 BURST_FRACTION = 0.05
+# Without a client-side rate_limit (a loopback host), until the first answer: a burst, then this pace.
+FIRST_CONTACT_INTERVAL_SECONDS = 0.1
 # ``t`` is whole seconds (rounded down, inferred): wait this much past the advertised reset.
 RESET_MARGIN_SECONDS = 1.0
 # Responses whose reset times differ by less than this describe the same window (rounding, latency).
@@ -67,10 +72,12 @@ SAME_WINDOW_TOLERANCE_SECONDS = 2.0
 # callers of one process, and different processes, do not all send again in the same instant.
 PAUSE_JITTER_FRACTION = 0.1
 PAUSE_JITTER_MAX_SECONDS = 5.0
-# A reset time or Retry-After beyond this is capped, so that every wait ends.
-MAX_WAIT_SECONDS = 3600.0
 # Others' spending rate is measured over at least this much of a window (earlier: the previous value).
 OTHERS_RATE_MIN_SECONDS = 5.0
+# A caller without a deadline (an operator's call) waits at most this long for its slot: the longest
+# pause an answer can cause (Cloudflare's lockout, its margin and jitter). A longer wait (slots queued
+# behind many others) fails at once with the wait it would need; the task's retries take over.
+MAX_WAIT_SECONDS = LOCKOUT_SECONDS + RESET_MARGIN_SECONDS + PAUSE_JITTER_MAX_SECONDS
 # Waits at least this long are logged, so a slow task says why it is slow.
 LOG_WAIT_SECONDS = 5.0
 
@@ -176,7 +183,7 @@ def parse_ratelimit(value: str | None) -> list[RemainingBudget]:
     for name, params in _structured_items(value):
         remaining, reset = _non_negative(params.get("r")), _non_negative(params.get("t"))
         if remaining is not None and reset is not None:
-            items.append(RemainingBudget(name, int(remaining), min(reset, MAX_WAIT_SECONDS)))
+            items.append(RemainingBudget(name, int(remaining), reset))
     return items
 
 
@@ -225,13 +232,25 @@ class SystemClock:
         await asyncio.sleep(seconds)
 
 
+@dataclass(frozen=True)
+class _Policy:
+    """A window's quota and length: announced by a trusted ``Ratelimit-Policy``, or assumed."""
+
+    quota: int
+    window_seconds: float
+    reserve: int
+    announced: bool  # False: assumed (Cloudflare's documented budget), too unsure to keep a schedule by
+
+
 @dataclass
 class _Window:
-    """What the last response said about the server's current window, net of our own requests."""
+    """What the responses said about the server's current window, net of our own requests."""
 
-    estimate: float  # requests left that the server has not seen from us yet
+    policy: _Policy
+    estimate: float  # requests left for new slots: r minus our requests it had not counted or to come
+    remaining: int  # r of the newest answer
+    counted_through: int  # the ticket of that answer: our later requests were not counted in its r
     reset_at: float
-    reserve: int
     started_at: float  # first response seen from this window
     observed_at: float  # latest response seen from this window
     others_spent: float = 0.0  # requests others (processes, dashboard) spent since started_at
@@ -252,17 +271,34 @@ def _validate_rate_limit(rate_limit: int | None) -> int | None:
     return rate_limit
 
 
+def _policy_for(current: RemainingBudget, policies: list[QuotaPolicy]) -> _Policy:
+    """
+    The policy of ``current``: its ``Ratelimit-Policy`` item if that is believable (a window of at most
+    :data:`LOCKOUT_SECONDS`), else Cloudflare's documented 1,200 per 5 minutes.
+    """
+    named = next((p for p in policies if p.policy == current.policy), None)
+    if named is not None and named.window_seconds <= LOCKOUT_SECONDS:
+        return _Policy(named.quota, named.window_seconds, _reserve(named.quota), announced=True)
+    return _Policy(CLOUDFLARE_RATE_LIMIT, LOCKOUT_SECONDS, _reserve(CLOUDFLARE_RATE_LIMIT), announced=False)
+
+
+def _reserve(quota: int) -> int:
+    return math.ceil(DASHBOARD_RESERVE_FRACTION * quota)
+
+
 class RateLimiter:
     """
     Paces the requests of one credential in this process.
 
-    Every request first takes a slot (:meth:`reserve`, or :meth:`wait_sync` / :meth:`wait_async`),
-    then reports its response (:meth:`observe`) or that none came (:meth:`release`).
+    Every request first takes a slot (:meth:`reserve`), waits while :meth:`hold` says so, takes a
+    ticket as it is sent (:meth:`send`), then reports its response (:meth:`observe`, with the ticket) or
+    that none came (:meth:`release`); :meth:`wait_sync` and :meth:`wait_async` do the first three.
 
     :param rate_limit: requests per ``FALLBACK_WINDOW_SECONDS`` while responses carry no ``Ratelimit``
         header; None for no client-side limit (the server's headers and 429s still apply).
     :param clock: time source and sleeper; the system's by default.
-    :param jitter: returns a uniform random number in [0, 1) (for the pause jitter).
+    :param jitter: returns a uniform random number in [0, 1) (for the jitter after a pause, and among
+        the processes waiting for the window's schedule).
     """
 
     def __init__(
@@ -277,11 +313,16 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._rate_limit = _validate_rate_limit(rate_limit)
         self._window: _Window | None = None
+        self._policy: _Policy | None = None  # the latest window's policy (it outlives the window)
         self._in_flight = 0  # slots granted whose response has not been observed (or released)
+        self._unsent = 0  # slots granted whose request has not been sent (nor given up)
+        self._sent = 0  # requests sent so far: the next one's ticket
         self._tat = -math.inf  # theoretical arrival time of the next request (GCRA)
         self._pause_until = -math.inf
         self._pause_jitter = 0.0
         self._others_rate = 0.0  # requests per second spent by other clients of the token
+        self._distrust_logged = False
+        self._answered = False  # whether any response came (see FIRST_CONTACT_INTERVAL_SECONDS)
 
     @property
     def rate_limit(self) -> int | None:
@@ -301,7 +342,8 @@ class RateLimiter:
 
     def reserve(self, now: float, deadline: float | None = None) -> float:
         """
-        Take the next slot to send a request: returns the seconds to wait before sending.
+        Take the next slot to send a request: returns the seconds to wait before sending (then ask
+        :meth:`hold`).
 
         :param deadline: clock time after which the caller will not wait; a slot later than that
             raises :class:`CloudflareWorkflowsRateLimitError` and nothing is reserved.
@@ -315,39 +357,77 @@ class RateLimiter:
             if in_window and self._window is not None:
                 self._window.estimate -= 1
             self._in_flight += 1
+            self._unsent += 1
         return slot - now
 
     def hold(self, now: float, deadline: float | None = None) -> float:
         """
-        Seconds a caller that already has its slot must still wait: a 429 that arrived meanwhile pauses
-        it too (0 when it may send). Raises past ``deadline``; the caller then calls :meth:`release`.
+        Seconds a caller whose slot has come must still wait (0 when it may send): a 429 that arrived
+        meanwhile pauses it, and answers that came meanwhile may show the window spent, or ahead of its
+        schedule, by others. Raises past ``deadline``; the caller then calls ``release(sent=False)``.
         """
         with self._lock:
             delay = self._after_pause(now) - now
+            if delay <= 0:
+                delay = self._send_delay(now)
         if deadline is not None and now + delay > deadline:
             raise _deadline_error(delay, deadline - now)
         return delay
 
-    def observe(self, now: float, status_code: int, headers: Mapping[str, str]) -> None:
-        """Update the budget from a response to a request that had a slot."""
+    def send(self) -> int:
+        """The caller sends its request now: returns its ticket (for :meth:`observe`)."""
+        with self._lock:
+            self._unsent = max(0, self._unsent - 1)
+            ticket = self._sent
+            self._sent += 1
+        return ticket
+
+    def observe(
+        self, now: float, status_code: int, headers: Mapping[str, str], ticket: int | None = None
+    ) -> None:
+        """
+        Update the budget from a response to a request that had a slot.
+
+        :param ticket: the request's ticket (from :meth:`send`); without it every other request in flight
+            is taken as not yet counted by the server.
+        """
         budgets = parse_ratelimit(header(headers, RATELIMIT_HEADER))
         policies = parse_ratelimit_policy(header(headers, RATELIMIT_POLICY_HEADER)) if budgets else []
         current = _tightest(budgets) if budgets else None
+        policy = _policy_for(current, policies) if current is not None else self._policy
+        bound = policy.window_seconds if policy is not None else LOCKOUT_SECONDS
+        distrusted = []
+        if current is not None and current.reset_seconds > bound + SAME_WINDOW_TOLERANCE_SECONDS:
+            distrusted.append(f"Ratelimit t={current.reset_seconds:g} s")
+            current = None  # a reset beyond the window cannot be meant: the answer says nothing
         pause = None
         if status_code == TOO_MANY_REQUESTS:
-            # Wait what the server says, or for the reset, or (neither given) the 5-minute lockout.
+            # Wait what the server says, or for the reset, or (neither given) the window's lockout.
             pause = parse_retry_after(header(headers, RETRY_AFTER_HEADER))
+            if pause is not None and pause > bound:
+                distrusted.append(f"Retry-After {pause:g} s")
+                pause = None
             if pause is None:
-                pause = current.reset_seconds + RESET_MARGIN_SECONDS if current else LOCKOUT_SECONDS
-            pause = min(pause, MAX_WAIT_SECONDS)
+                pause = current.reset_seconds + RESET_MARGIN_SECONDS if current else bound
         with self._lock:
             self._in_flight = max(0, self._in_flight - 1)
-            if current is not None:
-                self._update_window(now, current, policies)
-            if pause is not None and now + pause > self._pause_until:
+            if current is not None and policy is not None:
+                self._policy = policy
+                self._update_window(now, current, policy, ticket)
+            self._answered = True
+            extended = pause is not None and now + pause > self._pause_until
+            if pause is not None and extended:
                 self._pause_until = now + pause
                 self._pause_jitter = min(PAUSE_JITTER_MAX_SECONDS, PAUSE_JITTER_FRACTION * pause)
-        if pause is not None:
+            log_distrust = bool(distrusted) and (extended or not self._distrust_logged)
+            self._distrust_logged = self._distrust_logged or bool(distrusted)
+        if log_distrust:
+            log.warning(
+                "Cloudflare's answer said %s, beyond its rate-limit window (%.0f s): not trusted.",
+                " and ".join(distrusted),
+                bound,
+            )
+        if pause is not None and extended:  # once per pause, not once per refused request
             log.warning(
                 "Cloudflare answered HTTP 429 (rate limited): every request with this credential in this "
                 "process waits %.1f s (plus up to %.1f s of jitter) before the next one.",
@@ -355,34 +435,45 @@ class RateLimiter:
                 self._pause_jitter,
             )
 
-    def release(self) -> None:
-        """A request that had a slot got no response (or was never sent)."""
+    def release(self, *, sent: bool = True) -> None:
+        """A request that had a slot got no response (``sent=False``: it was never sent)."""
         with self._lock:
             self._in_flight = max(0, self._in_flight - 1)
+            if not sent:
+                self._unsent = max(0, self._unsent - 1)
 
     # Header pacing, the arithmetic (all under the lock):
     #   r, t      the server's remaining requests and seconds to reset, shared by every client of the
-    #             token (other processes, the dashboard); reset_at = now + t.
-    #   E         our estimate of what is left = r - (our requests the server may not have counted):
-    #             at an observation E = r - (slots granted but not yet answered, this one excluded);
-    #             every granted slot then takes 1 from E. Counting unanswered requests as spent errs on
-    #             the safe side. Within one window E only falls: E = min(E, r - in_flight), so a late
-    #             response that saw an older r cannot raise it; a later reset_at starts a new window.
-    #   U         usable = E - reserve - others_rate * (time since our latest response), reserve =
-    #             ceil(DASHBOARD_RESERVE_FRACTION * q) (60 of 1,200); others_rate = what r fell by beyond
-    #             our own requests, per second, over this window: what other processes and the
-    #             dashboard have probably spent since we last looked, so a process that looks rarely
-    #             does not spend budget that others already took.
+    #             token (other processes, the dashboard); reset_at = now + t. q, w: the policy's quota
+    #             and window (trusted up to LOCKOUT_SECONDS; a t beyond w is not trusted at all).
+    #   tickets   each request takes a ticket as it is sent; an answer's r counted our requests up to
+    #             its ticket, not those sent after it. Only an answer with a newer ticket updates the
+    #             window (an older one is older news); a later reset_at starts a new window.
+    #   left      r - (our requests sent after the answered one): what the server has left now.
+    #   E         left - (slots granted, not yet sent): what is left for new slots; each grant takes 1.
+    #   U         usable = E - reserve (- without an announced policy: others_rate * time since our
+    #             latest answer), reserve = ceil(DASHBOARD_RESERVE_FRACTION * q) (60 of 1,200);
+    #             others_rate = what r fell by beyond our own requests, per second, over this window.
     #   pace      slots at interval (reset_at - max(now, tat)) / U, i.e. U spread evenly until the
     #             reset (tat: when the slots already granted are used up; U excludes them), with a
     #             burst of _burst(U) after idleness (GCRA: slot = max(now, tat - (burst - 1) * interval)).
-    #             When other processes spend, r falls, so U falls and every process slows down together.
+    #   schedule  with an announced policy, never ahead of the window's even schedule: all clients
+    #             together (q - E spent) at most B + (q - reserve) * elapsed / w, B = _burst(q -
+    #             reserve). Every process reads the same r and t, so processes sharing the token keep
+    #             to one schedule instead of each spreading all of U over the rest of the window.
+    #   hold      when a slot comes, the newest answers decide again (other processes may have spent
+    #             meanwhile): left, less what others probably spent since (at others_rate, but not past
+    #             the schedule, which they keep too), must leave one above the reserve, else the slot
+    #             moves to the next window; and the schedule must allow one more, else wait (plus a
+    #             random share of one pace interval, so that the waiting processes take turns).
     #   cap       a slot in this window only while U >= 1: never past r - reserve. Other processes'
     #             unanswered requests are the only unseen spending; the reserve absorbs them.
-    #   U < 1     (or the paced slot lands after the reset): wait until reset_at + RESET_MARGIN_SECONDS;
-    #             after a reset, until a response tells the new r, the fallback bucket below paces.
+    #   U < 1     (or the paced slot lands after the reset): from reset_at + RESET_MARGIN_SECONDS;
+    #             after a reset, until a response tells the new r, the last policy paces (a burst of B,
+    #             then (q - reserve) per w), else the fallback bucket below.
     # Fallback (no header): GCRA at interval W / (N - B) with burst B = _burst(N), N = rate_limit,
-    #   W = 300 s: at most B + (N - B) = N requests in any 300 s.
+    #   W = 300 s: at most B + (N - B) = N requests in any 300 s. Without a rate_limit (a loopback host):
+    #   no limit once an answer came; before, a burst then FIRST_CONTACT_INTERVAL_SECONDS.
 
     def _after_pause(self, now: float) -> float:
         if now < self._pause_until:
@@ -397,20 +488,43 @@ class RateLimiter:
         window = self._window
         if window is not None and start < window.reset_at:
             base = max(start, self._tat)
-            usable = window.estimate - window.reserve - self._others_rate * (base - window.observed_at)
+            # Others' spending since: only for a window without an announced schedule (with one, the
+            # check before sending (:meth:`hold`) keeps to the schedule by the newest answers).
+            others = 0.0 if window.policy.announced else self._others_rate * (base - window.observed_at)
+            usable = window.estimate - window.policy.reserve - others
             if usable >= 1:
                 interval = (window.reset_at - base) / usable
                 slot = self._gcra_slot(start, interval, _burst(usable))
+                if window.policy.announced:
+                    spent = window.policy.quota - window.estimate + others
+                    slot = max(slot, self._schedule(window, spent))
                 if slot < window.reset_at:
                     return slot, interval, True
             start = window.reset_at + RESET_MARGIN_SECONDS
         interval, burst = self._fallback_pace()
         return self._gcra_slot(start, interval, burst), interval, False
 
+    @staticmethod
+    def _schedule(window: _Window, spent: float) -> float:
+        """When the window's even schedule allows one more request after ``spent`` (by all clients)."""
+        policy = window.policy
+        usable = max(policy.quota - policy.reserve, 1)
+        opened = window.reset_at - policy.window_seconds
+        return opened + (spent + 1 - _burst(usable)) * policy.window_seconds / usable
+
     def _fallback_pace(self) -> tuple[float, float]:
-        """Interval and burst of the client-side bucket (no interval without a ``rate_limit``)."""
+        """
+        Interval and burst until a response tells the window: the last policy's pace if one is known,
+        else the client-side bucket (no interval without a ``rate_limit``).
+        """
+        if self._policy is not None and self._policy.announced:
+            usable = max(self._policy.quota - self._policy.reserve, 1)
+            burst = _burst(usable)
+            return self._policy.window_seconds / max(usable - burst, 1.0), burst
         if self._rate_limit is None:
-            return 0.0, 1.0
+            # Before the first answer a burst, then a pace: many callers starting together (several
+            # processes on one token) must not all go before one answer tells the budget.
+            return (0.0, 1.0) if self._answered else (FIRST_CONTACT_INTERVAL_SECONDS, MAX_BURST_REQUESTS)
         burst = _burst(self._rate_limit)
         return FALLBACK_WINDOW_SECONDS / max(self._rate_limit - burst, 1.0), burst
 
@@ -419,11 +533,11 @@ class RateLimiter:
             return start
         return max(start, self._tat - (burst - 1) * interval)
 
-    def _update_window(self, now: float, current: RemainingBudget, policies: list[QuotaPolicy]) -> None:
-        quota = next(
-            (p.quota for p in policies if p.policy == current.policy), CLOUDFLARE_RATE_LIMIT
-        )  # no policy named
-        estimate = current.remaining - self._in_flight
+    def _update_window(
+        self, now: float, current: RemainingBudget, policy: _Policy, ticket: int | None
+    ) -> None:
+        # Without a ticket, every other request in flight is taken as not yet counted.
+        counted_through = self._sent - 1 - self._in_flight if ticket is None else ticket
         reset_at = now + current.reset_seconds
         window = self._window
         if (
@@ -431,50 +545,114 @@ class RateLimiter:
             or now >= window.reset_at
             or reset_at > window.reset_at + SAME_WINDOW_TOLERANCE_SECONDS
         ):
-            reserve = math.ceil(DASHBOARD_RESERVE_FRACTION * quota)
-            self._window = _Window(estimate, reset_at, reserve, started_at=now, observed_at=now)
+            window = self._window = _Window(
+                policy, 0.0, current.remaining, counted_through, reset_at, now, now
+            )
+            window.estimate = self._left(window) - self._unsent
             return
+        if counted_through < window.counted_through:
+            return  # an answer to an older request: the window already knows more
+        window.remaining, window.counted_through = current.remaining, counted_through
+        estimate = self._left(window) - self._unsent
         # What r fell by beyond our own requests was spent by others (other processes, the dashboard).
         window.others_spent += max(0.0, window.estimate - estimate)
-        window.estimate = min(window.estimate, estimate)
+        window.estimate = estimate
         window.observed_at = max(window.observed_at, now)
         if now - window.started_at >= OTHERS_RATE_MIN_SECONDS:
             self._others_rate = window.others_spent / (now - window.started_at)
 
+    def _others_since(self, window: _Window, moment: float, spent: float) -> float:
+        """
+        What others probably spent between our latest answer and ``moment``: at their measured rate,
+        but (with an announced policy) not beyond the window's schedule, which the other processes
+        keep too: an overestimate would make every process wait for the others, and none spend.
+        """
+        others = self._others_rate * max(0.0, moment - window.observed_at)
+        if window.policy.announced:
+            others = min(others, max(0.0, self._scheduled(window, moment) - spent))
+        return others
+
+    @staticmethod
+    def _scheduled(window: _Window, moment: float) -> float:
+        """What the window's even schedule allows all clients to have spent by ``moment``."""
+        policy = window.policy
+        usable = max(policy.quota - policy.reserve, 1)
+        elapsed = moment - (window.reset_at - policy.window_seconds)
+        return _burst(usable) + usable * elapsed / policy.window_seconds
+
+    def _left(self, window: _Window) -> float:
+        """What the server has left now as far as we know: r less our requests sent after its answer."""
+        return window.remaining - max(0, self._sent - window.counted_through - 1)
+
+    def _send_delay(self, now: float) -> float:
+        """
+        Seconds a request whose slot has come must still wait by the newest answers (0: send): until
+        the reset if the window is spent, or until its schedule allows one more.
+        """
+        window = self._window
+        if window is None or now >= window.reset_at:
+            return 0.0
+        left = self._left(window)
+        left -= self._others_since(window, now, window.policy.quota - left)
+        if left - window.policy.reserve < 1:
+            # Spent: a slot in the next window, paced like any other (not all waiters at the reset).
+            slot, interval, _in_window = self._plan(window.reset_at + RESET_MARGIN_SECONDS)
+            self._tat = max(self._tat, slot) + interval
+            return slot - now
+        if not window.policy.announced:
+            return 0.0
+        wait = self._schedule(window, window.policy.quota - left) - now
+        if wait <= 0:
+            return 0.0
+        # Processes waiting for the schedule take the next request at random, not always the same one.
+        policy = window.policy
+        return wait + self._jitter() * policy.window_seconds / max(policy.quota - policy.reserve, 1)
+
     # --- waiting -----------------------------------------------------------------------------------
 
-    def wait_sync(self, deadline: float | None = None) -> None:
+    def wait_sync(self, deadline: float | None = None) -> int:
         """
-        Block the calling thread until this request may be sent (its slot is then taken).
+        Block the calling thread until this request may be sent (its slot is then taken); returns its
+        ticket for :meth:`observe_response`.
 
         :param deadline: clock time (``clock.now()`` scale) not to wait past: raises
-            :class:`CloudflareWorkflowsRateLimitError` instead.
+            :class:`CloudflareWorkflowsRateLimitError` instead. Without one, a wait longer than
+            :data:`MAX_WAIT_SECONDS` raises at once.
         """
-        delay = self.reserve(self.clock.now(), deadline)
+        limit = self._limit(deadline)
+        delay = self.reserve(self.clock.now(), limit)
         try:
             while delay > 0:
                 _log_wait(delay)
                 self.clock.sleep(delay)
-                delay = self.hold(self.clock.now(), deadline)
+                delay = self.hold(self.clock.now(), limit)
         except BaseException:
-            self.release()
+            self.release(sent=False)
             raise
+        return self.send()
 
-    async def wait_async(self, deadline: float | None = None) -> None:
+    async def wait_async(self, deadline: float | None = None) -> int:
         """:meth:`wait_sync` for coroutines: waits with ``asyncio.sleep``, never blocking the loop."""
-        delay = self.reserve(self.clock.now(), deadline)
+        limit = self._limit(deadline)
+        delay = self.reserve(self.clock.now(), limit)
         try:
             while delay > 0:
                 _log_wait(delay)
                 await self.clock.asleep(delay)
-                delay = self.hold(self.clock.now(), deadline)
+                delay = self.hold(self.clock.now(), limit)
         except BaseException:  # cancelled while waiting: the slot is given up
-            self.release()
+            self.release(sent=False)
             raise
+        return self.send()
 
-    def observe_response(self, status_code: int, headers: Mapping[str, str]) -> None:
+    def _limit(self, deadline: float | None) -> float:
+        return self.clock.now() + MAX_WAIT_SECONDS if deadline is None else deadline
+
+    def observe_response(
+        self, status_code: int, headers: Mapping[str, str], ticket: int | None = None
+    ) -> None:
         """:meth:`observe` at the clock's current time."""
-        self.observe(self.clock.now(), status_code, headers)
+        self.observe(self.clock.now(), status_code, headers, ticket)
 
 
 def _log_wait(delay: float) -> None:
@@ -484,8 +662,8 @@ def _log_wait(delay: float) -> None:
 
 def _deadline_error(delay: float, allowed: float) -> CloudflareWorkflowsRateLimitError:
     return CloudflareWorkflowsRateLimitError(
-        f"Cloudflare's API budget allows the next request in {delay:.1f} s, after the caller's deadline "
-        f"(in {max(allowed, 0.0):.1f} s); not waiting.",
+        f"Cloudflare's API budget allows the next request in {delay:.1f} s, later than this call can wait "
+        f"({max(allowed, 0.0):.1f} s); not waiting.",
         retry_after=delay,
     )
 

@@ -199,7 +199,7 @@ class CloudflareWorkflowsTransport(BaseHook):
     def _open(self, request: ApiRequest, clock: protocol.AttemptClock) -> requests.Response:
         """Send one request and return the response with its body not yet read."""
         limiter = self._limiter(self.settings)
-        limiter.wait_sync(_limiter_deadline(limiter))
+        ticket = limiter.wait_sync(_limiter_deadline(limiter))
         try:
             socket_timeout = clock.start(request)  # the attempt's time runs from here
             # Each socket read waits at most socket_timeout; the status line and headers, however slowly
@@ -222,7 +222,7 @@ class CloudflareWorkflowsTransport(BaseHook):
                 raise _transport_error(request, error, self.settings.base_url) from None
             raise
         self._answered = True
-        limiter.observe_response(response.status_code, response.headers)
+        limiter.observe_response(response.status_code, response.headers, ticket)
         return response
 
     def _read_body(
@@ -366,7 +366,7 @@ class CloudflareWorkflowsTransport(BaseHook):
         except (httpx.HTTPError, ValueError) as error:
             raise _transport_error(request, error, settings.base_url) from None
         limiter = self._limiter(settings)
-        await limiter.wait_async(_limiter_deadline(limiter))
+        ticket = await limiter.wait_async(_limiter_deadline(limiter))
         try:
             # The attempt's time runs from here; httpx's per-request "timeout" extension bounds each step.
             http_request.extensions["timeout"] = httpx.Timeout(clock.start(request)).as_dict()
@@ -380,7 +380,7 @@ class CloudflareWorkflowsTransport(BaseHook):
                 raise _transport_error(request, error, settings.base_url) from None
             raise
         self._answered = True
-        limiter.observe_response(response.status_code, response.headers)
+        limiter.observe_response(response.status_code, response.headers, ticket)
         return response
 
     async def _aread_body(

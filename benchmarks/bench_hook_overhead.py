@@ -60,10 +60,10 @@ class CountingClock:
 class NoLimiter:
     """Stands in for the hook's rate limiter: the hook without it."""
 
-    def wait_sync(self, deadline: float | None = None) -> None:
-        pass
+    def wait_sync(self, deadline: float | None = None) -> int:
+        return 0
 
-    def observe_response(self, status_code: int, headers: Any) -> None:
+    def observe_response(self, status_code: int, headers: Any, ticket: int | None = None) -> None:
         pass
 
     def release(self) -> None:

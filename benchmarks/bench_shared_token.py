@@ -11,10 +11,12 @@ at once with the same token:
 - ``pokes``: a worker-style process where one thread per instance runs a
   :class:`CloudflareWorkflowStepSensor` in poke mode (``poke()`` then sleep ``--interval``).
 
-Together they ask for far more than the quota (``--interval`` is short), so they finish only if both
-slow down as the remaining budget the headers report falls. Prints, from this run: 429 answers (goal
-0), the most requests the token sent in one window against the quota, each process's requests, time
-to finish and outcome.
+``--loops`` and ``--poke-processes`` set how many of each run (default one of each). Together they
+ask for far more than the quota (``--interval`` is short), so they finish only if all slow down as the
+remaining budget the headers report falls. Prints, from this run: 429 answers (goal 0), the most
+requests the token sent in one window against the quota, per full window (counted from the first
+request) the requests and those in its first half (goal: about half: no window drained early), each
+process's time to finish and outcome.
 
     .venv/bin/python benchmarks/bench_shared_token.py [--quota 120] [--window 20] [--json out.json]
 """
@@ -182,7 +184,7 @@ def main(args: argparse.Namespace) -> None:
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            for role in ("loop", "pokes")
+            for role in ["loop"] * args.loops + ["pokes"] * args.poke_processes
         ]
         reports = []
         for child in children:
@@ -200,15 +202,28 @@ def main(args: argparse.Namespace) -> None:
         most = max(
             (sum(1 for t in times[i:] if t < start + args.window) for i, start in enumerate(times)), default=0
         )
+        # Windows of the emulator as the first request opened them: how much went in each first half.
+        windows = []
+        if times:
+            for index in range(int((times[-1] - times[0]) // args.window)):  # full windows only
+                start = times[0] + index * args.window
+                in_window = [t for t in times if start <= t < start + args.window]
+                first_half = sum(1 for t in in_window if t < start + args.window / 2)
+                windows.append({"requests": len(in_window), "first_half": first_half})
         result = {
             "quota": args.quota,
             "window_seconds": args.window,
+            "processes_on_the_token": args.loops + args.poke_processes,
             "demand_per_window_without_pacing": round(
-                (args.instances + args.instances) * args.window / args.interval
+                (args.instances * args.loops + args.instances * args.poke_processes)
+                * args.window
+                / args.interval
             ),
             "requests": len(sent),
             "responses_429": sum(1 for entry in sent if entry["status"] == 429),
             "most_requests_in_one_window": most,
+            "windows": windows,
+            "most_in_a_first_half": max((w["first_half"] for w in windows), default=0),
             "seconds": round(ended - started, 1),
             "processes": reports,
         }
@@ -233,6 +248,8 @@ if __name__ == "__main__":
         "--last-end", type=float, default=40.0, help="s until the last instance's last step ends"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="s each wait may take")
+    parser.add_argument("--loops", type=int, default=1, help="triggerer-style processes")
+    parser.add_argument("--poke-processes", type=int, default=1, help="worker-style processes (0 or more)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--role", choices=["loop", "pokes"], help=argparse.SUPPRESS)
     parser.add_argument("--targets", help=argparse.SUPPRESS)

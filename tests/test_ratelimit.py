@@ -26,7 +26,6 @@ from airflow_provider_cfworkflows.exceptions import (
 from airflow_provider_cfworkflows.ratelimit import (
     DEFAULT_RATE_LIMIT,
     LOCKOUT_SECONDS,
-    MAX_WAIT_SECONDS,
     QuotaPolicy,
     RateLimiter,
     RemainingBudget,
@@ -60,7 +59,7 @@ def cf_headers(remaining: int, reset: float, quota: int = 1200, window: int = 30
             [RemainingBudget("default", 50, 30.0), RemainingBudget("burst", 2, 1.0)],
         ),
         ('"a,b";r=1;t=1, garbage, "x";r=abc;t=3, "y";r=-1;t=3, "z";r=5', [RemainingBudget("a,b", 1, 1.0)]),
-        ('"default";r=1;t=99999999', [RemainingBudget("default", 1, MAX_WAIT_SECONDS)]),
+        ('"default";r=1;t=99999999', [RemainingBudget("default", 1, 99999999.0)]),  # trusted or not: observe
         ('"default";r=1;t=nan, "d2";r=inf;t=1', []),
         ('"unterminated;r=1;t=1', []),
         (";;;,,,", []),
@@ -106,16 +105,18 @@ def test_never_spends_past_what_the_server_says_is_left():
     limiter.observe(T0 + 1, 200, cf_headers(remaining=500, reset=99))
     assert limiter.reserve(T0 + 1) >= 99
     # ...but a response from the next window does.
-    limiter.observe(T0 + 101, 200, cf_headers(remaining=1000, reset=299))
+    limiter.observe(T0 + 101, 200, cf_headers(remaining=1190, reset=299))
     assert limiter.reserve(T0 + 101) < 10
 
 
 def test_unanswered_requests_count_against_the_remaining_budget():
     limiter = RateLimiter(rate_limit=None)
+    tickets = []
     for _ in range(3):
         limiter.reserve(T0)
-    # The first answer says 63 left; the two others in flight may not be counted in it: 63 - 2 - 60 = 1.
-    limiter.observe(T0, 200, cf_headers(remaining=63, reset=100))
+        tickets.append(limiter.send())
+    # The first answer says 63 left; the two sent after it are not counted in it: 63 - 2 - 60 = 1.
+    limiter.observe(T0, 200, cf_headers(remaining=63, reset=100), tickets[0])
     assert limiter.in_flight == 2
     assert limiter.reserve(T0) < 100
     assert limiter.reserve(T0) >= 100
@@ -123,13 +124,26 @@ def test_unanswered_requests_count_against_the_remaining_budget():
 
 def test_budget_is_spread_until_the_reset():
     limiter = RateLimiter(rate_limit=None)
-    limiter.observe(T0, 200, cf_headers(remaining=260, reset=100, quota=1200))  # 200 usable over 100 s
-    slots = [limiter.reserve(T0) for _ in range(200)]
+    # 200 s into the window, 760 spent (on the even schedule): 380 usable over the last 100 s.
+    limiter.observe(T0, 200, cf_headers(remaining=440, reset=100, quota=1200))
+    slots = [limiter.reserve(T0) for _ in range(380)]
     burst = ratelimit.MAX_BURST_REQUESTS
-    assert slots[:burst] == [0.0] * burst
+    assert slots[:burst] == pytest.approx([0.0] * burst)
     gaps = [b - a for a, b in itertools.pairwise(slots[burst:])]
-    assert 0.45 < min(gaps) <= max(gaps) < 0.55
+    assert 0.25 < min(gaps) <= max(gaps) < 0.28
     assert 97 < slots[-1] < 100
+    assert limiter.reserve(T0) >= 100  # the 381st: after the reset
+
+
+def test_a_window_spent_ahead_of_its_schedule_waits_for_the_schedule():
+    limiter = RateLimiter(rate_limit=None)
+    # 200 s into the window others have spent 940 of 1,200: more than the even schedule's 765. The 200
+    # usable are spent from when the schedule catches up, still before the reset.
+    limiter.observe(T0, 200, cf_headers(remaining=260, reset=100, quota=1200))
+    slots = [limiter.reserve(T0) for _ in range(200)]
+    assert 45 < slots[0] < 47  # (940 + 1 - 5) * 300 / 1,140 - 200 s
+    assert slots[-1] < 100
+    assert limiter.reserve(T0) >= 100
 
 
 @dataclass
@@ -163,9 +177,14 @@ def simulate(
     duration: float,
     latency: float = 0.05,
     dashboard_every: float | None = None,
+    sent_at: list[float] | None = None,
 ) -> Counter[RateLimiter]:
-    """Each caller loops: take a slot, send when it comes (unless paused), observe the answer later."""
+    """
+    Each caller loops: take a slot, send when it comes (unless paused), observe the answer (with the
+    slot's ticket) later. Returns the requests sent per limiter; ``sent_at`` collects their times.
+    """
     sent: Counter[RateLimiter] = Counter()
+    sent_at = [] if sent_at is None else sent_at
     order = itertools.count()
     events: list[tuple[float, int, str, Any, Any]] = []
     for limiter, count in callers.items():
@@ -183,8 +202,11 @@ def simulate(
             if (wait := limiter.hold(now)) > 0:
                 heapq.heappush(events, (now + wait, next(order), "send", limiter, None))
                 continue
+            ticket = limiter.send()
             sent[limiter] += 1
-            heapq.heappush(events, (now + latency, next(order), "observe", limiter, server.handle(now)))
+            sent_at.append(now)
+            answer = (*server.handle(now), ticket)
+            heapq.heappush(events, (now + latency, next(order), "observe", limiter, answer))
         elif kind == "observe":
             limiter.observe(now, *answer)
             heapq.heappush(events, (now, next(order), "reserve", limiter, None))
@@ -216,13 +238,30 @@ def test_processes_sharing_a_token_and_the_dashboard_slow_down_together():
     assert all(server.used[index] >= 0.85 * 200 for index in range(1, 10)), server.used
 
 
+@pytest.mark.parametrize("callers", [8, 50])
+def test_processes_sharing_a_token_at_a_short_window_do_not_drain_it_early(callers):
+    # 4 processes (each its own limiter), each with more waiting callers than the window allows: the
+    # windows are used, but by the even schedule all of them read from the headers, not half-way in.
+    server = SimulatedServer(quota=120, window=30.0)
+    limiters = {RateLimiter(rate_limit=None, jitter=random.Random(seed).random): callers for seed in range(4)}
+    sent_at: list[float] = []
+    simulate(server, limiters, duration=300, sent_at=sent_at)
+    assert server.rejected == 0
+    for index in range(10):
+        start = index * 30.0
+        first_half = sum(1 for moment in sent_at if start <= moment < start + 15)
+        assert first_half <= 0.6 * 120, (index, first_half)
+        if index:  # the first window also holds the first contact
+            assert server.used[index] >= 0.85 * (120 - 6), server.used
+
+
 def test_429_from_the_server_pauses_until_its_retry_after():
     server = SimulatedServer(quota=50, window=60.0)
     server.used[0] = 50  # someone else spent the window before our first request
     limiter = RateLimiter(rate_limit=None, jitter=random.Random(7).random)
     simulate(server, {limiter: 10}, duration=200)
-    # The first request of each caller meets the 429 (they all went out before any answer), none after.
-    assert server.rejected == 10
+    # Only the first requests meet the 429 (a burst: nothing is known before the first answer), none after.
+    assert 1 <= server.rejected <= ratelimit.MAX_BURST_REQUESTS
     assert server.used[1] >= 45  # of 50 - 3 (reserve) usable
     assert server.used[2] >= 45
 
@@ -250,12 +289,28 @@ def test_fallback_bucket_refills_while_idle_and_none_means_unlimited():
     assert limiter.reserve(T0) > 0
     assert limiter.reserve(T0 + 60) == 0.0  # idle for a minute: tokens are back
     unlimited = RateLimiter(rate_limit=None)
-    assert {unlimited.reserve(T0) for _ in range(10_000)} == {0.0}
+    # Before the first answer, a burst and then a pace: many callers starting together do not all go.
+    first = [unlimited.reserve(T0) for _ in range(8)]
+    assert first == pytest.approx([0.0] * 5 + [0.1, 0.2, 0.3])
+    unlimited.observe(T0, 200, {})  # an answer without Ratelimit headers: no limit from then on
+    assert {unlimited.reserve(T0 + 1) for _ in range(10_000)} == {0.0}
 
 
-def test_fallback_applies_again_once_the_advertised_window_has_passed():
+def test_after_the_advertised_window_the_last_policy_paces_until_an_answer_tells_more():
+    limiter = RateLimiter(rate_limit=None)
+    limiter.observe(T0, 200, cf_headers(remaining=100, reset=10, quota=120, window=30))
+    late = T0 + 20  # the window has reset; nothing heard from the next one yet
+    delays = [limiter.reserve(late) for _ in range(20)]
+    # Not all at once (several processes would overrun the new window together): a burst of 5, then
+    # the policy's pace, 114 per 30 s.
+    assert delays[:5] == [0.0] * 5
+    gaps = [b - a for a, b in itertools.pairwise(delays[4:])]
+    assert gaps == pytest.approx([30 / (114 - 5)] * 15)
+
+
+def test_fallback_bucket_applies_without_an_announced_policy():
     limiter = RateLimiter(rate_limit=30)
-    limiter.observe(T0, 200, cf_headers(remaining=1000, reset=10))
+    limiter.observe(T0, 200, {"Ratelimit": '"default";r=1000;t=10'})  # no Ratelimit-Policy
     assert max(limiter.reserve(T0) for _ in range(20)) < 10  # paced by the headers: 940 usable in 10 s
     late = T0 + 20
     delays = [limiter.reserve(late) for _ in range(10)]
@@ -285,20 +340,75 @@ def test_429_pauses_every_caller_with_bounded_jitter():
     assert limiter.hold(T0 + 31 + jitter_max) == 0.0
 
 
+FAR_DATE = "Fri, 31 Dec 9999 23:59:59 GMT"
+
+
 @pytest.mark.parametrize(
     ("headers", "pause"),
     [
         ({"Retry-After": "12"}, 12.0),
+        ({"Retry-After": "0.4"}, 1.0),  # whole seconds, rounded up (not 0)
         (cf_headers(remaining=0, reset=42), 42.0 + ratelimit.RESET_MARGIN_SECONDS),
         ({}, LOCKOUT_SECONDS),
-        ({"Retry-After": "999999"}, MAX_WAIT_SECONDS),
+        # Beyond Cloudflare's 5-minute window: not trusted, the lockout at most.
+        ({"Retry-After": "86400"}, LOCKOUT_SECONDS),
+        ({"Retry-After": "inf"}, LOCKOUT_SECONDS),
+        ({"Retry-After": "nan"}, LOCKOUT_SECONDS),
+        ({"Retry-After": FAR_DATE}, LOCKOUT_SECONDS),
+        # The announced window bounds it too; then the reset time (if believable) says how long.
+        ({**cf_headers(remaining=0, reset=20, quota=120, window=30), "Retry-After": "86400"}, 21.0),
+        ({**cf_headers(remaining=0, reset=86400, quota=120, window=30), "Retry-After": "86400"}, 30.0),
+        ({"Ratelimit": '"default";r=0;t=86400', "Retry-After": "86400"}, LOCKOUT_SECONDS),
     ],
-    ids=["retry-after", "header-reset", "lockout-default", "capped"],
+    ids=[
+        "retry-after",
+        "fraction-rounded-up",
+        "header-reset",
+        "lockout-default",
+        "day",
+        "inf",
+        "nan",
+        "far-date",
+        "policy-window-then-reset",
+        "policy-window",
+        "no-policy",
+    ],
 )
 def test_429_pause_length(headers, pause):
     limiter = RateLimiter(rate_limit=None, jitter=lambda: 0.0)
     limiter.observe(T0, 429, headers)
     assert limiter.reserve(T0) == pytest.approx(pause)
+
+
+@pytest.mark.parametrize(
+    "ratelimit_header",
+    ['"default";r=0;t=86400', '"default";r=0;t=3599', '"default";r=0;t=inf', '"default";r=0;t=1e308'],
+)
+def test_a_reset_beyond_the_window_is_not_trusted(ratelimit_header, caplog):
+    limiter = RateLimiter(rate_limit=None)
+    for _ in range(3):  # a run of them
+        limiter.observe(
+            T0, 200, {"Ratelimit": ratelimit_header, "Ratelimit-Policy": '"default";q=1200;w=300'}
+        )
+    assert limiter.reserve(T0) == 0.0  # the answer said nothing usable: no pause
+    assert sum("not trusted" in record.message for record in caplog.records) <= 1  # logged once
+
+
+def test_a_call_without_a_deadline_waits_out_a_lockout_but_not_longer():
+    clock = FakeClock()
+    limiter = RateLimiter(rate_limit=None, clock=clock, jitter=lambda: 1.0)
+    limiter.observe(T0, 429, {"Retry-After": "86400"})  # not trusted: Cloudflare's 5-minute lockout
+    limiter.wait_sync()  # waited out, jitter included
+    assert clock.time == pytest.approx(T0 + LOCKOUT_SECONDS + ratelimit.PAUSE_JITTER_MAX_SECONDS)
+    # Two callers already hold the next slots of a bucket of 2 per 300 s: the third would wait 600 s.
+    queued = RateLimiter(rate_limit=2, clock=clock)
+    assert [queued.reserve(clock.time) for _ in range(2)] == [0.0, 300.0]
+    before = clock.time
+    with pytest.raises(CloudflareWorkflowsRateLimitError, match=r"in 600\.0 s") as caught:
+        queued.wait_sync()
+    assert caught.value.retry_after == pytest.approx(600.0)
+    assert clock.time == before  # failed at once, no sleep
+    assert queued.in_flight == 2  # its slot given back
 
 
 def test_a_later_shorter_429_does_not_shorten_the_pause():
@@ -324,7 +434,7 @@ def test_wait_sync_raises_instead_of_waiting_past_the_deadline():
     clock = FakeClock()
     limiter = RateLimiter(rate_limit=None, clock=clock)
     limiter.observe(T0, 429, {"Retry-After": "60"})
-    with pytest.raises(CloudflareWorkflowsRateLimitError, match="after the caller's deadline") as caught:
+    with pytest.raises(CloudflareWorkflowsRateLimitError, match="later than this call can wait") as caught:
         limiter.wait_sync(deadline=T0 + 5)
     assert caught.value.retry_after >= 60
     assert clock.slept == []
@@ -343,7 +453,7 @@ def test_a_429_while_holding_a_slot_respects_the_deadline():
 async def test_wait_async_raises_past_the_deadline_and_gives_the_slot_back():
     clock = FakeClock()
     limiter = RateLimiter(rate_limit=None, clock=clock)
-    limiter.observe(T0, 200, cf_headers(remaining=61, reset=100))  # 1 usable, then the reset
+    limiter.observe(T0, 200, {"Ratelimit": '"default";r=61;t=100'})  # 1 usable, then the reset
     await limiter.wait_async(deadline=T0 + 1)
     with pytest.raises(CloudflareWorkflowsRateLimitError):
         await limiter.wait_async(deadline=T0 + 50)
@@ -373,7 +483,7 @@ async def test_cancelled_wait_releases_its_slot():
 def test_threads_share_one_limiter_without_losing_or_duplicating_slots():
     def scenario() -> RateLimiter:
         limiter = RateLimiter(rate_limit=None)
-        limiter.observe(T0, 200, cf_headers(remaining=2060, reset=3000))  # 2,000 usable
+        limiter.observe(T0, 200, cf_headers(remaining=2108, reset=290, quota=2160))  # 2,000 usable
         return limiter
 
     shared = scenario()
@@ -394,7 +504,7 @@ def test_threads_share_one_limiter_without_losing_or_duplicating_slots():
     expected = [sequential.reserve(T0) for _ in range(2400)]
     assert sorted(delays) == pytest.approx(sorted(expected))
     assert shared.in_flight == 2400
-    assert sum(1 for delay in delays if delay < 3000) == 2000  # the usable budget, exactly once
+    assert sum(1 for delay in delays if delay < 290) == 2000  # the usable budget, exactly once
 
 
 def test_sync_threads_and_several_event_loops_wait_out_one_pause():

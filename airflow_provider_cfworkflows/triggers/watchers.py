@@ -9,7 +9,8 @@ own call only where the details cannot answer (``/step`` for an entry they canno
 Requests per interval, per instance: one, however many triggers watch it (full details when any of
 them waits for a step, ``simple=true`` when all wait for the instance). So 1,000 step waits over 100
 instances at 60 s cost 100 requests a minute, inside Cloudflare's 240 a minute (1,200 per 5 minutes,
-shared with the dashboard).
+shared with the dashboard). Beyond what the budget pays for, the watchers of a connection take their
+looks in turn (:mod:`.turns`): the one whose last look is oldest goes next, a few at a time.
 
 The registry lives per event loop (the triggerer runs one; tests may run several): a watcher is made by
 its first subscriber and stopped when the last one leaves (finished, failed, timed out or cancelled),
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import random
 import time
 import weakref
@@ -41,6 +43,7 @@ from airflow_provider_cfworkflows.exceptions import (
 )
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.looks import aget_instance_details
+from airflow_provider_cfworkflows.triggers.turns import LookTurns
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +172,7 @@ class InstanceWatcher:
         self._failures = 0
         self._retry_at = 0.0
         self._look_now = False
+        self._wanted_at = time.monotonic()  # when a look was first wanted (no look yet, or a stale one)
         self._stopped = False
         self._wake = asyncio.Event()
         # A fresh context: the watcher must not inherit the deadline (or log context) of the trigger
@@ -188,7 +192,8 @@ class InstanceWatcher:
         fresh = latest is not None and time.monotonic() - latest.taken_at <= poll_interval
         if latest is not None and not (fresh and subscription.wants(latest)):
             subscription._seen = latest.number  # stale for it: wait for the next look...
-            self._look_now = True  # ...which comes now (unless a transient error holds the watcher back)
+            if not self._look_now:  # ...which comes now (unless a transient error holds the watcher back)
+                self._look_now, self._wanted_at = True, time.monotonic()
         self.subscribers.append(subscription)
         self._wake.set()
         return subscription
@@ -207,20 +212,32 @@ class InstanceWatcher:
 
     # --- the task ------------------------------------------------------------------------------------
 
+    def _interval(self) -> float:
+        return min((s.poll_interval for s in self.subscribers), default=MAX_ERROR_BACKOFF_SECONDS)
+
     def _next_look_at(self) -> float:
         """``time.monotonic()`` of the next look."""
         if self.latest is None or self._look_now:
-            due = 0.0
+            due = self._wanted_at
         else:
-            interval = min((s.poll_interval for s in self.subscribers), default=MAX_ERROR_BACKOFF_SECONDS)
-            due = self.latest.taken_at + interval
+            due = self.latest.taken_at + self._interval()
         return max(due, self._retry_at)
 
     async def _run(self) -> None:
         try:
             while await self._until_due():
-                self._look_now = False
-                self._publish(await self._look())
+                # The look waits for its turn among the connection's watchers (oldest last look first).
+                async with self._shared.turns.turn(
+                    last_look_at=-math.inf if self.latest is None else self.latest.taken_at,
+                    due_at=self._next_look_at(),
+                    interval=self._interval(),
+                    watchers=self._shared.users,
+                ):
+                    if not self.subscribers:  # all left while it waited (the watcher is being stopped)
+                        continue
+                    self._look_now = False
+                    look = await self._look()
+                self._publish(look)
         finally:
             await self._hooks.release(self._shared)
 
@@ -277,6 +294,7 @@ class InstanceWatcher:
 class _SharedHook:
     cloudflare_conn_id: str
     hook: CloudflareWorkflowsHook
+    turns: LookTurns
     users: int = 0
 
 
@@ -290,7 +308,8 @@ class SharedHooks:
         """The connection's hook (made if there is none), counted as used once more."""
         shared = self.by_connection.get(cloudflare_conn_id)
         if shared is None:
-            shared = _SharedHook(cloudflare_conn_id, CloudflareWorkflowsHook(cloudflare_conn_id))
+            hook = CloudflareWorkflowsHook(cloudflare_conn_id)
+            shared = _SharedHook(cloudflare_conn_id, hook, LookTurns(label=cloudflare_conn_id))
             self.by_connection[cloudflare_conn_id] = shared
         shared.users += 1
         return shared

@@ -148,3 +148,24 @@ async def test_a_429_pauses_every_caller_until_retry_after_and_no_wait_fails(clo
     after = [entry["time"] for entry in sent if entry["time"] > max(limited)]
     assert after, "the waits went on after the pause"
     assert min(after) >= spent_at + reset_in - 1.0  # not before the window (Retry-After) ended
+
+
+async def test_a_hostile_429_pauses_the_token_no_longer_than_the_window(cloudflare_conn):
+    emulator = cloudflare_conn
+    window = 3
+    emulator.set_rate_limit(quota=1000, window=window)  # answers announce w=3: pauses end by then
+    targets = start_instances(emulator, 3, [0.2, 0.2, 0.2])
+    _workflow, instance_id = targets[0]
+    # One answer asks every caller of the token to wait a day (Retry-After: 86400).
+    emulator.inject_fault(kind="rate_limit", path=f"/{instance_id}$", count=1, retry_after="86400")
+    started = time.time()
+    events = await asyncio.gather(*(first_event(trigger) for trigger in triggers_for(targets, seconds=60)))
+    assert {event["status"] for event in events} == {"success"}  # every trigger kept its looks
+    sent = token_requests(emulator, started)
+    limited = [entry["time"] for entry in sent if entry["status"] == 429]
+    assert len(limited) == 1
+    after = [entry["time"] for entry in sent if entry["time"] > limited[0]]
+    assert after, "the token was used again after the 429"
+    # The pause ends with the window (3 s, plus the reset margin and jitter), not in a day; generous
+    # slack for a loaded machine.
+    assert min(after) - limited[0] < window + 10

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections import Counter
 from unittest import mock
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 
 from airflow_provider_cfworkflows.sensors.workflows import CloudflareWorkflowStepSensor
 from airflow_provider_cfworkflows.triggers import watchers
+from airflow_provider_cfworkflows.triggers.turns import MAX_LOOKS_IN_FLIGHT
 from airflow_provider_cfworkflows.triggers.workflows import (
     CloudflareWorkflowInstanceTrigger,
     CloudflareWorkflowStepTrigger,
@@ -249,3 +251,38 @@ async def test_one_hook_per_connection_closed_after_its_last_user_and_retired_on
     await hooks.release(other)
     assert hooks.by_connection == {}
     assert all(shared.hook.closed for shared in (first, fresh, other))
+
+
+async def test_when_the_budget_binds_the_instances_are_looked_at_in_turn(cloudflare_conn):
+    emulator = cloudflare_conn
+    workflow = put_workflow(emulator, [{"name": "slow", "duration": 600}])
+    instances = [create_instance(emulator, workflow) for _ in range(20)]
+    emulator.set_rate_limit(quota=40, window=2)  # 19 looks a second for 20 instances polled every 0.05 s
+    started = time.time()
+    tasks = [
+        asyncio.create_task(first_event(step_trigger(workflow, instance_id, "slow", poll_interval=0.05)))
+        for instance_id in instances
+    ]
+
+    def looks():
+        return [
+            (entry["time"], entry["raw_path"].rsplit("/", 1)[-1])
+            for entry in api_requests(emulator, started)
+            if entry["endpoint"] == "get_instance"
+        ]
+
+    deadline = time.monotonic() + 60
+    while min(Counter(instance for _at, instance in looks()).get(i, 0) for i in instances) < 3:
+        assert time.monotonic() < deadline, "the instances did not get three looks each"
+        await asyncio.sleep(0.2)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert [entry for entry in api_requests(emulator, started) if entry["status"] == 429] == []
+    # No instance looked at again while another still waited for as many looks: at most the looks in
+    # flight together may reach the emulator out of turn.
+    counts = dict.fromkeys(instances, 0)
+    for _at, instance in sorted(looks()):
+        behind = sum(1 for other, count in counts.items() if other != instance and count < counts[instance])
+        assert behind <= MAX_LOOKS_IN_FLIGHT, (instance, counts)
+        counts[instance] += 1

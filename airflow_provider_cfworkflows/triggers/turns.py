@@ -1,0 +1,143 @@
+"""Turns: the watchers of one connection in one event loop take their looks in turn.
+
+When Cloudflare's API budget (1,200 requests per 5 minutes per user,
+https://developers.cloudflare.com/fundamentals/api/reference/limits/) cannot pay for a look at every
+watched instance each interval, the watchers that are due queue here, and the next turn goes to the one
+whose last look is the oldest (a watcher that never looked first, in the order they came): no instance
+is looked at twice while another waits unseen. The rate limiter still decides *when* each request may
+go; this queue decides *who* goes next, and keeps the requests in flight few
+(:data:`MAX_LOOKS_IN_FLIGHT`), so that a thousand watchers starting together queue here, in a heap, and
+not in the HTTP client's connection pool (whose queue costs time per waiting request on every change).
+
+The interval the budget allows is logged once when it stretches the watchers' interval (and again when
+it changes by half or more, and when it no longer does), not on each look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+log = logging.getLogger(__name__)
+
+# Looks of one connection in flight at once (each holds one HTTP connection). At Cloudflare's budget of
+# 4 requests a second one or two suffice; more only matter for a larger quota or the local emulator.
+MAX_LOOKS_IN_FLIGHT = 8
+# The budget stretches the interval when a turn comes more than this share of the watcher's interval
+# after it was due, and the turns go round (watchers / turns per second) RELOG_FACTOR times slower.
+STRETCHED_FRACTION = 0.5
+# The stretched interval is logged again when it changes by this factor (up or down), at most once per
+# RELOG_SECONDS (while a fan-out starts, the watchers and the interval grow together).
+RELOG_FACTOR = 1.5
+RELOG_SECONDS = 300.0
+# Turns remembered to measure the rate at which they are given.
+RATE_SAMPLE = 64
+
+
+class LookTurns:
+    """
+    A fair queue for the looks of the watchers that share one connection (see the module docstring).
+
+    :param label: names the connection in the log.
+    :param concurrency: looks in flight at once.
+    """
+
+    def __init__(self, *, label: str, concurrency: int = MAX_LOOKS_IN_FLIGHT) -> None:
+        self.label = label
+        self._free = concurrency
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._granted: deque[float] = deque(maxlen=RATE_SAMPLE)
+        self._logged_interval: float | None = None  # the stretched interval last logged, None: not stretched
+        self._logged_at = -math.inf
+        self._stretched_at = -math.inf
+
+    @property
+    def waiting(self) -> int:
+        """Watchers queued for a turn (cancelled ones may still be counted until they come up)."""
+        return len(self._waiting)
+
+    @asynccontextmanager
+    async def turn(
+        self, *, last_look_at: float, due_at: float, interval: float, watchers: int
+    ) -> AsyncIterator[None]:
+        """
+        Wait for this watcher's turn, hold it for the block (one look), then pass it on.
+
+        :param last_look_at: ``time.monotonic()`` of the watcher's last look (``-inf``: none yet).
+        :param due_at: when its look was due (``time.monotonic()``).
+        :param interval: its seconds between looks.
+        :param watchers: how many watchers share this queue (for the log).
+        """
+        await self._acquire(last_look_at)
+        try:
+            self._note_turn(time.monotonic(), due_at, interval, watchers)
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, priority: float) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():  # handed the turn as it was cancelled: pass it on
+                self._release()
+            raise
+
+    def _release(self) -> None:
+        while self._waiting:
+            _priority, _order, future = heapq.heappop(self._waiting)
+            if not future.done():  # a cancelled waiter's entry is dropped here
+                future.set_result(None)
+                return
+        self._free += 1
+
+    # --- the stretched interval, in the log ------------------------------------------------------------
+
+    def _note_turn(self, now: float, due_at: float, interval: float, watchers: int) -> None:
+        self._granted.append(now)
+        late = now - due_at
+        stretched = self._stretched_interval(interval, watchers)
+        if late > STRETCHED_FRACTION * interval and stretched >= RELOG_FACTOR * interval:
+            self._stretched_at = now
+            logged = self._logged_interval
+            changed = logged is not None and not logged / RELOG_FACTOR < stretched < logged * RELOG_FACTOR
+            if logged is None or (changed and now - self._logged_at >= RELOG_SECONDS):
+                self._logged_interval, self._logged_at = stretched, now
+                log.warning(
+                    "Cloudflare's API budget cannot pay for a look at each of the %d instances watched "
+                    "through connection %r every %.0f s: they are looked at in turn, each about every "
+                    "%.0f s (the budget is shared by every client of the token).",
+                    watchers,
+                    self.label,
+                    interval,
+                    stretched,
+                )
+        elif self._logged_interval is not None and now - self._stretched_at > interval:
+            self._logged_interval = None
+            log.info(
+                "Cloudflare's API budget again pays for a look at each instance watched through connection "
+                "%r every %.0f s.",
+                self.label,
+                interval,
+            )
+
+    def _stretched_interval(self, interval: float, watchers: int) -> float:
+        """About how often each watcher gets a turn: watchers / turns per second (at least ``interval``)."""
+        granted = self._granted
+        if len(granted) < 2 or granted[-1] <= granted[0]:
+            return interval
+        rate = (len(granted) - 1) / (granted[-1] - granted[0])
+        return max(interval, watchers / rate)
