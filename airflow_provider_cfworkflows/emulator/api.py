@@ -100,6 +100,8 @@ def route(method: str, segments: list[str]) -> Route | None:
             return Route("list_versions", name)
         case ("GET", [name, "versions", version_id]):
             return Route("get_version", name, extra=version_id)
+        case ("GET", [name, "versions", version_id, "graph"]):
+            return Route("get_version_graph", name, extra=version_id)
     return None
 
 
@@ -332,9 +334,11 @@ class WorkflowsApi:
                 return Reply(self.send_event(self.instance(name, instance_id), extra, body, raw_body, now))
             case "list_versions":
                 return self.list_versions(self.workflow(name), query)
-        record = self.workflow(name)  # get_version
+        record = self.workflow(name)  # get_version, get_version_graph
         if extra != record.version_id:
             raise ApiError(404, errors.VERSION_NOT_FOUND)
+        if found.endpoint == "get_version_graph":
+            return Reply(shapes.version_graph(record))
         return Reply(shapes.version(record))
 
     # workflows and versions
