@@ -210,6 +210,9 @@ def _finish(stack: AirflowStack, dag_id: str, run_id: str, timeout: float) -> No
 def _answer_approval(stack: AirflowStack, run_id: str, timeout: float) -> None:
     """Wait for the approval's question, show how a person answers it, and answer it (REST API)."""
     stack.wait_for_task_state(APPROVAL_DAG_ID, run_id, APPROVAL_TASK_ID, "awaiting_input", timeout=timeout)
+    # Airflow 3.3.2 fails a task whose answer comes before the scheduler took the end of the process
+    # that asked ("state mismatch"): a person is never that fast, the demo is.
+    stack.wait_for_executor_report(APPROVAL_DAG_ID, run_id, APPROVAL_TASK_ID, "awaiting_input", timeout)
     path = f"/dags/{APPROVAL_DAG_ID}/dagRuns/{run_id}/taskInstances/{APPROVAL_TASK_ID}/-1/hitlDetails"
     question = stack.api("GET", path)
     question.raise_for_status()

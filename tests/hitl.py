@@ -135,7 +135,9 @@ class Person(threading.Thread):
                     continue
                 if not self.answers:
                     self._seen.add(ti.id)
-                    self.errors.append(f"{ti.task_id} (try {ti.try_number}) asked, but no question was expected")
+                    self.errors.append(
+                        f"{ti.task_id} (try {ti.try_number}) asked, but no question was expected"
+                    )
                     self._fail(ti, session)
                     continue
                 answer = self.answers[0]

@@ -1,8 +1,8 @@
 """Handlers of the emulated endpoints under ``/client/v4/accounts/{account_id}/workflows``.
 
 The endpoints of Cloudflare's API reference (https://developers.cloudflare.com/api/resources/workflows/)
-that the provider calls (workflows, versions, instances, status, events, ``/step``), plus instance deletion
-as wrangler sends it:
+that the provider calls (workflows, versions and a version's graph, instances, status, events, ``/step``),
+plus instance deletion as wrangler sends it:
 ``DELETE .../instances/{id}`` and ``POST .../instances/batch/delete`` with ``{"instances": [ids]}``
 (at most 100). Any other method and path answers HTTP 400, 7000 "No route for that URI", as
 Cloudflare does.

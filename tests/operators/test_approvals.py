@@ -9,10 +9,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Any
+from unittest import mock
 
 import pytest
 
+from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsConfigurationError
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+from airflow_provider_cfworkflows.operators.workflows import CloudflareWorkflowApprovalOperator
 from tests.hitl import Answer, NoAnswer, Person
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_retry_waits")]
@@ -67,9 +70,11 @@ def test_approve_with_a_form_reaches_the_waiting_instance_as_one_event(run_dag, 
     assert question.options == ["Approve", "Reject"]
     assert set(question.params) == {"note", "limit"}
     assert f"`{instance_id}`" in (question.body or "")  # the default body: the instance and its steps
-    assert "`prepare-1`" in (question.body or "") and '{"rows":3,"total":3640.75}' in (question.body or "")
+    assert "`prepare-1`" in (question.body or "")
+    assert '{"rows":3,"total":3640.75}' in (question.body or "")
     [event] = events_sent(cloudflare_conn, instance_id)
-    assert event["status"] == 200 and event["raw_path"].endswith("/events/approval")
+    assert event["status"] == 200
+    assert event["raw_path"].endswith("/events/approval")
     payload = event["body"]
     assert payload["chosen_options"] == ["Approve"]
     assert payload["params_input"] == {"note": "numbers checked", "limit": 250}
@@ -93,7 +98,11 @@ def test_a_reject_is_sent_then_skips_downstream_or_fails_the_task(run_dag, cloud
             {"workflow_name": name, "instance_id": skipping, "other_instance_id": failing},
         )
 
-    assert result.task_states() == {"reject": "success", "after_approval": "skipped", "reject_fails": "failed"}
+    assert result.task_states() == {
+        "reject": "success",
+        "after_approval": "skipped",
+        "reject_fails": "failed",
+    }
     for instance_id, user in ((skipping, "alice"), (failing, "bob")):
         [event] = events_sent(cloudflare_conn, instance_id)  # the Workflow decides what a reject means
         assert event["body"]["chosen_options"] == ["Reject"]
@@ -163,3 +172,74 @@ def test_a_lost_answer_to_the_event_is_settled_by_the_retry_without_asking_or_se
     assert "An earlier try of this task has the answer" in output
     assert "the instance shows it took effect: not doing it again" in output
     assert result.xcom("approve")["params_input"] == {"note": "", "limit": 1}
+
+
+# --- before asking, without a DAG run -------------------------------------------------------------
+
+
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None]]:
+    """Airflow's part of asking (writing the question through the task runner, then waiting), recorded:
+    outside a DAG run there is no task runner to write it to."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    questions: list[tuple[str, str | None]] = []
+    monkeypatch.setattr(
+        HITLOperator, "execute", lambda self, context: questions.append((self.subject, self.body))
+    )
+    return questions
+
+
+def outside_a_run() -> dict[str, Any]:
+    ti = mock.MagicMock(dag_id="d", run_id="r", task_id="t", map_index=-1, try_number=1, max_tries=0)
+    return {"ti": ti, "outlet_events": None}
+
+
+def test_before_asking_the_event_type_is_checked_against_the_version_graph(cloudflare_conn, asked, capsys):
+    name = approval_workflow(cloudflare_conn)
+    instance_id = waiting_instance(cloudflare_conn, name)
+    cloudflare_conn.clear_requests_log()
+    operator = CloudflareWorkflowApprovalOperator(
+        task_id="t", workflow_name=name, instance_id=instance_id, event_type="aproval"
+    )
+
+    operator.execute(outside_a_run())
+
+    [(subject, body)] = asked
+    assert subject == f"Workflow {name}: instance {instance_id} waits for 'aproval'"
+    assert "`prepare-1`" in (body or "")
+    assert (
+        "no step.waitForEvent for 'aproval' (the types it waits for: 'approval')" in capsys.readouterr().out
+    )
+    # What it costs: the instance with its steps, and the graph of its version.
+    assert [r["endpoint"] for r in cloudflare_conn.requests_log()] == ["get_instance", "get_version_graph"]
+
+
+def test_a_graph_that_cannot_be_read_does_not_stop_the_question(cloudflare_conn, asked, capsys):
+    name = approval_workflow(cloudflare_conn)
+    instance_id = waiting_instance(cloudflare_conn, name)
+    cloudflare_conn.inject_fault(kind="server_error", status=500, path="/graph$", count=10)
+    operator = CloudflareWorkflowApprovalOperator(
+        task_id="t",
+        workflow_name=name,
+        instance_id=instance_id,
+        event_type="approval",
+        body="My own **body**",
+    )
+
+    operator.execute(outside_a_run())
+
+    assert asked == [(f"Workflow {name}: instance {instance_id} waits for 'approval'", "My own **body**")]
+    assert "The version graph could not be read, so event_type is not checked" in capsys.readouterr().out
+
+
+def test_fail_on_reject_needs_a_reject_option():
+    with pytest.raises(CloudflareWorkflowsConfigurationError, match="needs 'Reject' among the options"):
+        CloudflareWorkflowApprovalOperator(
+            task_id="t",
+            workflow_name="wf",
+            instance_id="i",
+            event_type="approval",
+            options=["Ship", "Hold"],
+            fail_on_reject=True,
+        )
