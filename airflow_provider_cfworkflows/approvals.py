@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from airflow_provider_cfworkflows.instance_details import received_event_count, status_of, step_entries
-from airflow_provider_cfworkflows.remote_text import MAX_LISTED_ITEMS, escape_surrogates_in_text
+from airflow_provider_cfworkflows.remote_text import MAX_LISTED_ITEMS, MAX_NAME_CHARS, bounded
 
 # The options of Airflow's ApprovalOperator (airflow.providers.standard.operators.hitl), our defaults.
 APPROVE = "Approve"
@@ -22,7 +22,8 @@ REJECT = "Reject"
 DEFAULT_OPTIONS = (APPROVE, REJECT)
 # A step output preview longer than this (characters) is left to the dashboard in the question.
 MAX_SHOWN_OUTPUT_CHARS = 200
-# What instance details end a cut output preview with (Cloudflare's API shows the first 1024 characters).
+# What instance details end a cut output preview with: Cloudflare shows the first 1024 characters
+# (github.com/cloudflare/workers-sdk/pull/14822 describes production).
 TRUNCATED_MARKER = "[truncated output]"
 _STEP_LOG_TYPES = ("step", "sleep", "waitForEvent")
 
@@ -106,7 +107,7 @@ def default_subject(workflow_name: str, instance_id: str, event_type: str) -> st
 
 def _code(text: Any) -> str:
     """``text`` as an inline Markdown code span that also fits in a table cell."""
-    words = escape_surrogates_in_text(" ".join(str(text).split())).replace("|", "\\|")
+    words = bounded(" ".join(str(text).split()), MAX_NAME_CHARS).replace("|", "\\|")
     return f"`` {words} ``" if "`" in words else f"`{words}`"
 
 

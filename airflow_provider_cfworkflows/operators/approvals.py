@@ -289,7 +289,7 @@ class CloudflareWorkflowApprovalOperator(
                 workflow_name,
                 event_type,
             )
-        self.hitl_summary_extra.update({"event_sent_by_try": sent.by_try, "approved": not answer.rejected})
+        self.hitl_summary_extra.update({"event_sent_by_try": sent.by_try, "rejected": answer.rejected})
         if answer.rejected:
             self._act_on_reject(context, answer)
         return answer.hitl_result()
