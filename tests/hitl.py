@@ -62,10 +62,11 @@ class Question:
 
 class Person(threading.Thread):
     """
-    Answers the questions of the runs of ``dag_id``, in order, with ``answers``; use as a context manager
-    around ``dag.test()``.
+    Answers the questions of the runs of ``dag_id`` with ``answers``; use as a context manager around
+    ``dag.test()``.
 
-    :param answers: one :class:`Answer` or :class:`NoAnswer` per expected question.
+    :param answers: one :class:`Answer` or :class:`NoAnswer` per expected question, in order (for each
+        task, when they name one).
     """
 
     def __init__(self, dag_id: str, answers: list[Answer | NoAnswer], deadline: float = ANSWER_DEADLINE):
@@ -133,20 +134,18 @@ class Person(threading.Thread):
             for ti in self._waiting(session):
                 if ti.id in self._seen or ti.hitl_detail is None:
                     continue
-                if not self.answers:
+                answer = next((a for a in self.answers if a.task_id in (None, ti.task_id)), None)
+                if answer is None:
                     self._seen.add(ti.id)
                     self.errors.append(
                         f"{ti.task_id} (try {ti.try_number}) asked, but no question was expected"
                     )
                     self._fail(ti, session)
                     continue
-                answer = self.answers[0]
-                if answer.task_id is not None and answer.task_id != ti.task_id:
-                    continue  # another task's question comes first
                 if isinstance(answer, NoAnswer) and not _timed_out(ti):
                     continue
                 self._seen.add(ti.id)
-                self.answers.pop(0)
+                self.answers.remove(answer)
                 self.questions.append(_question(ti))
                 if isinstance(answer, NoAnswer):
                     self._sweep(session)
