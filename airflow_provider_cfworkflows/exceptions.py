@@ -314,3 +314,10 @@ class CloudflareWorkflowOutputRejectedError(CloudflareWorkflowOutputDeliveryErro
     A step output that can never be delivered as configured: redacted (sensitive step), too large for
     XCom, or binary without ``output_path``. The task fails without retrying: a retry gets the same output.
     """
+
+
+class CloudflareWorkflowInstanceEndedError(AirflowFailException):
+    """
+    The instance has ended (or is rolling back to its end), so an event can no longer reach it: an
+    approval asks nobody, or sends nothing. An ``AirflowFailException``: a retry finds it ended too.
+    """

@@ -15,7 +15,8 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-cfworkflows",
         "name": INTEGRATION,
-        "description": "Start Cloudflare Workflows instances, wait for steps, read step output, send events.",
+        "description": "Start Cloudflare Workflows instances, wait for steps, read step output, send events, "
+        "approve waiting Workflows in Airflow.",
         "versions": [__version__],
         "integrations": [
             {
@@ -26,8 +27,16 @@ def get_provider_info() -> dict[str, Any]:
         ],
         **{
             kind: [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.{kind}.workflows"]}]
-            for kind in ("hooks", "operators", "sensors", "triggers")
+            for kind in ("hooks", "sensors", "triggers")
         },
+        # operators.workflows re-exports every operator; the approval operator's own module is listed too
+        # (it needs apache-airflow-providers-standard, see its docstring).
+        "operators": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": [f"{_PACKAGE}.operators.workflows", f"{_PACKAGE}.operators.approvals"],
+            }
+        ],
         "extra-links": [f"{_PACKAGE}.links.workflows.CloudflareWorkflowInstanceLink"],
         # Assets of a Workflow's finished instances (assets.cloudflare_workflow_asset); no URI normalizer.
         "asset-uris": [{"schemes": ["cfworkflows"], "handler": None}],

@@ -66,6 +66,7 @@ from airflow_provider_cfworkflows.validation import (
     validate_status_action,
     validate_step_attempt,
     validate_step_name,
+    validate_version_id,
     validate_workflow_name,
 )
 
@@ -502,6 +503,18 @@ def list_versions_request(
         "GET",
         _workflows_path(account_id, workflow, "versions"),
         _query(page=page, per_page=validate_per_page(per_page)),
+        account_id=account_id,
+        workflow_name=workflow,
+    )
+
+
+def get_version_graph_request(account_id: str, workflow_name: str, version_id: str) -> ApiRequest:
+    """``GET .../{workflow_name}/versions/{version_id}/graph``: the steps the version's code declares."""
+    workflow = validate_workflow_name(workflow_name)
+    version = validate_version_id(version_id)
+    return ApiRequest(
+        "GET",
+        _workflows_path(account_id, workflow, "versions", version, "graph"),
         account_id=account_id,
         workflow_name=workflow,
     )

@@ -29,6 +29,11 @@ TERMINAL_INSTANCE_STATUSES = frozenset(
     {InstanceStatus.COMPLETE, InstanceStatus.ERRORED, InstanceStatus.TERMINATED}
 )
 
+# Statuses in which an instance takes no more events: the terminal ones, and rollingBack (its rollback
+# handlers run, then it ends terminated). Inferred: the binding "throws if the Workflow is not running or
+# is in an errored state"; the REST answer is not documented.
+ENDED_FOR_EVENTS_STATUSES = TERMINAL_INSTANCE_STATUSES | {InstanceStatus.ROLLING_BACK}
+
 # The /step endpoint documents a step as running | waiting | complete | errored (reusing this enum).
 TERMINAL_STEP_STATUSES = frozenset({InstanceStatus.COMPLETE, InstanceStatus.ERRORED})
 

@@ -26,6 +26,8 @@ MAX_ADDRESSABLE_INSTANCE_ID_LENGTH = 271
 MAX_STEP_NAME_LENGTH = 256
 MAX_STEP_COUNTER_DIGITS = 10
 MAX_EVENT_TYPE_LENGTH = 100
+# A version id is a UUID (API reference, versions); a little room in case Cloudflare changes the form.
+MAX_VERSION_ID_LENGTH = 100
 MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024
 MAX_BATCH_SIZE = 100
 MAX_PER_PAGE = 100
@@ -132,6 +134,11 @@ def validate_new_instance_id(value: Any) -> str:
             f"instance_id {value!r} is not allowed for a new instance.{missing_value_hint(value)}"
         )
     return str(value)
+
+
+def validate_version_id(value: Any) -> str:
+    """A Workflow version id (an instance's ``versionId``): 1-100 characters, no control characters."""
+    return require_name(value, "version_id", max_length=MAX_VERSION_ID_LENGTH)
 
 
 def validate_step_name(value: Any) -> str:

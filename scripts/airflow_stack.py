@@ -401,6 +401,25 @@ class AirflowStack:
 
         self.wait_until(f"{dag_id}.{task_id} to be {state}", reached, timeout)
 
+    def wait_for_executor_report(
+        self, dag_id: str, run_id: str, task_id: str, state: str, timeout: float = 300.0
+    ) -> None:
+        """
+        Wait until the scheduler has taken the executor's report that the process of a task instance
+        ended while the task instance was in ``state`` (e.g. ``awaiting_input``). Read from the
+        scheduler's output (its "TaskInstance Finished" line): neither the REST API nor the metadata DB
+        shows it.
+        """
+        fragment = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id},"
+        path = self.log_path(SCHEDULER)
+
+        def reported() -> bool | None:
+            with path.open(errors="replace") as log:
+                found = any(fragment in line and f" state={state}," in line for line in log)
+            return True if found else None
+
+        self.wait_until(f"the scheduler to take the end of {dag_id}.{task_id}'s process", reported, timeout)
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300.0) -> str:
         """Wait until a DAG run finishes; its final state (``success`` or ``failed``)."""
 

@@ -14,7 +14,7 @@ from airflow.sdk import DAG, BaseOperator
 
 from airflow_provider_cfworkflows.base import CloudflareWorkflowsMixin
 from airflow_provider_cfworkflows.get_provider_info import get_provider_info
-from airflow_provider_cfworkflows.side_effects import CloudflareWorkflowsDurableOperator
+from airflow_provider_cfworkflows.side_effects import RemembersSideEffects
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 OTHER_ACCOUNT = "fedcba9876543210fedcba9876543210"
@@ -31,9 +31,9 @@ REQUIRED_VALUES: dict[str, Any] = {
 
 
 def public_classes() -> list[type[BaseOperator]]:
-    """The operator and sensor classes of the modules the provider registers (their ``__all__``)."""
+    """The operator and sensor classes of the modules the provider registers (``__all__``), once each."""
     info = get_provider_info()
-    classes = []
+    classes: dict[str, type[BaseOperator]] = {}
     for kind in ("operators", "sensors"):
         for entry in info[kind]:
             for module_name in entry["python-modules"]:
@@ -41,8 +41,8 @@ def public_classes() -> list[type[BaseOperator]]:
                 for name in module.__all__:
                     value = getattr(module, name)
                     if inspect.isclass(value) and issubclass(value, BaseOperator):
-                        classes.append(value)
-    return classes
+                        classes[value.__qualname__] = value
+    return list(classes.values())
 
 
 CLASSES = public_classes()
@@ -62,6 +62,7 @@ def required_arguments(cls: type[BaseOperator]) -> dict[str, Any]:
 
 def test_every_public_operator_and_sensor_is_covered():
     assert {cls.__name__ for cls in CLASSES} == {
+        "CloudflareWorkflowApprovalOperator",
         "CloudflareWorkflowChangeInstanceStatusOperator",
         "CloudflareWorkflowCreateInstanceOperator",
         "CloudflareWorkflowCreateInstancesOperator",
@@ -74,11 +75,14 @@ def test_every_public_operator_and_sensor_is_covered():
     assert all(issubclass(cls, CloudflareWorkflowsMixin) for cls in CLASSES)
 
 
-DURABLE = [cls for cls in CLASSES if issubclass(cls, CloudflareWorkflowsDurableOperator)]
+# The approval operator is a HITLOperator (it cannot also be a CloudflareWorkflowsDurableOperator): it
+# remembers its side effects through the RemembersSideEffects mixin and names `durable` itself.
+DURABLE = [cls for cls in CLASSES if issubclass(cls, RemembersSideEffects)]
 
 
 def test_the_operators_with_side_effects_are_durable():
     assert {cls.__name__ for cls in DURABLE} == {
+        "CloudflareWorkflowApprovalOperator",
         "CloudflareWorkflowChangeInstanceStatusOperator",
         "CloudflareWorkflowCreateInstanceOperator",
         "CloudflareWorkflowDeleteInstancesOperator",

@@ -111,6 +111,8 @@ def test_status_change_bodies(action, kwargs, body, idempotent):
         ),
         (lambda: protocol.step_output_request(ACCOUNT, "wf", "i", "a\nb"), "control characters"),
         (lambda: protocol.get_workflow_request(ACCOUNT, "w" * 65), "at most 64 characters"),
+        (lambda: protocol.get_version_graph_request(ACCOUNT, "wf", ".."), "version_id '..' is not allowed"),
+        (lambda: protocol.get_version_graph_request(ACCOUNT, "wf", "v" * 101), "at most 100 characters"),
         (lambda: protocol.get_instance_request(ACCOUNT, "wf", ""), "instance_id must be a non-empty string"),
         (lambda: protocol.list_instances_request(ACCOUNT, "wf", status="done"), "status must be one of"),
         (lambda: protocol.list_instances_request(ACCOUNT, "wf", per_page=500), "per_page must be"),

@@ -76,6 +76,7 @@ def test_airflow_providers_list_shows_the_provider():
 PUBLIC_CLASSES = {
     "hooks": ["CloudflareWorkflowsHook"],
     "operators": [
+        "CloudflareWorkflowApprovalOperator",
         "CloudflareWorkflowChangeInstanceStatusOperator",
         "CloudflareWorkflowCreateInstanceOperator",
         "CloudflareWorkflowCreateInstancesOperator",
@@ -93,3 +94,47 @@ def test_public_classes_stay_importable_from_their_workflows_module(kind):
     module = importlib.import_module(f"airflow_provider_cfworkflows.{kind}.workflows")
     for name in PUBLIC_CLASSES[kind]:
         assert isinstance(getattr(module, name, None), type), f"{kind}.workflows.{name}"
+
+
+# Run in a fresh interpreter in which Airflow's standard provider cannot be imported (a worker with the
+# Task SDK alone): every other operator works; the approval operator says what to install.
+WITHOUT_STANDARD_PROVIDER = """
+import sys
+from importlib.abc import MetaPathFinder
+
+
+class NoStandardProvider(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "airflow.providers.standard" or name.startswith("airflow.providers.standard."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+
+import airflow.sdk  # Airflow itself reads the providers' metadata first; then the provider is gone
+
+sys.meta_path.insert(0, NoStandardProvider())
+for name in [name for name in sys.modules if name.startswith("airflow.providers.standard")]:
+    del sys.modules[name]
+from airflow_provider_cfworkflows.operators import workflows
+
+assert workflows.CloudflareWorkflowSendEventOperator.__name__ == "CloudflareWorkflowSendEventOperator"
+try:
+    workflows.CloudflareWorkflowApprovalOperator
+except ImportError as error:
+    print(error)
+else:
+    raise SystemExit("the approval operator imported without the standard provider")
+"""
+
+
+def test_the_operators_import_without_airflows_standard_provider():
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_STANDARD_PROVIDER],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "install apache-airflow-providers-standard" in done.stdout

@@ -1,8 +1,8 @@
 """Handlers of the emulated endpoints under ``/client/v4/accounts/{account_id}/workflows``.
 
 The endpoints of Cloudflare's API reference (https://developers.cloudflare.com/api/resources/workflows/)
-that the provider calls (workflows, versions, instances, status, events, ``/step``), plus instance deletion
-as wrangler sends it:
+that the provider calls (workflows, versions and a version's graph, instances, status, events, ``/step``),
+plus instance deletion as wrangler sends it:
 ``DELETE .../instances/{id}`` and ``POST .../instances/batch/delete`` with ``{"instances": [ids]}``
 (at most 100). Any other method and path answers HTTP 400, 7000 "No route for that URI", as
 Cloudflare does.
@@ -100,6 +100,8 @@ def route(method: str, segments: list[str]) -> Route | None:
             return Route("list_versions", name)
         case ("GET", [name, "versions", version_id]):
             return Route("get_version", name, extra=version_id)
+        case ("GET", [name, "versions", version_id, "graph"]):
+            return Route("get_version_graph", name, extra=version_id)
     return None
 
 
@@ -332,9 +334,11 @@ class WorkflowsApi:
                 return Reply(self.send_event(self.instance(name, instance_id), extra, body, raw_body, now))
             case "list_versions":
                 return self.list_versions(self.workflow(name), query)
-        record = self.workflow(name)  # get_version
+        record = self.workflow(name)  # get_version, get_version_graph
         if extra != record.version_id:
             raise ApiError(404, errors.VERSION_NOT_FOUND)
+        if found.endpoint == "get_version_graph":
+            return Reply(shapes.version_graph(record))
         return Reply(shapes.version(record))
 
     # workflows and versions

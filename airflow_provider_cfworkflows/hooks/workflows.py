@@ -121,6 +121,18 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
             )
         )
 
+    def get_version_graph(
+        self, workflow_name: str, version_id: str, *, account_id: str | None = None
+    ) -> dict[str, Any]:
+        """
+        The graph of a Workflow version: the steps its code declares (``step_do``, ``step_sleep``,
+        ``step_wait_for_event`` with its event type, ...), as Cloudflare parsed it. The ``graph`` field
+        is None when Cloudflare has none for the version. An instance's version is its ``versionId``.
+        """
+        return self._call(
+            protocol.get_version_graph_request(self._account(account_id), workflow_name, version_id)
+        )
+
     # --- instances ------------------------------------------------------------------------------
 
     def list_instances(

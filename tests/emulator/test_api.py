@@ -82,6 +82,10 @@ def test_get_workflow_counts_instances_and_versions(client, make_workflow, emu):
     assert result(client.get(f"/{name}/versions/{version['id']}")) == version
     assert details(client, name, "one")["versionId"] == version["id"]
     assert error(client.get(f"/{name}/versions/{uuid.uuid4()}"), 404)[0] == 10300
+    assert error(client.get(f"/{name}/versions/{uuid.uuid4()}/graph"), 404)[0] == 10300
+    graph = result(client.get(f"/{name}/versions/{version['id']}/graph"))
+    assert graph["id"] == version["id"]
+    assert [node["name"] for node in graph["graph"]["workflow"]["nodes"]] == ["a"]
     # Replacing the definition keeps the one stable version.
     emu.put_workflow({"name": name, "steps": []})
     assert result(client.get(f"/{name}/versions"))[0]["id"] == version["id"]

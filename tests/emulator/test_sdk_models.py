@@ -27,6 +27,7 @@ from cloudflare.types.workflows import (
     InstanceListResponse,
     InstanceStepResponse,
     VersionGetResponse,
+    VersionGraphResponse,
     VersionListResponse,
     WorkflowGetResponse,
     WorkflowListResponse,
@@ -142,6 +143,16 @@ def test_every_endpoint_matches_the_sdk_models(emu, client, make_workflow):
     for item in versions:
         strict(VersionListResponse, item)
     strict(VersionGetResponse, result(client.get(f"/{name}/versions/{versions[0]['id']}")))
+    graph = strict(VersionGraphResponse, result(client.get(f"/{name}/versions/{versions[0]['id']}/graph")))
+    assert isinstance(graph, VersionGraphResponse)
+    assert graph.graph is not None
+    nodes = {node.name: node for node in graph.graph.workflow.nodes if hasattr(node, "name")}
+    assert nodes["prepare"].type == "step_do"
+    assert nodes["nap"].type == "step_sleep"
+    wait = nodes["approval"]
+    assert wait.type == "step_wait_for_event"
+    assert wait.options is not None
+    assert (wait.options.event_type, wait.options.timeout) == ("approval", 60_000)
 
     strict(InstanceCreateResponse, result(client.post(f"/{name}/instances", json={"instance_id": "one"})))
     strict(InstanceCreateResponse, result(client.post(f"/{name}/instances", json={"params": '{"a": 1}'})))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+from tests.hitl import Answer, Person
 
 pytestmark = pytest.mark.integration
 EXAMPLES = sorted(p.stem for p in (Path(__file__).parents[2] / "example_dags").glob("example_*.py"))
@@ -21,6 +22,7 @@ def test_every_example_dag_has_a_test_and_a_docstring():
         "example_cfworkflows_pipeline",
         "example_cfworkflows_fan_out",
         "example_cfworkflows_event_driven",  # its run: tests/multiprocess/test_event_driven.py
+        "example_cfworkflows_approval",
     }
     assert set(EXAMPLES) == tested
     for name in EXAMPLES:
@@ -88,3 +90,24 @@ def test_event_driven_example_is_scheduled_on_the_workflows_completions(airflow_
     assert classpath.endswith("CloudflareWorkflowFinishedInstancesTrigger")
     assert kwargs["workflow_name"] == "demo-pipeline"
     assert kwargs["statuses"] == ["complete"]
+
+
+def test_approval_example(run_dag, cloudflare_conn):
+    answer = Answer(["Approve"], {"note": "paid on time"}, user="carol")
+
+    with Person("example_cfworkflows_approval", [answer]) as person:
+        result = run_dag("example_cfworkflows_approval")
+
+    assert result.state == "success", result.task_states()
+    instance_id = result.xcom("create_instance")
+    [question] = person.questions
+    assert question.subject == "Release the payout computed by demo-payout?"
+    assert '"payee":"ACME GmbH"' in (question.body or "")  # the step the Workflow ran before waiting
+    [event] = [r for r in cloudflare_conn.requests_log() if r["endpoint"] == "send_event"]
+    assert event["raw_path"].endswith(f"/demo-payout/instances/{instance_id}/events/payout_approval")
+    assert event["body"]["chosen_options"] == ["Approve"]
+    assert event["body"]["params_input"] == {"note": "paid on time"}
+    assert event["body"]["responded_by_user"]["name"] == "carol"
+    details = CloudflareWorkflowsHook().get_instance("demo-payout", instance_id)
+    assert details["status"] == "complete"
+    assert details["output"] == {"paid": True, "reference": "PAY-0001"}

@@ -113,6 +113,7 @@ def test_batch_status_event_and_versions(hook, requests_mock):
     requests_mock.post(f"{WF}/wf/instances/a/events/approval", json=ok({}))
     requests_mock.get(f"{WF}/wf/versions", json=ok([{"id": "v1"}], result_info={"page": 1, "total_pages": 1}))
     requests_mock.get(f"{WF}/wf", json=ok({"name": "wf"}))
+    requests_mock.get(f"{WF}/wf/versions/v1/graph", json=ok({"id": "v1", "graph": None}))
 
     assert [
         i["id"] for i in hook.create_instances_batch("wf", [{"instance_id": "a"}, {"instance_id": "b"}])
@@ -121,13 +122,18 @@ def test_batch_status_event_and_versions(hook, requests_mock):
     assert hook.send_event("wf", "a", "approval", {"approved": True}) == {}
     assert [v["id"] for v in hook.list_versions("wf")] == ["v1"]
     assert hook.get_workflow("wf") == {"name": "wf"}
+    assert hook.get_version_graph("wf", "v1") == {"id": "v1", "graph": None}
 
-    batch, status, event, versions, workflow = requests_mock.request_history
+    batch, status, event, versions, workflow, graph = requests_mock.request_history
     assert batch.json() == [{"instance_id": "a"}, {"instance_id": "b"}]
     assert (status.method, status.json()) == ("PATCH", {"status": "terminate", "rollback": False})
     assert (event.method, event.json()) == ("POST", {"approved": True})
     assert versions.query == "page=1&per_page=100"
     assert workflow.path.endswith("/workflows/wf")
+    assert (graph.method, graph.path) == (
+        "GET",
+        f"/client/v4/accounts/{ACCOUNT}/workflows/wf/versions/v1/graph",
+    )
 
 
 def test_list_instances_follows_the_cursor(hook, requests_mock):

@@ -1,4 +1,5 @@
-"""``bash scripts/demo.sh --airflow``: the pipeline on a real multi-process Airflow, and a clean stop."""
+"""``bash scripts/demo.sh --airflow``: the pipeline and an approval answered through the REST API on a
+real multi-process Airflow, and a clean stop."""
 
 from __future__ import annotations
 
@@ -71,7 +72,14 @@ def test_demo_runs_the_pipeline_on_airflow_and_ctrl_c_stops_everything(tmp_path:
         ui_url = _read_until(demo, r"UI and REST API at (http://127\.0\.0\.1:\d+)", seen, deadline)[1]
         home = _read_until(demo, r"AIRFLOW_HOME=(\S+)", seen, deadline)[1]
         _read_until(demo, r"\$ airflow dags trigger example_cfworkflows_pipeline", seen, deadline)
-        _read_until(demo, r"^Run manual__\S+: success$", seen, deadline)
+        _read_until(demo, r"\$ airflow dags trigger example_cfworkflows_approval", seen, deadline)
+        _read_until(demo, r"approve_payout asks a person: Release the payout", seen, deadline)
+        _read_until(demo, r"In the UI: \S+/required_actions", seen, deadline)
+        _read_until(demo, r"curl -X PATCH '\S+/hitlDetails'", seen, deadline)
+        _read_until(demo, r"answered through the REST API: \['Approve'\]", seen, deadline)
+        _read_until(demo, r"^Run manual__\S+ of example_cfworkflows_approval: success$", seen, deadline)
+        _read_until(demo, r"^  task wait_for_payout +success$", seen, deadline)
+        _read_until(demo, r"^Run manual__\S+ of example_cfworkflows_pipeline: success$", seen, deadline)
         _read_until(demo, r"^status +: complete$", seen, deadline)
         _read_until(demo, r"press Ctrl-C to stop it", seen, deadline)
         assert _stack_processes(home), "the stack should be running until Ctrl-C"
