@@ -23,6 +23,10 @@ written, so what finished while nothing looked is found without paging through o
 
 Nothing here depends on the order of a listing (undocumented) or on ``direction`` (documented only
 together with a cursor): every listing is read to its last page.
+
+The same listings tell the triggerer's waits on many instances of one Workflow which of them changed
+since their last look (:mod:`.triggers.listers`); the rules for that are the functions after
+:func:`oldest_creation` (:func:`watch_fingerprint`, :func:`last_change`, :func:`listing_is_behind`).
 """
 
 from __future__ import annotations
@@ -62,6 +66,13 @@ DATE_FILTER_FIELD = "created_on"
 LIST_MARGIN = timedelta(seconds=60)
 # Memory layout version (see Memory.to_json).
 MEMORY_VERSION = 1
+# Inferred, not documented by Cloudflare: a listed instance's `modified_on` moves whenever one of its
+# steps ends (not only when its status changes), so an unchanged `modified_on` means an unchanged step
+# log. The emulator does so; the live check's "modified_on" row shows what production gives, and
+# :func:`listing_is_behind` notices at run time when it is wrong. False: step waits never rely on it.
+MODIFIED_ON_COVERS_STEPS = True
+# Timestamps of a listing and of the instance details may be rounded differently.
+TIMESTAMP_TOLERANCE = timedelta(seconds=1)
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +104,15 @@ class ListedInstance:
     :param status: its status then.
     :param created_on: when it was created (None if the item had no readable time).
     :param ended_on: when it ended (None while it runs).
+    :param modified_on: when it last changed (None if the item had no readable time; see
+        :data:`MODIFIED_ON_COVERS_STEPS`).
     """
 
     id: str
     status: str
     created_on: datetime | None = None
     ended_on: datetime | None = None
+    modified_on: datetime | None = None
 
     @classmethod
     def from_item(cls, item: Any) -> ListedInstance | None:
@@ -108,7 +122,13 @@ class ListedInstance:
         instance_id, status = item.get("id"), item.get("status")
         if not isinstance(instance_id, str) or not isinstance(status, str):
             return None
-        return cls(instance_id, status, parse_time(item.get("created_on")), parse_time(item.get("ended_on")))
+        return cls(
+            instance_id,
+            status,
+            parse_time(item.get("created_on")),
+            parse_time(item.get("ended_on")),
+            parse_time(item.get("modified_on")),
+        )
 
     @property
     def is_terminal(self) -> bool:
@@ -231,6 +251,61 @@ def created_but_not_listed(
 def oldest_creation(instances: Iterable[ListedInstance]) -> datetime | None:
     """The earliest ``created_on`` among ``instances`` (None if none has one)."""
     return min((i.created_on for i in instances if i.created_on is not None), default=None)
+
+
+# --- watched instances: which changed since their last look ----------------------------------------
+
+
+def watch_fingerprint(instance: ListedInstance, *, steps: bool) -> tuple[Any, ...] | None:
+    """
+    What must differ between two listings of an instance for a wait on it to need a new look.
+
+    A wait for the instance's status needs only its status. A wait for a step needs its step log,
+    which a listing does not show: it relies on ``modified_on`` (:data:`MODIFIED_ON_COVERS_STEPS`,
+    inferred). None: the listing cannot tell (no readable ``modified_on``), so look.
+
+    :param steps: whether the wait needs the step log.
+    """
+    if not steps:
+        return (instance.status,)
+    if not MODIFIED_ON_COVERS_STEPS or instance.modified_on is None:
+        return None
+    return (instance.status, instance.modified_on)
+
+
+def _times(entry: Mapping[str, Any], *keys: str) -> list[datetime]:
+    return [moment for key in keys if (moment := parse_time(entry.get(key))) is not None]
+
+
+def last_change(details: Mapping[str, Any]) -> datetime | None:
+    """
+    The latest moment instance details show a change: the instance queued, started or ended, a step
+    started, or a step ended (a ``sleep`` / ``waitForEvent`` entry's ``end`` counts only once it is
+    ``finished``: before, it is the planned wake-up). None when the details show no readable time.
+    """
+    moments = _times(details, "queued", "start", "end")
+    for entry in details.get("steps") or []:
+        if not isinstance(entry, Mapping):
+            continue
+        moments += _times(entry, "start")
+        if entry.get("finished") is True or entry.get("success") is not None:
+            moments += _times(entry, "end")
+    return max(moments, default=None)
+
+
+def listing_is_behind(
+    listed: ListedInstance | None, change: datetime, listed_at: datetime, margin: timedelta = LIST_MARGIN
+) -> bool:
+    """
+    Whether a listing proves itself stale: requested at ``listed_at`` (this machine's clock), more than
+    ``margin`` after ``change`` (a moment the instance details showed, Cloudflare's clock), it still
+    shows the instance as last modified before that change. Either the listing lags behind the instance
+    details, or ``modified_on`` does not move with every step (:data:`MODIFIED_ON_COVERS_STEPS`). An
+    instance the listing does not show, or shows without ``modified_on``, proves nothing.
+    """
+    if listed is None or listed.modified_on is None or listed_at <= change + margin:
+        return False
+    return listed.modified_on < change - TIMESTAMP_TOLERANCE
 
 
 class InstanceChangeTracker:

@@ -468,12 +468,22 @@ class CloudflareWorkflowsTransport(BaseHook):
         following: Callable[[_Position, Envelope, int], _Position | None],
     ) -> AsyncIterator[dict[str, Any]]:
         """Async :meth:`_paginate` (``request_at`` is awaited: it may need the async settings)."""
+        async for items in self._apages(request_at, first, following):
+            for item in items:
+                yield item
+
+    async def _apages(
+        self,
+        request_at: Callable[[_Position], Awaitable[ApiRequest]],
+        first: _Position,
+        following: Callable[[_Position, Envelope, int], _Position | None],
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The pages of :meth:`_apaginate`, one request each (a caller can pace them page by page)."""
         position: _Position | None = first
         while position is not None:
             envelope = await self._asend(await request_at(position))
             items = list(envelope.result or [])
-            for item in items:
-                yield item
+            yield items
             position = following(position, envelope, len(items))
 
     def _account(self, account_id: str | None) -> str:

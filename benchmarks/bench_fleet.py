@@ -40,7 +40,18 @@ so its waits end together. Instances end at staggered times over the run in both
 baseline cannot exceed the waits per instance (one look per instance and interval answers all of
 them), and reaches it only when those waits last equally long (``clustered``).
 
+``--one-workflow``: every instance is of ONE Workflow, and each has one instance wait
+(:class:`CloudflareWorkflowInstanceTrigger`): the fan-out that the triggerer lists page by page instead
+of looking at each instance (``triggers/listers.py``). Each instance waits for an event ``go`` that this
+script sends (with the other credential, outside the measured budget) at staggered times from
+``--first-end`` to ``--last-end``; it completes at once. Besides the measures above it prints the requests
+per interval (list pages and ``GET``s apart, the most and the median), the baseline of one ``GET`` per
+instance per interval, and the detection latency from each instance's end to its event.
+``--no-listing`` runs the same without listers (the baseline measured; at 10,000 instances a round of
+looks takes 42 nominal minutes).
+
     .venv/bin/python benchmarks/bench_fleet.py [--layout both] [--instances 100 ...] [--json out.json]
+    .venv/bin/python benchmarks/bench_fleet.py --one-workflow --instances 10000 --last-end 6060 ...
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -297,6 +309,179 @@ def _setup(
     return chosen, instance_ids
 
 
+ONE_WORKFLOW = "fleet-one"
+
+
+def _setup_one_workflow(emulator: Any, key_client: httpx.Client, instances: int) -> list[str]:
+    """One Workflow whose instances wait for the event ``go``, then end; the created instance ids."""
+    emulator.reset()
+    emulator.disable_rate_limit()  # setting up is not part of the measurement (nor of its budget)
+    gate = {"name": "go", "type": "waitForEvent", "event_type": "go", "timeout": 10**7}
+    emulator.put_workflow(
+        {"name": ONE_WORKFLOW, "class_name": "Fleet", "script_name": "fleet", "steps": [gate]}
+    )
+    run = uuid.uuid4().hex[:6]
+    instance_ids = [f"one-{index:05d}-{run}" for index in range(instances)]
+    batches = [instance_ids[start : start + 100] for start in range(0, instances, 100)]
+
+    def create(batch: list[str]) -> None:
+        body = [{"instance_id": instance_id} for instance_id in batch]
+        key_client.post(f"/{ONE_WORKFLOW}/instances/batch", json=body).raise_for_status()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(create, batches))
+    return instance_ids
+
+
+class EventSender(threading.Thread):
+    """Sends ``go`` to each instance at its time (``time.time()`` seconds), with the key credential."""
+
+    def __init__(self, key_client: httpx.Client, schedule: list[tuple[float, str]]) -> None:
+        super().__init__(daemon=True)
+        self.key_client = key_client
+        self.schedule = schedule
+        self.stop = threading.Event()
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        for at, instance_id in self.schedule:
+            if self.stop.wait(max(0.0, at - time.time())):
+                return
+            answer = self.key_client.post(f"/{ONE_WORKFLOW}/instances/{instance_id}/events/go", json={})
+            if answer.status_code != 200:
+                self.failures.append(f"{instance_id}: HTTP {answer.status_code}")
+
+
+def _per_interval(times: list[float], started: float, ended: float, interval: float) -> dict[str, float]:
+    """The most and the median requests in one interval, over the whole intervals of the run."""
+    buckets = Counter(int((moment - started) // interval) for moment in times)
+    counts = [buckets.get(index, 0) for index in range(int((ended - started) // interval))]
+    return {"max": max(counts, default=0), "median": statistics.median(counts) if counts else 0}
+
+
+def run_one_workflow(
+    emulator: Any, key_client: httpx.Client, args: argparse.Namespace, instances: int
+) -> dict[str, Any]:
+    """``--one-workflow``: instance waits on one Workflow, completed by events on a schedule."""
+    from airflow_provider_cfworkflows.triggers import listers
+    from airflow_provider_cfworkflows.triggers.workflows import CloudflareWorkflowInstanceTrigger
+
+    interval = args.interval / args.scale
+    window = args.window / args.scale
+    instance_ids = _setup_one_workflow(emulator, key_client, instances)
+    listing_from = listers.LISTING_MIN_WATCHERS
+    if args.no_listing:
+        listers.LISTING_MIN_WATCHERS = instances + 1
+    emulator.set_rate_limit(quota=args.quota, window=round(window))
+    started = time.time()
+    first, last = started + args.first_end / args.scale, started + args.last_end / args.scale
+    spacing = (last - first) / max(instances - 1, 1)
+    sender = EventSender(key_client, [(first + spacing * n, i) for n, i in enumerate(instance_ids)])
+    triggers = [
+        CloudflareWorkflowInstanceTrigger(
+            workflow_name=ONE_WORKFLOW,
+            instance_id=instance_id,
+            success_states=["complete"],
+            failure_states=["errored", "terminated"],
+            end_time=started + args.timeout / args.scale,
+            poll_interval=interval,
+        )
+        for instance_id in instance_ids
+    ]
+    cpu_before, wall_before = time.process_time(), time.monotonic()
+    sender.start()
+    try:
+        with GarbageCollections() as collections, LoopSteps(collections) as steps:
+            results, gaps, loop_cpu = asyncio.run(_run_triggers(triggers, None, 0.0, {}))
+    finally:
+        sender.stop.set()
+        sender.join()
+        listers.LISTING_MIN_WATCHERS = listing_from
+    cpu, wall = time.process_time() - cpu_before, time.monotonic() - wall_before
+    ended = time.time()
+    emulator.disable_rate_limit()  # the reads below are not part of the measurement
+    sent = [
+        entry
+        for entry in emulator.requests_log(since=started)
+        if entry["credential"] == emulator.token_label and entry["time"] <= ended
+    ]
+    times = sorted(entry["time"] for entry in sent)
+    pages = sorted(entry["time"] for entry in sent if entry["endpoint"] == "list_instances")
+    gets = sorted(entry["time"] for entry in sent if entry["endpoint"] == "get_instance")
+    most_in_window, begin = 0, 0
+    for index, moment in enumerate(times):
+        while times[begin] <= moment - window:
+            begin += 1
+        most_in_window = max(most_in_window, index - begin + 1)
+
+    def end_of(instance_id: str) -> float:
+        details = key_client.get(f"/{ONE_WORKFLOW}/instances/{instance_id}?simple=true").json()["result"]
+        return _iso_to_epoch(details["end"])
+
+    with ThreadPoolExecutor(4) as pool:
+        ends = dict(zip(instance_ids, pool.map(end_of, instance_ids), strict=True))
+    latencies = [(at - ends[payload["instance_id"]]) / interval for at, payload in results]
+    nominal_minutes = (ended - started) * args.scale / 60
+    baseline = instances * (ended - started) / interval
+    full = [end - start for start, end, generation in collections.pauses if generation == 2]
+    return {
+        "layout": "one-workflow, no listing" if args.no_listing else "one-workflow",
+        "triggers": len(triggers),
+        "instances": instances,
+        "events": len(results),
+        "event_statuses": sorted({payload["status"] for _at, payload in results}),
+        "event_send_failures": sender.failures[:5],
+        "wall_seconds": round(ended - started, 1),
+        "nominal_minutes": round(nominal_minutes, 2),
+        "requests": len(sent),
+        "list_pages": len(pages),
+        "gets": len(gets),
+        "requests_per_nominal_minute": round(len(sent) / nominal_minutes, 1),
+        "requests_per_interval": _per_interval(times, started, ended, interval),
+        "list_pages_per_interval": _per_interval(pages, started, ended, interval),
+        "gets_per_interval": _per_interval(gets, started, ended, interval),
+        "most_requests_in_one_window": most_in_window,
+        "quota_per_window": args.quota,
+        "responses_429": sum(1 for entry in sent if entry["status"] == 429),
+        "baseline_requests": round(baseline),
+        "baseline_ratio": round(baseline / max(len(sent), 1), 2),
+        "latency_intervals_median": round(statistics.median(latencies), 2),
+        "latency_intervals_max": round(max(latencies), 2),
+        "process_cpu_seconds": round(cpu, 2),
+        "cpu_seconds": round(loop_cpu, 2),
+        "cpu_cores": round(loop_cpu / wall, 3),
+        "cpu_ms_per_request": round(1000 * loop_cpu / max(len(sent), 1), 2),
+        "cpu_ms_per_watcher": round(1000 * loop_cpu / instances, 2),
+        "longest_watchdog_sleep_seconds": round(max((b - a for a, b in gaps), default=0.0), 3),
+        "longest_watchdog_sleep_without_gc_seconds": round(
+            max((b - a - collections.within(a, b) for a, b in gaps), default=0.0), 3
+        ),
+        "longest_loop_step_cpu_seconds": round(steps.longest, 3),
+        "longest_loop_step": steps.what,
+        "full_gc_pauses": len(full),
+        "longest_full_gc_pause_seconds": round(max(full, default=0.0), 3),
+    }
+
+
+def _one_workflow_summary(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| run | instances | requests (pages + GETs) | 429 | most in one window | requests per interval, max "
+        "(median) | pages / GETs per interval, max | baseline / requests | latency median / max "
+        "(intervals) | cores | ms/request | longest loop step, CPU s |",
+        "|" + "---|" * 12,
+    ]
+    for r in results:
+        per = r["requests_per_interval"]
+        lines.append(
+            f"| {r['layout']} | {r['instances']} | {r['requests']} ({r['list_pages']} + {r['gets']}) "
+            f"| {r['responses_429']} | {r['most_requests_in_one_window']} | {per['max']} ({per['median']}) "
+            f"| {r['list_pages_per_interval']['max']} / {r['gets_per_interval']['max']} "
+            f"| {r['baseline_ratio']} | {r['latency_intervals_median']} / {r['latency_intervals_max']} "
+            f"| {r['cpu_cores']} | {r['cpu_ms_per_request']} | {r['longest_loop_step_cpu_seconds']} |"
+        )
+    return "\n".join(lines)
+
+
 def run_layout(
     emulator: Any, key_client: httpx.Client, args: argparse.Namespace, layout: str, instances: int
 ) -> dict[str, Any]:
@@ -469,12 +654,15 @@ def main(args: argparse.Namespace) -> None:
             if args.duration is not None:
                 layouts = ["steady"]
             for instances in args.instances:
-                for layout in layouts:
+                for layout in layouts if not args.one_workflow else ["one-workflow"]:
                     ratelimit.reset_limiters()  # each run starts, like the emulator's window, afresh
-                    result = run_layout(emulator, key_client, args, layout, instances)
+                    if args.one_workflow:
+                        result = run_one_workflow(emulator, key_client, args, instances)
+                    else:
+                        result = run_layout(emulator, key_client, args, layout, instances)
                     print(json.dumps(result, indent=2), flush=True)
                     results.append(result)
-    print(_summary(results))
+    print(_one_workflow_summary(results) if args.one_workflow else _summary(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
@@ -507,6 +695,14 @@ if __name__ == "__main__":
         "--gc-freeze",
         action="store_true",
         help="gc.freeze() before the triggers start (the collector then skips the start-up heap)",
+    )
+    parser.add_argument(
+        "--one-workflow",
+        action="store_true",
+        help="instance waits on instances of ONE workflow, ended by events on a schedule (listers)",
+    )
+    parser.add_argument(
+        "--no-listing", action="store_true", help="with --one-workflow: without listers (the baseline)"
     )
     parser.add_argument("--json", help="also write the results here")
     main(parser.parse_args())

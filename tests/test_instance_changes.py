@@ -1,5 +1,7 @@
 """The listing rules of the finished-instances trigger: its memory, what counts as news, the check of
-the date-filter assumption, and the tracker's fallback when a server's date filter is not what we assume."""
+the date-filter assumption, and the tracker's fallback when a server's date filter is not what we assume;
+and the rules the triggerer's listers use: what makes a watched instance need a look, and what proves a
+listing stale."""
 
 from __future__ import annotations
 
@@ -18,8 +20,11 @@ from airflow_provider_cfworkflows.instance_changes import (
     created_but_not_listed,
     format_time,
     is_wanted,
+    last_change,
+    listing_is_behind,
     memory_key,
     parse_time,
+    watch_fingerprint,
 )
 from tests.helpers import create_fleet_instances, let_fleet_go
 
@@ -42,8 +47,59 @@ def test_times_read_and_written_in_utc():
 def test_listed_items_need_an_id_and_a_status():
     item = {"id": "a", "status": "complete", "created_on": "2026-11-02T09:00:00Z", "ended_on": None}
     assert ListedInstance.from_item(item) == ListedInstance("a", "complete", T0 - timedelta(hours=1), None)
+    modified = ListedInstance.from_item({**item, "modified_on": "2026-11-02T10:00:00Z"})
+    assert modified is not None
+    assert modified.modified_on == T0
     assert ListedInstance.from_item({"id": "a"}) is None
     assert ListedInstance.from_item("a") is None
+
+
+def test_what_makes_a_watched_instance_need_a_look():
+    running = ListedInstance("a", "running", T0, None, T0 + timedelta(minutes=1))
+    later = ListedInstance("a", "running", T0, None, T0 + timedelta(minutes=2))
+    # An instance wait needs only the status; a step wait also needs modified_on (inferred to move with
+    # every step), and without it the listing cannot tell.
+    assert watch_fingerprint(running, steps=False) == watch_fingerprint(later, steps=False)
+    assert watch_fingerprint(running, steps=True) != watch_fingerprint(later, steps=True)
+    assert watch_fingerprint(ListedInstance("a", "running", T0), steps=True) is None
+
+
+def test_the_last_change_details_show_and_a_listing_behind_it():
+    details = {
+        "queued": "2026-11-02T10:00:00Z",
+        "start": "2026-11-02T10:00:01Z",
+        "end": None,
+        "steps": [
+            {
+                "type": "step",
+                "name": "a-1",
+                "start": "2026-11-02T10:00:01Z",
+                "end": "2026-11-02T10:00:05Z",
+                "success": True,
+            },
+            {"type": "step", "name": "b-1", "start": "2026-11-02T10:00:05Z", "end": None, "success": None},
+            # A waitForEvent's end is its timeout until it is finished: not a change yet.
+            {
+                "type": "waitForEvent",
+                "name": "c-1",
+                "start": "2026-11-02T10:00:04Z",
+                "end": "2026-11-03T10:00:04Z",
+                "finished": False,
+            },
+            {"type": "termination", "trigger": {"source": "api"}},
+        ],
+    }
+    change = last_change(details)
+    assert change == T0 + timedelta(seconds=5)
+    assert last_change({"steps": "none"}) is None
+    stale = ListedInstance("a", "running", T0, None, T0 + timedelta(seconds=1))
+    fresh = ListedInstance("a", "running", T0, None, change)
+    soon, later = change + LIST_MARGIN, change + LIST_MARGIN + timedelta(seconds=1)
+    assert listing_is_behind(stale, change, later)
+    assert not listing_is_behind(stale, change, soon)  # within the margin: it may still catch up
+    assert not listing_is_behind(fresh, change, later)
+    assert not listing_is_behind(None, change, later)  # not listed: proves nothing
+    assert not listing_is_behind(ListedInstance("a", "running", T0), change, later)  # no modified_on
 
 
 def test_memory_round_trips_and_refuses_what_it_did_not_write():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import itertools
 import json
 import math
 import re
@@ -147,19 +148,24 @@ def _date_param(query: Mapping[str, str], key: str) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def encode_cursor(seq: int) -> str:
-    """An opaque cursor: the position after the instance with creation number ``seq``."""
-    return base64.urlsafe_b64encode(json.dumps({"after": seq}).encode()).decode().rstrip("=")
+def encode_cursor(seq: int, total: int | None = None) -> str:
+    """
+    An opaque cursor: the position after the instance with creation number ``seq``, and the listing's
+    ``total_count`` as its first page counted it (later pages repeat it: Cloudflare calls the count of a
+    cursor listing deprecated and possibly inaccurate).
+    """
+    data = {"after": seq} if total is None else {"after": seq, "total": total}
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
-    """The creation number a cursor continues after (400 when it is not one of ours)."""
+def decode_cursor(cursor: str) -> tuple[int, int | None]:
+    """The creation number a cursor continues after, and its total (400 when it is not one of ours)."""
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        seq = data["after"]
-        if isinstance(seq, int) and not isinstance(seq, bool):
-            return seq
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        seq, total = data["after"], data.get("total")
+        if isinstance(seq, int) and not isinstance(seq, bool) and (total is None or type(total) is int):
+            return seq, total
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
         pass
     raise _bad_request(f"'cursor' is not a valid pagination cursor: {cursor!r}")
 
@@ -386,47 +392,58 @@ class WorkflowsApi:
         date_start, date_end = _date_param(query, "date_start"), _date_param(query, "date_end")
         cursor = query.get("cursor") or None
         page = _int_param(query, "page", 1, 1, 10**9)  # deprecated; ignored when a cursor is given
-        date_field = self.options.list_date_field
+        options = self.options
+        date_field = options.list_date_field
         if date_field == "ignored":
             date_start = date_end = None
-        candidates: list[engine.Instance] = []
-        # Simulate only what is needed: every instance when a filter needs its state, else just the page.
         snapshots: dict[int, engine.Snapshot] = {}
-        needs_state = status is not None or (
-            date_field == "ended_on" and (date_start is not None or date_end is not None)
-        )
-        for instance in sorted(self.state.instances.get(name, {}).values(), key=lambda i: i.seq):
-            if needs_state:
-                snapshots[instance.seq] = engine.simulate(instance, now)
+
+        def state(instance: engine.Instance) -> engine.Snapshot:
+            if instance.seq not in snapshots:
+                # A lagging listing shows each instance as it was `list_lag` seconds ago (a younger one as
+                # it was when created).
+                seen_at = max(now - options.list_lag, instance.created_at)
+                snapshots[instance.seq] = engine.simulate(instance, seen_at)
+            return snapshots[instance.seq]
+
+        def selected(instance: engine.Instance) -> bool:
+            if options.list_omit_every and instance.seq % options.list_omit_every == 0:
+                return False
             if date_start is not None or date_end is not None:
                 # Inferred: date_start / date_end filter on created_on (as shown, to the millisecond),
                 # inclusive; the `list_date_field` option models the other readings.
-                moment = instance.created_at if date_field == "created_on" else snapshots[instance.seq].end
+                moment = instance.created_at if date_field == "created_on" else state(instance).end
                 if moment is None:
-                    continue
+                    return False
                 moment = math.floor(moment * 1000) / 1000
                 if (date_start is not None and moment < date_start) or (
                     date_end is not None and moment > date_end
                 ):
-                    continue
-            if status is not None and snapshots[instance.seq].status != status:
-                continue
-            candidates.append(instance)
+                    return False
+            return status is None or state(instance).status == status
+
+        ordered = sorted(self.state.instances.get(name, {}).values(), key=lambda i: i.seq)
         if direction == "desc":
-            candidates.reverse()
-        total = len(candidates)
+            ordered.reverse()
+        # The first page counts every match; a cursor's page simulates only as far as it reads (the
+        # count comes with the cursor), so that paging through a large fleet costs one scan, not one
+        # per page.
+        total: int | None = None
         if cursor is not None:
-            after = decode_cursor(cursor)
-            candidates = [i for i in candidates if (i.seq > after if direction == "asc" else i.seq < after)]
+            after, total = decode_cursor(cursor)
+            rest = (i for i in ordered if (i.seq > after if direction == "asc" else i.seq < after))
+            chosen = list(itertools.islice((i for i in rest if selected(i)), per_page + 1))
         else:
-            candidates = candidates[(page - 1) * per_page :]
-        chosen = candidates[:per_page]
+            matching = [i for i in ordered if selected(i)]
+            total = len(matching)
+            chosen = matching[(page - 1) * per_page : page * per_page + 1]
+        if total is None:
+            total = sum(1 for i in ordered if selected(i))
+        more, chosen = len(chosen) > per_page, chosen[:per_page]
         info: dict[str, Any] = {"count": len(chosen), "per_page": per_page, "total_count": total}
         # The last page has an empty cursor (clients stop on a missing, null or empty one).
-        info["cursor"] = encode_cursor(chosen[-1].seq) if len(candidates) > per_page else ""
-        items = [
-            shapes.instance_list_item(i, snapshots.get(i.seq) or engine.simulate(i, now)) for i in chosen
-        ]
+        info["cursor"] = encode_cursor(chosen[-1].seq, total) if more else ""
+        items = [shapes.instance_list_item(i, state(i)) for i in chosen]
         return Reply(items, info)
 
     def create(self, name: str, body: Any, now: float) -> dict[str, Any]:

@@ -136,6 +136,8 @@ class ApiOptions:
     pause_delay: float = 0.0
     rollback_duration: float = 0.0
     list_date_field: str = "created_on"
+    list_lag: float = 0.0
+    list_omit_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -401,9 +403,11 @@ def parse_api_options(data: Any, where: str = "api", base: ApiOptions = ApiOptio
     for key in ("stream_content_length", "gzip"):
         if key in data:
             changes[key] = _boolean(data[key], f"{where}.{key}")
-    for key in ("pause_delay", "rollback_duration"):
+    for key in ("pause_delay", "rollback_duration", "list_lag"):
         if key in data:
             changes[key] = _number(data[key], f"{where}.{key}", maximum=MAX_WAIT_SECONDS)
+    if "list_omit_every" in data:
+        changes["list_omit_every"] = _integer(data["list_omit_every"], f"{where}.list_omit_every")
     return dataclasses.replace(base, **changes)
 
 

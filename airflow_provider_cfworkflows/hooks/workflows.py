@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -531,6 +531,33 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
         account_id: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Async :meth:`list_instances`: every item, following the pagination cursor to the end."""
+        async for page in self.alist_instance_pages(
+            workflow_name,
+            status=status,
+            date_start=date_start,
+            date_end=date_end,
+            direction=direction,
+            per_page=per_page,
+            account_id=account_id,
+        ):
+            for item in page:
+                yield item
+
+    async def alist_instance_pages(
+        self,
+        workflow_name: str,
+        *,
+        status: str | None = None,
+        date_start: datetime | str | None = None,
+        date_end: datetime | str | None = None,
+        direction: str | None = None,
+        per_page: int = 50,
+        account_id: str | None = None,
+    ) -> AsyncGenerator[list[dict[str, Any]]]:
+        """
+        :meth:`alist_instances` page by page: each page is one request, sent when the caller asks for
+        it (so a caller can take a turn per page; ``aclose()`` it when stopping early). Same parameters.
+        """
 
         async def request_at(cursor: str) -> ApiRequest:
             settings = await self.aget_settings()
@@ -545,10 +572,10 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
                 per_page=per_page,
             )
 
-        async for item in self._apaginate(
+        async for page in self._apages(
             request_at, "", lambda _cursor, envelope, _received: protocol.next_cursor(envelope.result_info)
         ):
-            yield item
+            yield page
 
     async def aget_instance(
         self,

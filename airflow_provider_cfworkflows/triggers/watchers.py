@@ -12,6 +12,12 @@ instances at 60 s cost 100 requests a minute, inside Cloudflare's 240 a minute (
 shared with the dashboard). Beyond what the budget pays for, the watchers of a connection take their
 looks in turn (:mod:`.turns`): the one whose last look is oldest goes next, a few at a time.
 
+Many watched instances of one Workflow (:data:`.listers.LISTING_MIN_WATCHERS` or more) are listed
+instead, page by page (:mod:`.listers`): a watcher then makes its own look only when the listing shows
+its instance changed or gone from the open ones, when it never looked (a step wait), or when the safety
+net says so; an instance wait may be answered by the listing alone while its status is one it does not
+wait for.
+
 The registry lives per event loop (the triggerer runs one; tests may run several): a watcher is made by
 its first subscriber and stopped when the last one leaves (finished, failed, timed out or cancelled),
 so the registry is then empty. The watchers of one connection share one hook (one httpx client and
@@ -42,8 +48,15 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsRateLimitError,
 )
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+from airflow_provider_cfworkflows.instance_changes import ListedInstance, watch_fingerprint
 from airflow_provider_cfworkflows.looks import aget_instance_details
-from airflow_provider_cfworkflows.triggers.turns import LookTurns
+from airflow_provider_cfworkflows.triggers.listers import (
+    SAFETY_NET_INTERVALS,
+    ListerKey,
+    ListingRound,
+    WorkflowLister,
+)
+from airflow_provider_cfworkflows.triggers.turns import LookTurns, Rank, TurnTicket
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +90,8 @@ class Look:
     :param error: why there are no details (the trigger decides what it means).
     :param failures: transient errors in a row, this one included (0 for a usable look).
     :param retry_in: seconds until the watcher looks again after a transient error.
+    :param listed: the details are only ``{"status"}``, from a listing of the Workflow's instances
+        (given only to subscribers that do not wait for that status, see :class:`Subscription`).
     """
 
     number: int
@@ -86,6 +101,7 @@ class Look:
     error: BaseException | None = None
     failures: int = 0
     retry_in: float = 0.0
+    listed: bool = False
 
 
 def error_delay(
@@ -117,15 +133,24 @@ class Subscription:
     :param poll_interval: the trigger's seconds between looks.
     :param full: whether the trigger needs the steps (a step wait).
     :param deadline: the trigger's wall-clock end (``time.time()`` seconds).
+    :param awaited: the instance statuses that end the wait (those a listing's status alone cannot
+        answer); None when any look may end it (the listing then never answers for the trigger).
     """
 
     def __init__(
-        self, *, watcher: InstanceWatcher, poll_interval: float, full: bool, deadline: float
+        self,
+        *,
+        watcher: InstanceWatcher,
+        poll_interval: float,
+        full: bool,
+        deadline: float,
+        awaited: frozenset[str] | None = None,
     ) -> None:
         self.watcher = watcher
         self.poll_interval = poll_interval
         self.full = full
         self.deadline = deadline
+        self.awaited = awaited
         self._seen = 0
         self._news = asyncio.Event()
 
@@ -136,7 +161,13 @@ class Subscription:
 
     def wants(self, look: Look | None) -> bool:
         """Whether ``look`` is new to this subscriber and has what it needs."""
-        return look is not None and look.number > self._seen and (look.full or not self.full)
+        if look is None or look.number <= self._seen or (self.full and not look.full):
+            return False
+        return not look.listed or (look.details is not None and self.takes_listed(look.details["status"]))
+
+    def takes_listed(self, status: str) -> bool:
+        """Whether a listing's ``status`` alone answers this subscriber (it does not end its wait)."""
+        return not self.full and self.awaited is not None and status not in self.awaited
 
     def notify(self) -> None:
         """A new look (or error) is there."""
@@ -175,6 +206,13 @@ class InstanceWatcher:
         self._wanted_at = time.monotonic()  # when a look was first wanted (no look yet, or a stale one)
         self._stopped = False
         self._wake = asyncio.Event()
+        self._ticket = TurnTicket()
+        # While a lister vouches for this instance (see .listers):
+        self.lister: WorkflowLister | None = None
+        self._direct_at = self._wanted_at  # the last look of its own (the safety net counts from it)
+        self._vouched_at = -math.inf  # the start of the last listing that showed nothing new
+        self._reference: tuple[Any, ...] | None = None  # how listings showed it before its last look
+        self._first_seen: tuple[Any, ...] | None = None  # ... before its first look (a step wait)
         # A fresh context: the watcher must not inherit the deadline (or log context) of the trigger
         # that happened to start it; it serves all of them.
         self.task = asyncio.get_running_loop().create_task(
@@ -185,11 +223,17 @@ class InstanceWatcher:
 
     # --- subscribers ---------------------------------------------------------------------------------
 
-    def subscribe(self, *, poll_interval: float, full: bool, deadline: float) -> Subscription:
+    def subscribe(
+        self, *, poll_interval: float, full: bool, deadline: float, awaited: frozenset[str] | None = None
+    ) -> Subscription:
         """Add a subscriber; it gets the latest look at once if that is fresher than its interval."""
-        subscription = Subscription(watcher=self, poll_interval=poll_interval, full=full, deadline=deadline)
+        subscription = Subscription(
+            watcher=self, poll_interval=poll_interval, full=full, deadline=deadline, awaited=awaited
+        )
         latest = self.latest
-        fresh = latest is not None and time.monotonic() - latest.taken_at <= poll_interval
+        fresh = (
+            latest is not None and time.monotonic() - max(latest.taken_at, self._vouched_at) <= poll_interval
+        )
         if latest is not None and not (fresh and subscription.wants(latest)):
             subscription._seen = latest.number  # stale for it: wait for the next look...
             if not self._look_now:  # ...which comes now (unless a transient error holds the watcher back)
@@ -215,29 +259,63 @@ class InstanceWatcher:
     def _interval(self) -> float:
         return min((s.poll_interval for s in self.subscribers), default=MAX_ERROR_BACKOFF_SECONDS)
 
+    @property
+    def needs_steps(self) -> bool:
+        """Whether a subscriber needs the step log (a step wait)."""
+        return any(subscription.full for subscription in self.subscribers)
+
+    @property
+    def interval(self) -> float:
+        """The shortest poll interval among the subscribers."""
+        return self._interval()
+
     def _next_look_at(self) -> float:
         """``time.monotonic()`` of the next look."""
-        if self.latest is None or self._look_now:
+        if self._look_now or (self.latest is None and (self.lister is None or self.needs_steps)):
             due = self._wanted_at
+        elif self.lister is not None:  # the listing tells when to look; the safety net looks anyway
+            due = self._direct_at + SAFETY_NET_INTERVALS * self._interval()
         else:
-            due = self.latest.taken_at + self._interval()
+            assert self.latest is not None  # for mypy: the first branch takes a watcher without looks
+            due = max(self.latest.taken_at, self._vouched_at) + self._interval()
         return max(due, self._retry_at)
+
+    def _wanted(self) -> bool:
+        """Whether a look is wanted now: not when all subscribers left (the watcher is being stopped), nor
+        when a listing made it needless while it waited for its turn."""
+        return bool(self.subscribers) and self._next_look_at() <= time.monotonic()
+
+    def _rank(self) -> Rank:
+        """How urgent the next look is (see :class:`.turns.Rank`)."""
+        if self._look_now or self.lister is None:
+            return Rank.LOOK
+        return Rank.FIRST_LOOK if self.latest is None else Rank.SAFETY_NET
 
     async def _run(self) -> None:
         try:
             while await self._until_due():
-                # The look waits for its turn among the connection's watchers (oldest last look first).
+                # The look waits for its turn among the connection's watchers (by rank, then oldest last
+                # look first).
+                rank = self._rank()
                 async with self._shared.turns.turn(
                     last_look_at=-math.inf if self.latest is None else self.latest.taken_at,
                     due_at=self._next_look_at(),
-                    interval=self._interval(),
+                    interval=self._interval() * (SAFETY_NET_INTERVALS if rank is Rank.SAFETY_NET else 1),
                     watchers=self._shared.users,
+                    rank=rank,
+                    ticket=self._ticket,
+                    wanted=self._wanted,
                 ):
-                    if not self.subscribers:  # all left while it waited (the watcher is being stopped)
+                    if not self._wanted():
                         continue
                     self._look_now = False
+                    reference = None if self.lister is None else self.lister.reference(self)
                     look = await self._look()
                 self._publish(look)
+                if look.details is not None:
+                    self._direct_at, self._reference = look.taken_at, reference
+                    if self.lister is not None:
+                        self.lister.looked(self, look.details)
         finally:
             await self._hooks.release(self._shared)
 
@@ -289,6 +367,54 @@ class InstanceWatcher:
         for subscription in self.subscribers:
             subscription.notify()
 
+    # --- what a listing of the Workflow says (called by its lister) --------------------------------
+
+    def want_look(self) -> None:
+        """Look as soon as a turn allows (ahead of looks only the safety net or a first look asks for)."""
+        if not self._look_now:
+            self._look_now, self._wanted_at = True, time.monotonic()
+        self._wake.set()
+        self._shared.turns.hurry(self._ticket)
+
+    def attach(self, lister: WorkflowLister | None) -> None:
+        """Let ``lister`` vouch for this instance, or (None) look on its own again."""
+        if lister is self.lister:
+            return
+        self.lister = lister
+        self._wake.set()
+        if lister is None:  # a look waiting at a low rank is an ordinary one now
+            self._shared.turns.hurry(self._ticket)
+
+    def on_listing(self, listed: ListedInstance | None, listing: ListingRound) -> None:
+        """
+        A listing round of the Workflow showed this instance as ``listed`` (None: not among the open
+        instances): look now if that may change a subscriber's verdict, else count the listing as a look.
+        """
+        if self._look_now or not self.subscribers:
+            return
+        full = self.needs_steps
+        if listed is None or listed.is_terminal:
+            self.want_look()
+            return
+        fingerprint = watch_fingerprint(listed, steps=full)
+        if self.latest is None and full:  # its first look is on its way; a change moves it up
+            seen, self._first_seen = self._first_seen, fingerprint
+            if fingerprint is None or (seen is not None and seen != fingerprint):
+                self.want_look()
+            return
+        if fingerprint is not None and fingerprint == self._reference:
+            self._vouched_at = listing.started_at
+            return
+        if all(subscription.takes_listed(listed.status) for subscription in self.subscribers):
+            self._reference, self._vouched_at = fingerprint, listing.started_at
+            latest = self.latest
+            if latest is None or latest.details is None or latest.details.get("status") != listed.status:
+                self.looks += 1
+                details = {"status": listed.status}
+                self._publish(Look(self.looks, time.monotonic(), False, details, listed=True))
+            return
+        self.want_look()
+
 
 @dataclass
 class _SharedHook:
@@ -331,6 +457,8 @@ class SharedHooks:
 class _LoopRegistry:
     watchers: dict[WatchKey, InstanceWatcher] = field(default_factory=dict)
     hooks: SharedHooks = field(default_factory=SharedHooks)
+    listers: dict[ListerKey, WorkflowLister] = field(default_factory=dict)
+    untrusted: set[ListerKey] = field(default_factory=set)  # listings proved wrong: never listed again
 
 
 _registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopRegistry] = weakref.WeakKeyDictionary()
@@ -345,13 +473,25 @@ def watchers() -> dict[WatchKey, InstanceWatcher]:
     return _registry().watchers
 
 
+def listers() -> dict[ListerKey, WorkflowLister]:
+    """The listers of the running event loop (empty when no trigger watches anything)."""
+    return _registry().listers
+
+
 def shared_hooks() -> dict[str, CloudflareWorkflowsHook]:
     """The open hooks of the running event loop's watchers, by connection id (empty once they stopped)."""
     return {conn_id: shared.hook for conn_id, shared in _registry().hooks.by_connection.items()}
 
 
 @contextmanager
-def watch(key: WatchKey, *, poll_interval: float, full: bool, deadline: float) -> Iterator[Subscription]:
+def watch(
+    key: WatchKey,
+    *,
+    poll_interval: float,
+    full: bool,
+    deadline: float,
+    awaited: frozenset[str] | None = None,
+) -> Iterator[Subscription]:
     """
     Subscribe to the watcher of ``key`` for the block (made if there is none); leaving the block, by
     any way, unsubscribes, and the last subscriber to leave stops the watcher and removes it.
@@ -359,12 +499,22 @@ def watch(key: WatchKey, *, poll_interval: float, full: bool, deadline: float) -
     :param poll_interval: the subscriber's seconds between looks.
     :param full: whether it needs the steps.
     :param deadline: its wall-clock end (``time.time()`` seconds).
+    :param awaited: the instance statuses that end its wait (see :class:`Subscription`).
     """
     registry = _registry()
     watcher = registry.watchers.get(key)
+    lister_key = ListerKey(key.cloudflare_conn_id, key.account_id, key.workflow_name)
     if watcher is None or watcher.task.done():
         watcher = registry.watchers[key] = InstanceWatcher(key, registry.hooks)
-    subscription = watcher.subscribe(poll_interval=poll_interval, full=full, deadline=deadline)
+        lister = registry.listers.get(lister_key)
+        if lister is None:
+            lister = registry.listers[lister_key] = WorkflowLister(
+                lister_key, registry.hooks, untrusted=registry.untrusted
+            )
+        lister.add(watcher)
+    subscription = watcher.subscribe(
+        poll_interval=poll_interval, full=full, deadline=deadline, awaited=awaited
+    )
     try:
         yield subscription
     finally:
@@ -373,3 +523,6 @@ def watch(key: WatchKey, *, poll_interval: float, full: bool, deadline: float) -
             if registry.watchers.get(key) is watcher:
                 del registry.watchers[key]
             watcher.stop()
+            lister = registry.listers.get(lister_key)
+            if lister is not None and lister.remove(watcher) and registry.listers.get(lister_key) is lister:
+                del registry.listers[lister_key]

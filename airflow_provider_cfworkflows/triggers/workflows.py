@@ -34,7 +34,7 @@ from airflow_provider_cfworkflows.deadlines import calls_end_by
 from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsError
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
 from airflow_provider_cfworkflows.looks import ProgressLog, arun_step_check, timeout_message
-from airflow_provider_cfworkflows.statuses import StatusAction, StepType
+from airflow_provider_cfworkflows.statuses import TERMINAL_INSTANCE_STATUSES, StatusAction, StepType
 from airflow_provider_cfworkflows.triggers.finished_instances import (
     CloudflareWorkflowFinishedInstancesTrigger,
     FinishedInstanceEvent,
@@ -205,6 +205,10 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
     # Whether the trigger needs the steps in the instance details (``simple=false``).
     _needs_steps = False
 
+    def _awaited_statuses(self) -> frozenset[str] | None:
+        """The instance statuses that end the wait; None when any look may (a listing never answers)."""
+        return None
+
     async def _evaluate(self, subscription: Subscription, details: dict[str, Any]) -> Check:
         """Decide on one look at the instance (making only the calls the details cannot replace)."""
         raise NotImplementedError
@@ -237,7 +241,11 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
             # Ends by end_time whatever the server does (the watcher's look and our own calls alike).
             async with asyncio.timeout(self.end_time - time.time()) as scope:
                 with watch(
-                    key, poll_interval=self.poll_interval, full=self._needs_steps, deadline=self.end_time
+                    key,
+                    poll_interval=self.poll_interval,
+                    full=self._needs_steps,
+                    deadline=self.end_time,
+                    awaited=self._awaited_statuses(),
                 ) as subscription:
                     while True:
                         look = await subscription.next_look()
@@ -389,6 +397,10 @@ class CloudflareWorkflowInstanceTrigger(_CloudflareWorkflowsPollingTrigger):
 
     def _describe_awaited(self) -> str:
         return describe_awaited_instance(self.workflow_name, self.instance_id)
+
+    def _awaited_statuses(self) -> frozenset[str] | None:
+        # evaluate_instance ends the wait on these, and on every final status.
+        return frozenset((*self.success_states, *self.failure_states, *TERMINAL_INSTANCE_STATUSES))
 
     def _event(self, status: str, check: Check | None, message: str) -> InstanceWaitEvent:
         return InstanceWaitEvent(

@@ -28,6 +28,8 @@ def test_options_default_and_reset(emu):
         "pause_delay": 0.0,
         "rollback_duration": 0.0,
         "list_date_field": "created_on",
+        "list_lag": 0.0,
+        "list_omit_every": 0,
     }
     assert emu.options() == defaults
     assert emu.set_options(already_exists_status=400)["already_exists_status"] == 400
@@ -207,3 +209,33 @@ def test_terminate_with_rollback_passes_through_rolling_back(emu, client, make_w
     details = result(client.get(f"/{name}/instances/r"))
     assert details["status"] == "terminated"
     assert details["rollback"] == {"outcome": "complete", "error": None}
+
+
+def test_listings_that_lag_or_miss_instances(emu, client, make_workflow):
+    name = make_workflow([{"name": "work", "duration": 10}])
+    for number in range(6):
+        result(client.post(f"/{name}/instances", json={"instance_id": f"i{number}"}))
+    emu.advance(5)
+    result(client.post(f"/{name}/instances", json={"instance_id": "late"}))
+    emu.advance(6)  # i0-i5 complete (11 s), late still runs (6 s)
+
+    def listed(**params):
+        pages = [client.get(f"/{name}/instances", params={"per_page": 2, **params})]
+        while cursor := pages[-1].json()["result_info"]["cursor"]:
+            pages.append(client.get(f"/{name}/instances", params={"per_page": 2, "cursor": cursor, **params}))
+        return {item["id"]: item["status"] for page in pages for item in result(page)}, pages
+
+    emu.set_options(list_lag=7)  # as of 4 s: i0-i5 still run; late as it was when created (running)
+    lagging, pages = listed(status="running")
+    assert lagging == {**{f"i{number}": "running" for number in range(6)}, "late": "running"}
+    # Every page repeats the count of the first (carried in the cursor).
+    assert [page.json()["result_info"]["total_count"] for page in pages] == [7, 7, 7, 7]
+    assert result(client.get(f"/{name}/instances/i0"))["status"] == "complete"  # details never lag
+
+    emu.set_options(list_lag=0, list_omit_every=2)
+    everything, _ = listed()
+    seqs = sorted(everything)  # the emulator numbers instances across workflows: about half are left out
+    assert 3 <= len(seqs) <= 4
+    assert set(seqs) < {*(f"i{number}" for number in range(6)), "late"}
+    assert listed()[0] == everything  # the same ones every time
+    assert error(client.get(f"/{name}/instances", params={"cursor": "e30"}), 400)[0] == 10021

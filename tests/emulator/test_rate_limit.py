@@ -186,6 +186,8 @@ def test_cli_flags_set_the_limit_and_the_options():
             "pause_delay": 5.0,
             "rollback_duration": 7.0,
             "list_date_field": "created_on",
+            "list_lag": 0.0,
+            "list_omit_every": 0,
         }
         status = emulator.rate_limit_status()
         assert (status["quota"], status["window"], status["headers"]) == (3, 60, False)

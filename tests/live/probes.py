@@ -34,6 +34,7 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsNotFoundError,
 )
 from airflow_provider_cfworkflows.hooks.workflows import CloudflareWorkflowsHook
+from airflow_provider_cfworkflows.instance_changes import format_time, last_change
 from airflow_provider_cfworkflows.models import JSON_CONTENT_TYPE
 from airflow_provider_cfworkflows.protocol import ApiRequest, ParamsEncoding
 from airflow_provider_cfworkflows.statuses import TERMINAL_INSTANCE_STATUSES, StatusAction
@@ -44,6 +45,7 @@ from tests.live.verdicts import (
     CreateObservation,
     FilterObservation,
     ListingObservation,
+    OpenListingObservation,
     OutputObservation,
     RateLimitObservation,
     Row,
@@ -52,6 +54,8 @@ from tests.live.verdicts import (
     judge_auth,
     judge_date_filter,
     judge_date_filter_field,
+    judge_modified_on,
+    judge_open_listing,
     judge_order,
     judge_output,
     judge_params,
@@ -274,8 +278,9 @@ class ContractProbe:
         step_request = protocol.step_output_request(self.account_id, name, main_id, NO_SUCH_STEP)
         rows.append(judge_step_not_found(self.raw.send(step_request)[0]))
 
-        ours = [main_id, *(instance_id for instance_id, seen in creates.values() if seen.answer.ok)]
-        listing = self._list(ours, (created_after, datetime.now(UTC)))
+        waiting = [instance_id for instance_id, seen in creates.values() if seen.answer.ok]
+        rows += self._open_listing_rows(waiting)
+        listing = self._list([main_id, *waiting], (created_after, datetime.now(UTC)))
         rows += [judge_date_filter(listing), judge_order(listing)]
 
         finished = self._wait_until_finished(main_id)
@@ -325,6 +330,37 @@ class ContractProbe:
             in_running=any(item.get("id") == instance_id for item in running),
             listed_after_creation=after_creation,
         )
+
+    def _open_listing_rows(self, instance_ids: list[str]) -> list[Row]:
+        """The instances that wait for an event (no event is sent to them): listed as waiting, and when."""
+        name = self.target.workflow_name
+        deadline = time.monotonic() + self.target.finish_timeout
+        changes: dict[str, str | None] = {}
+        try:
+            for instance_id in instance_ids:  # past their first step: waiting for the event
+                while (details := self.hook.get_instance(name, instance_id)).get("status") != "waiting":
+                    if details.get("status") in TERMINAL_INSTANCE_STATUSES or time.monotonic() > deadline:
+                        break
+                    time.sleep(self.target.poll_interval)
+                if details.get("status") == "waiting":
+                    changes[instance_id] = format_time(last_change(details))
+            listed_at = datetime.now(UTC)
+            listed = {
+                str(item.get("id")): item
+                for item in itertools.islice(
+                    self.hook.list_instances(name, status="waiting", per_page=100),
+                    MAX_EXCLUDED_ITEMS,
+                )
+                if item.get("id") in changes
+            }
+        except CloudflareWorkflowsError as error:
+            observation = OpenListingObservation(error=error.message)
+        else:
+            observation = OpenListingObservation(tuple(changes), listed, changes, format_time(listed_at))
+        if not changes and observation.error is None:
+            why = "no instance of ours was waiting for an event"
+            return [not_exercised(Assumption.OPEN_LISTED, why), not_exercised(Assumption.MODIFIED_ON, why)]
+        return [judge_open_listing(observation), judge_modified_on(observation)]
 
     def _auth_rows(self) -> list[Row]:
         request = protocol.get_workflow_request(self.account_id, self.target.workflow_name)

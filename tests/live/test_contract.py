@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from airflow_provider_cfworkflows import protocol
 from airflow_provider_cfworkflows.connection import settings_from_connection
+from airflow_provider_cfworkflows.emulator.scenario import BUNDLED_DEMO
 from airflow_provider_cfworkflows.emulator.server import EmulatorProcess, run_emulator_process
 from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsConnectionError
 from airflow_provider_cfworkflows.protocol import ParamsEncoding
@@ -35,6 +37,7 @@ from tests.live.verdicts import (
     FilterObservation,
     Handled,
     ListingObservation,
+    OpenListingObservation,
     OutputObservation,
     RateLimitObservation,
     Row,
@@ -44,6 +47,8 @@ from tests.live.verdicts import (
     judge_auth,
     judge_date_filter,
     judge_date_filter_field,
+    judge_modified_on,
+    judge_open_listing,
     judge_order,
     judge_output,
     judge_params,
@@ -106,6 +111,15 @@ def emulator_target(emulator: EmulatorProcess) -> Target:
 
 def set_mode(emulator: EmulatorProcess, options: dict[str, Any], content_length: bool, headers: bool) -> None:
     emulator.reset()
+    # The instances the check sends no event to wait for "approval" 300 emulated seconds: 3 s at this
+    # scale, which a loaded machine may spend before the check lists them as waiting. 100 times longer.
+    demo = next(
+        w for w in yaml.safe_load(BUNDLED_DEMO.read_text())["workflows"] if w["name"] == "demo-pipeline"
+    )
+    for step in demo["steps"]:
+        if step.get("type") == "waitForEvent":
+            step["timeout"] *= 100
+    emulator.put_workflow(demo)
     emulator.set_options(**options, stream_content_length=content_length)
     if headers:
         emulator.set_rate_limit(quota=1200, window=300)
@@ -156,6 +170,8 @@ def test_every_assumption_is_exercised_and_handled_in_each_mode(
     assert rows[Assumption.FIRST_PAGE_ORDER].answer.startswith("oldest first (ascending)")
     assert rows[Assumption.DATE_FILTER_FIELD].answer.startswith("created_on")
     assert rows[Assumption.STATUS_FILTER].answer.startswith("status=complete: ours listed, nothing else")
+    assert rows[Assumption.OPEN_LISTED].reason.startswith("triggers/listers.py")  # none missing
+    assert rows[Assumption.MODIFIED_ON].answer.startswith("modified_on at or after the last change")
     rate_limit = rows[Assumption.RATE_LIMIT_HEADERS]
     if headers:
         assert rate_limit.answer.startswith('Ratelimit: "default";r=')
@@ -415,3 +431,32 @@ def test_filter_verdicts_for_the_finished_instances_trigger() -> None:
     assert judge_status_filter(ignored).reason.endswith("(costlier)")
     assert judge_status_filter(dataclasses.replace(created, in_complete=False)).handled is Handled.NO
     assert judge_status_filter(FilterObservation(error="HTTP 400")).handled is Handled.NO
+
+
+def test_verdicts_for_the_listers_of_many_instances() -> None:
+    item = {"id": "a", "status": "waiting", "modified_on": "2026-11-02T10:00:05Z"}
+    seen = OpenListingObservation(
+        expected_ids=("a", "b"),
+        listed={"a": item, "b": {**item, "id": "b"}},
+        last_changes={"a": "2026-11-02T10:00:05Z", "b": "2026-11-02T10:00:04Z"},
+        listed_at="2026-11-02T10:00:30Z",
+    )
+    assert judge_open_listing(seen).answer == "2 of our 2 waiting instances listed (status waiting)"
+    assert judge_modified_on(seen).answer.startswith("modified_on at or after the last change for all 2")
+    missed = dataclasses.replace(seen, listed={"a": item})
+    assert judge_open_listing(missed).answer.startswith("1 of our 2")
+    assert judge_open_listing(missed).reason.endswith("(costlier)")
+    behind = dataclasses.replace(seen, last_changes={"a": "2026-11-02T10:00:09Z", "b": None})
+    assert (
+        judge_modified_on(behind).answer
+        == "1 of 1 listed as modified before the last change their details showed"
+    )
+    unreadable = dataclasses.replace(seen, listed={"a": {**item, "modified_on": None}})
+    assert judge_modified_on(unreadable).answer == "no readable modified_on"
+    assert {
+        judge(row).handled
+        for row in (seen, missed, behind, unreadable)
+        for judge in (judge_open_listing, judge_modified_on)
+    } == {Handled.YES}
+    assert judge_modified_on(dataclasses.replace(seen, listed={})).handled is Handled.NOT_EXERCISED
+    assert judge_open_listing(OpenListingObservation(error="HTTP 500")).handled is Handled.NO

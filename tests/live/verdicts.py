@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +24,12 @@ from airflow_provider_cfworkflows.exceptions import (
     CloudflareWorkflowsAuthError,
     CloudflareWorkflowsError,
     CloudflareWorkflowsNotFoundError,
+)
+from airflow_provider_cfworkflows.instance_changes import (
+    ListedInstance,
+    listing_is_behind,
+    parse_time,
+    watch_fingerprint,
 )
 from airflow_provider_cfworkflows.protocol import ParamsEncoding
 
@@ -46,6 +52,8 @@ class Assumption(StrEnum):
     FIRST_PAGE_ORDER = "order of the first page of instances (no direction)"
     DATE_FILTER_FIELD = "date_start selects instances on created_on (finished-instances trigger)"
     STATUS_FILTER = "status= lists only, and every, instance in that status (finished-instances trigger)"
+    OPEN_LISTED = "status=waiting lists every waiting instance (waits on many instances of one workflow)"
+    MODIFIED_ON = "a listed modified_on is at or after the last change the details show (step waits on many)"
     STEP_NOT_FOUND = "the answer for a step that does not exist"
     STREAM_LENGTH = "Content-Length of a stream step output"
     RATE_LIMIT_HEADERS = "Ratelimit / Ratelimit-Policy headers"
@@ -180,6 +188,25 @@ class FilterObservation:
     in_complete: bool = False
     in_running: bool = False
     listed_after_creation: bool | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenListingObservation:
+    """
+    The check's instances waiting for an event, read one by one and then listed with ``status=waiting``.
+
+    :param expected_ids: the instances that were ``waiting`` when read.
+    :param listed: their items in the ``status=waiting`` listing made after the reads (missing: not listed).
+    :param last_changes: the last change each one's details showed (``instance_changes.last_change``).
+    :param listed_at: when the listing was asked for (this machine's clock, ISO 8601).
+    :param error: the error of a call that failed.
+    """
+
+    expected_ids: tuple[str, ...] = ()
+    listed: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    last_changes: Mapping[str, str | None] = field(default_factory=dict)
+    listed_at: str | None = None
     error: str | None = None
 
 
@@ -483,6 +510,76 @@ def judge_status_filter(observation: FilterObservation) -> Row:
         )
     reason = "instance_changes classifies items by the status they carry"
     return Row(Assumption.STATUS_FILTER, answer, Handled.YES, reason + (" (costlier)" if others else ""))
+
+
+def judge_open_listing(observation: OpenListingObservation) -> Row:
+    """Every instance seen ``waiting`` is in the ``status=waiting`` listing made after."""
+    if observation.error is not None:
+        return Row(Assumption.OPEN_LISTED, observation.error, Handled.NO, "the listing failed")
+    missing = [i for i in observation.expected_ids if i not in observation.listed]
+    shown = {str(item.get("status")) for item in observation.listed.values()}
+    answer = (
+        f"{len(observation.expected_ids) - len(missing)} of our {len(observation.expected_ids)} waiting "
+        f"instances listed (status {', '.join(sorted(shown)) or 'none'})"
+    )
+    if missing:
+        return Row(
+            Assumption.OPEN_LISTED,
+            answer,
+            Handled.YES,
+            "the listers look at each instance a listing misses, and fall back to per-instance looks for "
+            "a workflow whose listings keep missing one (costlier)",
+        )
+    return Row(
+        Assumption.OPEN_LISTED,
+        answer,
+        Handled.YES,
+        "triggers/listers.py lists the open statuses instead of looking at each instance",
+    )
+
+
+def judge_modified_on(observation: OpenListingObservation) -> Row:
+    """
+    Each listed ``modified_on`` is at or after the last change (a step's end, the instance's start) that
+    the details read before the listing showed. With the demo Workflow every such change is also a change
+    of status, so a ``modified_on`` that moves only with the status passes too.
+    """
+    if observation.error is not None:
+        return Row(Assumption.MODIFIED_ON, observation.error, Handled.NO, "the listing failed")
+    listed_at = parse_time(observation.listed_at)
+    pairs = [
+        (ListedInstance.from_item(item), parse_time(observation.last_changes.get(instance_id)))
+        for instance_id, item in observation.listed.items()
+    ]
+    pairs = [(listed, change) for listed, change in pairs if listed is not None and change is not None]
+    if not pairs or listed_at is None:
+        return not_exercised(Assumption.MODIFIED_ON, "none of our waiting instances was listed")
+    if any(watch_fingerprint(listed, steps=True) is None for listed, _change in pairs):
+        return Row(
+            Assumption.MODIFIED_ON,
+            "no readable modified_on",
+            Handled.YES,
+            "step waits on many instances then look at each instance themselves (watch_fingerprint)",
+        )
+    # The listing was asked for after the details were read: no margin for it to catch up.
+    behind = [
+        listed for listed, change in pairs if listing_is_behind(listed, change, listed_at, timedelta(0))
+    ]
+    if behind:
+        return Row(
+            Assumption.MODIFIED_ON,
+            f"{len(behind)} of {len(pairs)} listed as modified before the last change their details showed",
+            Handled.YES,
+            "the listers notice a listing behind the details and fall back to per-instance looks (costlier); "
+            "set instance_changes.MODIFIED_ON_COVERS_STEPS = False",
+        )
+    return Row(
+        Assumption.MODIFIED_ON,
+        f"modified_on at or after the last change for all {len(pairs)} (the demo's step ends change the "
+        "status too)",
+        Handled.YES,
+        "instance_changes.MODIFIED_ON_COVERS_STEPS: an unchanged modified_on vouches for a step wait",
+    )
 
 
 def judge_step_not_found(answer: Answer) -> Row:

@@ -1,5 +1,6 @@
 """The fair queue of looks (no server, no timing): the oldest last look goes first, never more looks in
-flight than allowed, a cancelled waiter holds nobody up, and the stretched interval is logged once."""
+flight than allowed, a cancelled waiter holds nobody up, ranks come first and a waiter can be moved up,
+a listing under way holds the other looks back, and the stretched interval is logged once."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import logging
 import math
 
-from airflow_provider_cfworkflows.triggers.turns import LookTurns
+from airflow_provider_cfworkflows.triggers.turns import LookTurns, Rank, TurnTicket
 
 
 async def settle(condition):
@@ -19,8 +20,10 @@ async def settle(condition):
     raise AssertionError("condition not met")
 
 
-async def take_turn(turns, name, last_look_at, order, hold=None):
-    async with turns.turn(last_look_at=last_look_at, due_at=0.0, interval=1e9, watchers=1):
+async def take_turn(turns, name, last_look_at, order, hold=None, rank=Rank.LOOK, ticket=None):
+    async with turns.turn(
+        last_look_at=last_look_at, due_at=0.0, interval=1e9, watchers=1, rank=rank, ticket=ticket
+    ):
         order.append(name)
         if hold is not None:
             await hold.wait()
@@ -82,6 +85,40 @@ async def test_a_cancelled_waiter_holds_nobody_up():
         assert handed.cancelled()
         async with turns.turn(last_look_at=0.0, due_at=0.0, interval=1.0, watchers=1):
             pass  # the queue is free again
+
+
+async def test_ranks_go_first_a_waiter_moved_up_keeps_its_age_and_a_listing_holds_looks_back():
+    turns = LookTurns(label="c", concurrency=2)
+    order: list[str] = []
+    hold = asyncio.Event()
+    holders = [asyncio.create_task(take_turn(turns, f"holder {n}", 0.0, order, hold)) for n in (1, 2)]
+    await settle(lambda: len(order) == 2)
+    ticket = TurnTicket()
+    waiting = [
+        ("safety net, looked at 1", 1.0, Rank.SAFETY_NET, ticket),
+        ("look, looked at 5", 5.0, Rank.LOOK, None),
+        ("first look", -math.inf, Rank.FIRST_LOOK, None),
+        ("safety net, looked at 0", 0.0, Rank.SAFETY_NET, None),
+        ("page", 9.0, Rank.LISTING, None),
+    ]
+    tasks = []
+    for count, (name, last, rank, with_ticket) in enumerate(waiting, start=1):
+        tasks.append(asyncio.create_task(take_turn(turns, name, last, order, rank=rank, ticket=with_ticket)))
+        await settle(lambda count=count: turns.waiting == count)
+    turns.hurry(ticket)  # its instance changed: it needs its look after all
+    async with turns.listing():  # while a listing is under way only pages get the turns that free up
+        hold.set()
+        await settle(lambda: "page" in order)
+        await asyncio.sleep(0)
+        assert order[2:] == ["page"]
+    await asyncio.gather(*holders, *tasks)
+    assert order[3:] == [
+        "safety net, looked at 1",  # moved up to an ordinary look, older than the other one
+        "look, looked at 5",
+        "first look",
+        "safety net, looked at 0",
+    ]
+    assert turns.waiting == 0  # the moved-up waiter's first entry was dropped
 
 
 def test_the_stretched_interval_is_logged_once_then_on_a_change_then_when_it_ends(caplog):
