@@ -19,6 +19,7 @@ from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.multiprocess
 DEMO_DEADLINE = 600.0  # seconds; the run itself takes about a minute on 2 busy cores
+STOP_DEADLINE = 150.0  # seconds from Ctrl-C: each of the 4 components gets 30 s to stop before it is killed
 
 
 def _read_until(demo: subprocess.Popen[str], pattern: str, seen: list[str], deadline: float) -> re.Match[str]:
@@ -52,6 +53,10 @@ def _port_open(url: str) -> bool:
         return probe.connect_ex((host, int(port))) == 0
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_demo_runs_the_pipeline_on_airflow_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     env = {**inherited_environment(), "CFWORKFLOWS_DEMO_DIR": str(tmp_path)}
     for name in ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID"):
@@ -64,6 +69,8 @@ def test_demo_runs_the_pipeline_on_airflow_and_ctrl_c_stops_everything(tmp_path:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # As in a terminal: pytest-xdist's workers ignore SIGINT, and an ignored SIGINT is inherited.
+        preexec_fn=_default_sigint,
     )
     seen: list[str] = []
     deadline = time.monotonic() + DEMO_DEADLINE
@@ -86,12 +93,22 @@ def test_demo_runs_the_pipeline_on_airflow_and_ctrl_c_stops_everything(tmp_path:
         assert _port_open(ui_url)
 
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
-        assert demo.wait(timeout=120) == 130, "".join(seen)
+        try:
+            # communicate() reads while it waits: a full pipe cannot hold the demo's exit up.
+            seen.append(demo.communicate(timeout=STOP_DEADLINE)[0])
+        except subprocess.TimeoutExpired as stuck:
+            partial = stuck.output.decode(errors="replace") if isinstance(stuck.output, bytes) else ""
+            still = [" ".join(process.cmdline()[:4]) for process in _stack_processes(home)]
+            pytest.fail(
+                f"not stopped {STOP_DEADLINE:.0f} s after Ctrl-C; still running: {still}\n"
+                f"{''.join(seen)}{partial}"
+            )
+        assert demo.returncode == 130, "".join(seen)
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
-            demo.wait()
-    output = "".join(seen) + (demo.stdout.read() if demo.stdout else "")
+            demo.communicate()
+    output = "".join(seen)
     assert "Interrupted: every process the demo started is stopped." in output
     (report,) = tmp_path.glob("output/example_cfworkflows_pipeline/*/report.bin")
     assert report.stat().st_size == 5 * 1024 * 1024
