@@ -51,7 +51,7 @@ instance per interval, and the detection latency from each instance's end to its
 looks takes 42 nominal minutes).
 
     .venv/bin/python benchmarks/bench_fleet.py [--layout both] [--instances 100 ...] [--json out.json]
-    .venv/bin/python benchmarks/bench_fleet.py --one-workflow --instances 10000 --last-end 6060 ...
+    .venv/bin/python benchmarks/bench_fleet.py --one-workflow --instances 10000 --last-end 6060 --timeout 9000
 """
 
 from __future__ import annotations
@@ -414,13 +414,17 @@ def run_one_workflow(
             begin += 1
         most_in_window = max(most_in_window, index - begin + 1)
 
-    def end_of(instance_id: str) -> float:
+    def end_of(instance_id: str) -> float | None:
         details = key_client.get(f"/{ONE_WORKFLOW}/instances/{instance_id}?simple=true").json()["result"]
-        return _iso_to_epoch(details["end"])
+        return None if details.get("end") is None else _iso_to_epoch(details["end"])
 
     with ThreadPoolExecutor(4) as pool:
         ends = dict(zip(instance_ids, pool.map(end_of, instance_ids), strict=True))
-    latencies = [(at - ends[payload["instance_id"]]) / interval for at, payload in results]
+    # An event for an instance that had not ended (a timeout, an error) is reported, not measured.
+    early = [payload for _at, payload in results if ends[payload["instance_id"]] is None]
+    latencies = [
+        (at - end) / interval for at, payload in results if (end := ends[payload["instance_id"]]) is not None
+    ]
     nominal_minutes = (ended - started) * args.scale / 60
     baseline = instances * (ended - started) / interval
     full = [end - start for start, end, generation in collections.pauses if generation == 2]
@@ -430,6 +434,8 @@ def run_one_workflow(
         "instances": instances,
         "events": len(results),
         "event_statuses": sorted({payload["status"] for _at, payload in results}),
+        "events_before_the_end": len(early),
+        "events_before_the_end_sample": early[:3],
         "event_send_failures": sender.failures[:5],
         "wall_seconds": round(ended - started, 1),
         "nominal_minutes": round(nominal_minutes, 2),
@@ -445,8 +451,8 @@ def run_one_workflow(
         "responses_429": sum(1 for entry in sent if entry["status"] == 429),
         "baseline_requests": round(baseline),
         "baseline_ratio": round(baseline / max(len(sent), 1), 2),
-        "latency_intervals_median": round(statistics.median(latencies), 2),
-        "latency_intervals_max": round(max(latencies), 2),
+        "latency_intervals_median": round(statistics.median(latencies), 2) if latencies else None,
+        "latency_intervals_max": round(max(latencies), 2) if latencies else None,
         "process_cpu_seconds": round(cpu, 2),
         "cpu_seconds": round(loop_cpu, 2),
         "cpu_cores": round(loop_cpu / wall, 3),

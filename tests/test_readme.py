@@ -53,7 +53,7 @@ def test_the_first_dag_runs_against_the_emulator(airflow_db, fresh_emulator, mon
         bag = DagBag(dag_folder=str(path))
         assert not bag.import_errors, bag.import_errors
         (dag,) = bag.dags.values()
-        # The README leaves poke_interval at Airflow's 60 s; the trigger's second look need not wait that long.
+        # The README leaves poke_interval at Airflow's 60 s; the second look need not wait that long here.
         dag.get_task("wait_for_prepare").poke_interval = 1
         dag_run = dag.test()
     finally:
