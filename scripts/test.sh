@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh), then run every check: ruff, mypy, the pytest suite (two workers), then the
 # multi-process Airflow tests (tests/multiprocess/: a real scheduler, dag-processor, triggerer and
-# api-server each; two at a time). About 8 minutes on 2 cores, installing included.
+# api-server each; two at a time). About 9 minutes on 2 cores, installing included.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
