@@ -131,7 +131,9 @@ async def test_a_fleet_on_one_workflow_is_listed_and_each_completion_seen_within
     assert unchanged <= MAX_LOOKS_IN_FLIGHT + 5 + safety_net_rounds * FLEET, looks
     assert sum(looks[i] for i in go) <= 3 * len(go), looks
     pages = requests(emulator, started, "list_instances")
-    assert len(pages) >= 5 * (len(rounds) - 1)  # 4 statuses, the waiting ones on 2 pages (the last cut)
+    # Each round but the last (cut by the stop) lists 4 statuses, the waiting ones on 2 pages until the
+    # completions leave 100 waiting: which rounds come after them depends on this machine's speed.
+    assert len(pages) >= 4 * (len(rounds) - 1) + 1
     assert len(pages) + sum(looks.values()) < FLEET * len(rounds) / 4
 
 
