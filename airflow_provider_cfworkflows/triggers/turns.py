@@ -104,6 +104,7 @@ class LookTurns:
         rank: Rank = Rank.LOOK,
         ticket: TurnTicket | None = None,
         wanted: Callable[[], bool] | None = None,
+        vouched: bool = False,
     ) -> AsyncIterator[None]:
         """
         Wait for this watcher's turn, hold it for the block (one look), then pass it on.
@@ -116,11 +117,13 @@ class LookTurns:
         :param ticket: lets :meth:`hurry` move this wait up.
         :param wanted: whether the look is still wanted when its turn comes; a turn not wanted (a listing
             made it needless meanwhile) is not counted as a look.
+        :param vouched: a listing vouches for the watcher (:mod:`.listers`): the listing, not the budget,
+            says when it looks, so a late look does not mean the budget stretches the interval.
         """
         await self._acquire((rank, last_look_at), ticket)
         try:
             if wanted is None or wanted():
-                self._note_turn(time.monotonic(), due_at, interval, watchers)
+                self._note_turn(time.monotonic(), due_at, interval, watchers, vouched=vouched)
             yield
         finally:
             self._release()
@@ -180,8 +183,12 @@ class LookTurns:
 
     # --- the stretched interval, in the log ------------------------------------------------------------
 
-    def _note_turn(self, now: float, due_at: float, interval: float, watchers: int) -> None:
+    def _note_turn(
+        self, now: float, due_at: float, interval: float, watchers: int, *, vouched: bool = False
+    ) -> None:
         self._granted.append(now)
+        if vouched:
+            return
         late = now - due_at
         stretched = self._stretched_interval(interval, watchers)
         if late > STRETCHED_FRACTION * interval and stretched >= RELOG_FACTOR * interval:

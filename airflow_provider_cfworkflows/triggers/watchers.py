@@ -305,6 +305,7 @@ class InstanceWatcher:
                     rank=rank,
                     ticket=self._ticket,
                     wanted=self._wanted,
+                    vouched=self.lister is not None,
                 ):
                     if not self._wanted():
                         continue

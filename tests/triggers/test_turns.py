@@ -144,3 +144,18 @@ def test_the_stretched_interval_is_logged_once_then_on_a_change_then_when_it_end
     assert "each about every 250 s" in messages[0]
     assert "each about every 500 s" in messages[1]
     assert "again pays for a look at each instance" in messages[2]
+
+
+def test_late_looks_of_watchers_a_listing_vouches_for_are_not_a_stretched_interval(caplog):
+    turns = LookTurns(label="cloudflare_default", concurrency=8)
+    caplog.set_level(logging.INFO, logger="airflow_provider_cfworkflows.triggers.turns")
+    now = 1000.0
+    # As in the test above, 1,000 watchers each looked at about every 250 s, but a listing sets when.
+    for _ in range(400):
+        now += 0.25
+        turns._note_turn(now, due_at=now - 100, interval=60, watchers=1000, vouched=True)
+    assert caplog.records == []
+    for _ in range(400):  # the same turns without a listing: the budget stretches the interval
+        now += 0.25
+        turns._note_turn(now, due_at=now - 100, interval=60, watchers=1000)
+    assert "each about every 250 s" in caplog.records[0].getMessage()
