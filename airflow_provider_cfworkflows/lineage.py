@@ -73,7 +73,7 @@ def operator_lineage(run: LineageRun | None, output_paths: Sequence[str] = ()) -
     from airflow.providers.common.compat.openlineage.facet import Dataset, ExternalQueryRunFacet
     from airflow.providers.openlineage.extractors.base import OperatorLineage
 
-    from airflow_provider_cfworkflows.lineage_facets import FACET_NAME, CloudflareWorkflowInstanceRunFacet
+    from airflow_provider_cfworkflows.instance_run_facet import FACET_NAME, CloudflareWorkflowInstanceRunFacet
 
     outputs = [Dataset(namespace=ns, name=name) for ns, name in map(output_dataset_name, output_paths)]
     if run is None:

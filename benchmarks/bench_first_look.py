@@ -38,7 +38,6 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -48,20 +47,16 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-
-def _configure_airflow(home: Path) -> None:
-    os.environ.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        }
-    )
+from benchmarks.airflow_settings import airflow_environment  # noqa: E402
 
 
 def _iso_to_epoch(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    # Imported here: importing the provider imports Airflow, which must come after AIRFLOW_HOME is set.
+    from airflow_provider_cfworkflows.instance_changes import parse_time
+
+    moment = parse_time(value)
+    assert moment is not None, value
+    return moment.timestamp()
 
 
 class Triggerer:
@@ -193,7 +188,7 @@ def run_variant(
 
 def main(args: argparse.Namespace) -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-first-look-airflow-"))
-    _configure_airflow(home)
+    os.environ.update(airflow_environment(home))
     from airflow_provider_cfworkflows.emulator.server import run_emulator_process
 
     with run_emulator_process(None) as emulator:

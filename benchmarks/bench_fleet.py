@@ -69,7 +69,6 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,20 +77,16 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-
-def _configure_airflow(home: Path) -> None:
-    os.environ.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        }
-    )
+from benchmarks.airflow_settings import airflow_environment  # noqa: E402
 
 
 def _iso_to_epoch(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    # Imported here: importing the provider imports Airflow, which must come after AIRFLOW_HOME is set.
+    from airflow_provider_cfworkflows.instance_changes import parse_time
+
+    moment = parse_time(value)
+    assert moment is not None, value
+    return moment.timestamp()
 
 
 def _workflows(
@@ -639,7 +634,7 @@ def _summary(results: list[dict[str, Any]]) -> str:
 
 def main(args: argparse.Namespace) -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-fleet-airflow-"))
-    _configure_airflow(home)
+    os.environ.update(airflow_environment(home))
     from airflow_provider_cfworkflows import ratelimit
     from airflow_provider_cfworkflows.emulator.server import run_emulator_process
 

@@ -41,15 +41,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-
-def _environment(home: Path) -> dict[str, str]:
-    return {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-    }
-
+from benchmarks.airflow_settings import airflow_environment  # noqa: E402
 
 # --- children --------------------------------------------------------------------------------------
 
@@ -164,7 +156,7 @@ def main(args: argparse.Namespace) -> None:
         emulator.reset_rate_limit()
         env = {
             **os.environ,
-            **_environment(home),
+            **airflow_environment(home),
             "PYTHONPATH": str(REPO_ROOT),
             "AIRFLOW_CONN_CLOUDFLARE_DEFAULT": json.dumps(
                 {

@@ -156,7 +156,10 @@ class NoOpenLineage(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, NoOpenLineage())
 import airflow_provider_cfworkflows as package
 from airflow_provider_cfworkflows.lineage import inject_parent_info
-skipped = {"airflow_provider_cfworkflows.lineage_facets", "airflow_provider_cfworkflows.emulator.__main__"}
+skipped = {
+    "airflow_provider_cfworkflows.instance_run_facet",
+    "airflow_provider_cfworkflows.emulator.__main__",
+}
 for module in pkgutil.walk_packages(package.__path__, "airflow_provider_cfworkflows."):
     if module.name not in skipped:
         importlib.import_module(module.name)

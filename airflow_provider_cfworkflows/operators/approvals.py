@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_cfworkflows.approvals import (
+from airflow_provider_cfworkflows.approval_messages import (
     DEFAULT_OPTIONS,
     REJECT,
     ApprovalAnswer,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from airflow_provider_cfworkflows.approvals import (
+from airflow_provider_cfworkflows.approval_messages import (
     ApprovalAnswer,
     event_type_warnings,
     question_body,
