@@ -8,6 +8,12 @@ a session on the same DB), or lets the response timeout pass as the scheduler's 
 
 A question nobody expected, or a deadline that passes, fails the waiting task instances, so the run
 ends instead of waiting forever; leaving the ``with`` block then fails the test, saying why.
+
+The person answers a try only once ``dag.test()`` has taken it back: after the task parks itself in
+``awaiting_input``, ``dag.test()`` writes that state once more (``ti.set_state(taskrun_result.ti.state)``
+in ``_run_task``, airflow/sdk/definitions/dag.py of Airflow 3.3.2), so an answer in between would be
+overwritten and the run would wait forever. A real deployment has no such write; there the scheduler's
+race is the one docs/approvals.md describes.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 ANSWER_DEADLINE = 180.0  # seconds for the whole conversation; generous, for a busy machine
 LOOK_INTERVAL = 0.2  # seconds between two looks at the metadata DB (never a stand-in for a condition)
@@ -78,25 +85,46 @@ class Person(threading.Thread):
         self.errors: list[str] = []
         self._finished = threading.Event()
         self._seen: set[Any] = set()
+        self._taken_back: set[tuple[Any, int]] = set()  # (ti.id, try_number) that _run_task returned
+        self._lock = threading.Lock()
+        self._run_task_patch: Any = None
 
     def __enter__(self) -> Person:
         # Import and configure Airflow's models here, not in the thread: a first import of them racing
         # the one dag.test() makes deadlocks (the import lock against SQLAlchemy's mapper lock).
         from airflow.models import import_all_models
+        from airflow.sdk.definitions import dag as dag_module
         from sqlalchemy.orm import configure_mappers
 
         import_all_models()
         configure_mappers()
+        self._run_task_patch = mock.patch.object(
+            dag_module, "_run_task", self._run_task_then_note(dag_module._run_task)
+        )
+        self._run_task_patch.start()
         self.start()
         return self
 
     def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
         self._finished.set()
         self.join(timeout=60)
+        self._run_task_patch.stop()
         if kind is None:
             assert not self.is_alive(), "the answering thread did not stop"
             assert not self.errors, "; ".join(self.errors)
             assert not self.answers, f"questions expected but never asked: {self.answers}"
+
+    def _run_task_then_note(self, run_task: Callable[..., Any]) -> Callable[..., Any]:
+        """``dag.test()``'s ``_run_task``, noting each try it has taken back (its state written)."""
+
+        def run_task_then_note(*, ti: Any, **kwargs: Any) -> Any:
+            try:
+                return run_task(ti=ti, **kwargs)
+            finally:
+                with self._lock:
+                    self._taken_back.add((ti.id, ti.try_number))
+
+        return run_task_then_note
 
     def run(self) -> None:
         deadline = time.monotonic() + self.deadline
@@ -134,6 +162,9 @@ class Person(threading.Thread):
             for ti in self._waiting(session):
                 if ti.id in self._seen or ti.hitl_detail is None:
                     continue
+                with self._lock:
+                    if (ti.id, ti.try_number) not in self._taken_back:
+                        continue
                 answer = next((a for a in self.answers if a.task_id in (None, ti.task_id)), None)
                 if answer is None:
                     self._seen.add(ti.id)
