@@ -480,42 +480,25 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
         request = protocol.step_output_request(
             self._account(account_id), workflow_name, instance_id, step_name, step_type, attempt
         )
-        opened = self._open_step_output(request)
-        if isinstance(opened, StepOutput):
-            yield StepOutputStream(step=opened, content_length=None)
+        answer = self._send(request, accept_stream=True)
+        if not isinstance(answer, requests.Response):
+            yield StepOutputStream(step=protocol.parse_step_output(answer.result), content_length=None)
             return
         try:
-            content_length = protocol.parse_content_length(opened.headers)
+            content_length = protocol.parse_content_length(answer.headers)
             yield StepOutputStream(
                 step=protocol.stream_step_status(),
                 content_length=content_length,
-                chunks=self._iter_body(request, opened, content_length, chunk_size, stall_timeout),
+                chunks=ResponseBodyReader(
+                    response=answer,
+                    request=request,
+                    content_length=content_length,
+                    chunk_size=chunk_size,
+                    stall_timeout=self.settings.timeout if stall_timeout is None else stall_timeout,
+                ),
             )
         finally:
-            opened.close()
-
-    def _open_step_output(self, request: ApiRequest) -> requests.Response | StepOutput:
-        """Open ``/step``: an unread octet-stream response, or the parsed JSON answer."""
-        answer = self._send(request, accept_stream=True)
-        if isinstance(answer, requests.Response):
-            return answer
-        return protocol.parse_step_output(answer.result)
-
-    def _iter_body(
-        self,
-        request: ApiRequest,
-        response: requests.Response,
-        content_length: int | None,
-        chunk_size: int,
-        stall_timeout: float | None = None,
-    ) -> ResponseBodyReader:
-        return ResponseBodyReader(
-            response=response,
-            request=request,
-            content_length=content_length,
-            chunk_size=chunk_size,
-            stall_timeout=self.settings.timeout if stall_timeout is None else stall_timeout,
-        )
+            answer.close()
 
     # --- async twins (used by triggers) ---------------------------------------------------------
 
