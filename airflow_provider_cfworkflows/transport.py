@@ -461,24 +461,16 @@ class CloudflareWorkflowsTransport(BaseHook):
         """Async :meth:`_call`."""
         return (await self._asend(request)).result
 
-    async def _apaginate(
-        self,
-        request_at: Callable[[_Position], Awaitable[ApiRequest]],
-        first: _Position,
-        following: Callable[[_Position, Envelope, int], _Position | None],
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Async :meth:`_paginate` (``request_at`` is awaited: it may need the async settings)."""
-        async for items in self._apages(request_at, first, following):
-            for item in items:
-                yield item
-
     async def _apages(
         self,
         request_at: Callable[[_Position], Awaitable[ApiRequest]],
         first: _Position,
         following: Callable[[_Position, Envelope, int], _Position | None],
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """The pages of :meth:`_apaginate`, one request each (a caller can pace them page by page)."""
+        """
+        Async :meth:`_paginate`, page by page: one request each (a caller can pace them page by page);
+        ``request_at`` is awaited (it may need the async settings).
+        """
         position: _Position | None = first
         while position is not None:
             envelope = await self._asend(await request_at(position))
