@@ -190,14 +190,22 @@ def _workflows_path(account_id: str, *segments: str) -> str:
     return "/".join(["", "accounts", encode_segment(account_id), "workflows", *map(encode_segment, segments)])
 
 
-def _instance_path(account_id: str, workflow_name: str, instance_id: str, *rest: str) -> str:
-    return _workflows_path(
-        account_id,
-        validate_workflow_name(workflow_name),
-        "instances",
-        validate_instance_id(instance_id),
-        *rest,
+def _workflow_request(
+    method: str, account_id: str, workflow: str, *segments: str, **fields: Any
+) -> ApiRequest:
+    """A request to ``.../workflows/{workflow}/{segments}``, naming its account and (validated) workflow."""
+    return ApiRequest(
+        method,
+        _workflows_path(account_id, workflow, *segments),
+        account_id=account_id,
+        workflow_name=workflow,
+        **fields,
     )
+
+
+def _instance_segments(workflow_name: str, instance_id: str) -> tuple[str, str, str]:
+    """The validated path of an instance below ``.../workflows/``: its workflow, ``instances``, its id."""
+    return validate_workflow_name(workflow_name), "instances", validate_instance_id(instance_id)
 
 
 def _query(**values: Any) -> tuple[tuple[str, str], ...]:
@@ -264,10 +272,7 @@ def list_workflows_request(
 
 def get_workflow_request(account_id: str, workflow_name: str) -> ApiRequest:
     """``GET /accounts/{account_id}/workflows/{workflow_name}``."""
-    workflow = validate_workflow_name(workflow_name)
-    return ApiRequest(
-        "GET", _workflows_path(account_id, workflow), account_id=account_id, workflow_name=workflow
-    )
+    return _workflow_request("GET", account_id, validate_workflow_name(workflow_name))
 
 
 def list_instances_request(
@@ -295,10 +300,12 @@ def list_instances_request(
     if direction is not None and direction not in ("asc", "desc"):
         raise CloudflareWorkflowsConfigurationError(f"direction must be 'asc' or 'desc', got {direction!r}.")
     workflow = validate_workflow_name(workflow_name)
-    return ApiRequest(
+    return _workflow_request(
         "GET",
-        _workflows_path(account_id, workflow, "instances"),
-        _query(
+        account_id,
+        workflow,
+        "instances",
+        query=_query(
             per_page=validate_per_page(per_page),
             cursor=cursor or None,
             direction=direction if cursor else None,
@@ -306,8 +313,6 @@ def list_instances_request(
             date_start=format_date_filter(date_start, "date_start") if date_start is not None else None,
             date_end=format_date_filter(date_end, "date_end") if date_end is not None else None,
         ),
-        account_id=account_id,
-        workflow_name=workflow,
     )
 
 
@@ -317,13 +322,8 @@ def get_instance_request(
     """``GET .../instances/{instance_id}`` (``simple=true`` omits the steps)."""
     if order is not None and order not in ("asc", "desc"):
         raise CloudflareWorkflowsConfigurationError(f"order must be 'asc' or 'desc', got {order!r}.")
-    return ApiRequest(
-        "GET",
-        _instance_path(account_id, workflow_name, instance_id),
-        _query(simple=simple, order=order),
-        account_id=account_id,
-        workflow_name=workflow_name,
-    )
+    instance = _instance_segments(workflow_name, instance_id)
+    return _workflow_request("GET", account_id, *instance, query=_query(simple=simple, order=order))
 
 
 def _new_instance_item(
@@ -375,15 +375,14 @@ def create_instance_request(
     """
     encoding = _params_encoding(params_encoding)
     item = _new_instance_item(instance_id, params, instance_retention, encoding, location_hint)
-    workflow = validate_workflow_name(workflow_name)
-    return ApiRequest(
+    return _workflow_request(
         "POST",
-        _workflows_path(account_id, workflow, "instances"),
+        account_id,
+        validate_workflow_name(workflow_name),
+        "instances",
         body=encode_json(item, "create-instance body"),
         idempotent=instance_id is not None,
         params_encoding=encoding if "params" in item else None,
-        account_id=account_id,
-        workflow_name=workflow,
     )
 
 
@@ -415,16 +414,16 @@ def create_instances_batch_request(
         )
         for item in instances
     ]
-    workflow = validate_workflow_name(workflow_name)
-    return ApiRequest(
+    return _workflow_request(
         "POST",
-        _workflows_path(account_id, workflow, "instances", "batch"),
+        account_id,
+        validate_workflow_name(workflow_name),
+        "instances",
+        "batch",
         body=encode_json(items, "batch body"),
         # Existing ids are skipped by the batch call, so a batch of explicit ids is safe to repeat.
         idempotent=all("instance_id" in item for item in items),
         params_encoding=encoding if any("params" in item for item in items) else None,
-        account_id=account_id,
-        workflow_name=workflow,
     )
 
 
@@ -441,13 +440,8 @@ def delete_instances_request(account_id: str, workflow_name: str, instance_ids: 
         )
     ids = [validate_instance_id(instance_id) for instance_id in instance_ids]
     workflow = validate_workflow_name(workflow_name)
-    return ApiRequest(
-        "POST",
-        _workflows_path(account_id, workflow, "instances", "batch", "delete"),
-        body=encode_json({"instances": ids}, "batch delete body"),
-        account_id=account_id,
-        workflow_name=workflow,
-    )
+    body = encode_json({"instances": ids}, "batch delete body")
+    return _workflow_request("POST", account_id, workflow, "instances", "batch", "delete", body=body)
 
 
 def change_instance_status_request(
@@ -470,13 +464,13 @@ def change_instance_status_request(
         if status_action is not StatusAction.RESTART:
             raise CloudflareWorkflowsConfigurationError("restart_from applies only to action='restart'.")
         body["from"] = dict(restart_from)
-    return ApiRequest(
+    return _workflow_request(
         "PATCH",
-        _instance_path(account_id, workflow_name, instance_id, "status"),
+        account_id,
+        *_instance_segments(workflow_name, instance_id),
+        "status",
         body=encode_json(body, "status body"),
         idempotent=status_action is not StatusAction.RESTART,
-        account_id=account_id,
-        workflow_name=workflow_name,
     )
 
 
@@ -484,13 +478,10 @@ def send_event_request(
     account_id: str, workflow_name: str, instance_id: str, event_type: str, payload: Any = None
 ) -> ApiRequest:
     """``POST .../instances/{instance_id}/events/{event_type}``; the body is the payload. Never retried."""
-    return ApiRequest(
-        "POST",
-        _instance_path(account_id, workflow_name, instance_id, "events", validate_event_type(event_type)),
-        body=validate_event_payload(payload),
-        idempotent=False,
-        account_id=account_id,
-        workflow_name=workflow_name,
+    event = validate_event_type(event_type)
+    instance = _instance_segments(workflow_name, instance_id)
+    return _workflow_request(
+        "POST", account_id, *instance, "events", event, body=validate_event_payload(payload), idempotent=False
     )
 
 
@@ -499,24 +490,15 @@ def list_versions_request(
 ) -> ApiRequest:
     """``GET .../{workflow_name}/versions``."""
     workflow = validate_workflow_name(workflow_name)
-    return ApiRequest(
-        "GET",
-        _workflows_path(account_id, workflow, "versions"),
-        _query(page=page, per_page=validate_per_page(per_page)),
-        account_id=account_id,
-        workflow_name=workflow,
-    )
+    query = _query(page=page, per_page=validate_per_page(per_page))
+    return _workflow_request("GET", account_id, workflow, "versions", query=query)
 
 
 def get_version_graph_request(account_id: str, workflow_name: str, version_id: str) -> ApiRequest:
     """``GET .../{workflow_name}/versions/{version_id}/graph``: the steps the version's code declares."""
     workflow = validate_workflow_name(workflow_name)
-    version = validate_version_id(version_id)
-    return ApiRequest(
-        "GET",
-        _workflows_path(account_id, workflow, "versions", version, "graph"),
-        account_id=account_id,
-        workflow_name=workflow,
+    return _workflow_request(
+        "GET", account_id, workflow, "versions", validate_version_id(version_id), "graph"
     )
 
 
@@ -535,13 +517,13 @@ def step_output_request(
     the transport hands over, so a cut-short body can be told from a complete one.
     """
     kind, attempt = validate_step_attempt(step_type, attempt)
-    return ApiRequest(
+    return _workflow_request(
         "GET",
-        _instance_path(account_id, workflow_name, instance_id, "step"),
-        _query(name=validate_step_name(step_name), type=kind.value, attempt=attempt),
+        account_id,
+        *_instance_segments(workflow_name, instance_id),
+        "step",
+        query=_query(name=validate_step_name(step_name), type=kind.value, attempt=attempt),
         extra_headers=(("Accept-Encoding", "identity"),),
-        account_id=account_id,
-        workflow_name=workflow_name,
     )
 
 
