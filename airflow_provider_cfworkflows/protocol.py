@@ -618,14 +618,14 @@ def _error_details(payload: Any) -> tuple[CloudflareErrorDetail, ...]:
     return tuple(details)
 
 
-def check_json_body_size(request: ApiRequest, size: int, *, http_status: int | None = None) -> None:
+def check_json_body_size(request: ApiRequest, size: int | None, *, http_status: int | None = None) -> None:
     """
     Refuse a JSON answer larger than ``MAX_JSON_BODY_BYTES``.
 
-    Call it with the declared ``Content-Length`` before reading, and with the running total while
-    reading (a body without ``Content-Length`` can be endless).
+    Call it with the declared ``Content-Length`` (None when there is none) before reading, and with
+    the running total while reading (a body without ``Content-Length`` can be endless).
     """
-    if size > MAX_JSON_BODY_BYTES:
+    if size is not None and size > MAX_JSON_BODY_BYTES:
         raise CloudflareWorkflowsResponseTooLargeError(
             f"Cloudflare's JSON answer is larger than {MAX_JSON_BODY_BYTES // (1024 * 1024)} MiB; no API "
             "answer is that large, so it was not read further",
@@ -651,7 +651,6 @@ _STATUS_ERRORS: dict[int, tuple[type[CloudflareWorkflowsError], str]] = {
     ),
     404: (CloudflareWorkflowsNotFoundError, "Not found"),
     409: (CloudflareWorkflowsConflictError, "Conflict with the instance's current state"),
-    429: (CloudflareWorkflowsRateLimitError, "Rate limited by Cloudflare"),
 }
 
 
@@ -680,6 +679,16 @@ def _params_hint(
     )
 
 
+def _response_context(request: ApiRequest, status_code: int, headers: Mapping[str, str]) -> dict[str, Any]:
+    """What an error about a response says of it: its status, Cloudflare's ray id, the request."""
+    return {
+        "http_status": status_code,
+        "cf_ray": header(headers, "cf-ray"),
+        "method": request.method,
+        "path": request.path,
+    }
+
+
 def error_for_response(
     request: ApiRequest, status_code: int, headers: Mapping[str, str], body: bytes
 ) -> CloudflareWorkflowsError:
@@ -689,13 +698,7 @@ def error_for_response(
     except RecursionError:  # its status says enough
         payload = None
     errors = _error_details(payload)
-    context: dict[str, Any] = {
-        "http_status": status_code,
-        "errors": errors,
-        "cf_ray": header(headers, "cf-ray"),
-        "method": request.method,
-        "path": request.path,
-    }
+    context = {**_response_context(request, status_code, headers), "errors": errors}
     auth_hint = _auth_hint(status_code, errors)
     if auth_hint is not None:
         return CloudflareWorkflowsAuthError(auth_hint, **context)
@@ -727,12 +730,7 @@ def parse_envelope(
     """
     if not 200 <= status_code < 300:
         raise error_for_response(request, status_code, headers, body)
-    context: dict[str, Any] = {
-        "http_status": status_code,
-        "cf_ray": header(headers, "cf-ray"),
-        "method": request.method,
-        "path": request.path,
-    }
+    context = _response_context(request, status_code, headers)
     try:
         payload = _decode_json(body)
     except RecursionError:
