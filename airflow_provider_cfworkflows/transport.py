@@ -101,7 +101,8 @@ class CloudflareWorkflowsTransport(BaseHook):
     # --- connection and transports --------------------------------------------------------------
 
     def _settings_from(self, conn: Connection, extras: Mapping[str, Any]) -> ConnectionSettings:
-        return settings_from_connection(
+        """The connection's validated settings; logs, once per hook, that ``allow_http`` sends unencrypted."""
+        settings = settings_from_connection(
             login=conn.login,
             password=conn.password,
             host=conn.host,
@@ -110,6 +111,10 @@ class CloudflareWorkflowsTransport(BaseHook):
             timeout=self._timeout_override,
             max_retries=self._max_retries_override,
         )
+        warning = insecure_http_warning(settings)
+        if warning is not None:
+            self.log.warning(warning)
+        return settings
 
     @cached_property
     def settings(self) -> ConnectionSettings:
@@ -118,7 +123,6 @@ class CloudflareWorkflowsTransport(BaseHook):
         settings = self._settings_from(conn, conn.extra_dejson)
         for secret in settings.credentials.secrets:
             mask_secret(secret)
-        self._warn_if_insecure(settings)
         return settings
 
     async def aget_settings(self) -> ConnectionSettings:
@@ -128,15 +132,8 @@ class CloudflareWorkflowsTransport(BaseHook):
             settings = self._settings_from(conn, await conn.aextra_dejson())
             for secret in settings.credentials.secrets:
                 await amask_secret(secret)
-            self._warn_if_insecure(settings)
             self._async_settings = settings
         return self._async_settings
-
-    def _warn_if_insecure(self, settings: ConnectionSettings) -> None:
-        """Log, once per hook, that ``allow_http`` sends requests unencrypted to a remote host."""
-        warning = insecure_http_warning(settings)
-        if warning is not None:
-            self.log.warning(warning)
 
     @cached_property
     def session(self) -> requests.Session:
@@ -232,8 +229,7 @@ class CloudflareWorkflowsTransport(BaseHook):
         body = bytearray()
         try:
             declared = protocol.parse_content_length(response.headers)
-            if declared is not None:
-                protocol.check_json_body_size(request, declared, http_status=response.status_code)
+            protocol.check_json_body_size(request, declared, http_status=response.status_code)
             while True:
                 clock.check(request, len(body), http_status=response.status_code)
                 _set_read_timeout(response, clock.socket_timeout())
@@ -390,8 +386,7 @@ class CloudflareWorkflowsTransport(BaseHook):
         body = bytearray()
         try:
             declared = protocol.parse_content_length(response.headers)
-            if declared is not None:
-                protocol.check_json_body_size(request, declared, http_status=response.status_code)
+            protocol.check_json_body_size(request, declared, http_status=response.status_code)
             async with asyncio.timeout(clock.seconds_left()):
                 async for chunk in response.aiter_bytes():
                     body += chunk
