@@ -535,11 +535,7 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)  # requests' and httpx's headers find any case at once
     if value is not None:
         return value
-    lowered = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lowered:
-            return value
-    return None
+    return next((value for key, value in headers.items() if key.lower() == name.lower()), None)
 
 
 def content_type_of(headers: Mapping[str, str]) -> str:
