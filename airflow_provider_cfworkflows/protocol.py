@@ -926,14 +926,10 @@ def workflow_not_found_error(
         close = difflib.get_close_matches(name or "", workflow_names, n=1)
         if close:
             listing += f"; did you mean {bounded(close[0], MAX_NAME_CHARS)!r}?"
-    return CloudflareWorkflowsUnknownWorkflowError(
+    return error.restated(
         f"Workflow {name!r} was not found in account {request.account_id}: {listing} "
         "(check workflow_name, and account_id or the connection's login)",
-        http_status=error.http_status,
-        errors=error.errors,
-        cf_ray=error.cf_ray,
-        method=error.method,
-        path=error.path,
+        CloudflareWorkflowsUnknownWorkflowError,
     )
 
 
