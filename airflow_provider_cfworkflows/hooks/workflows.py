@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,6 @@ from airflow_provider_cfworkflows.instance_details import (
     step_name_candidates,
 )
 from airflow_provider_cfworkflows.models import (
-    OCTET_STREAM_CONTENT_TYPE,
     StepOutput,
     StepOutputStream,
 )
@@ -390,7 +390,7 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
             ) as (_, stream):
                 if not stream.step.is_stream:
                     return stream.step
-                data = b"".join(stream.chunks)
+                return replace(stream.step, output=b"".join(stream.chunks))
         except CloudflareWorkflowStepNotFoundError as not_found:
             details = self.get_instance(workflow_name, instance_id, account_id=account_id)
             _, message = explain_missing_step(
@@ -402,9 +402,6 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
                 attempt=attempt,
             )
             raise not_found.restated(message) from None
-        return StepOutput(
-            status=stream.step.status, error=None, output=data, content_type=OCTET_STREAM_CONTENT_TYPE
-        )
 
     @contextmanager
     def find_step_output(
