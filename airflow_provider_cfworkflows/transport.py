@@ -462,10 +462,7 @@ class CloudflareWorkflowsTransport(BaseHook):
         first: _Position,
         following: Callable[[_Position, Envelope, int], _Position | None],
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """
-        Async :meth:`_paginate`, page by page: one request each (a caller can pace them page by page);
-        ``request_at`` is awaited (it may need the async settings).
-        """
+        """Async :meth:`_paginate` page by page (the caller paces them); ``request_at`` is awaited."""
         position: _Position | None = first
         while position is not None:
             envelope = await self._asend(await request_at(position))
