@@ -1,7 +1,7 @@
 """The wire under :class:`~airflow_provider_cfworkflows.hooks.workflows.CloudflareWorkflowsHook`.
 
 The connection's settings, the retry policy, the rate limiter, the sync (``requests``) and async
-(``httpx``) send paths, the bounded reads of JSON answers, pagination, and the mapping of transport
+(``httpx``) send paths, the bounded reads of JSON answers, numbered pages, and the mapping of transport
 failures to typed errors. The hook's API verbs build requests with :mod:`.protocol` and send them here.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlsplit
 
 import httpx
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 JSON_READ_SIZE = 64 * 1024
 # Page size of the page-numbered listings (workflows, versions): the API's maximum.
 LISTING_PAGE_SIZE = 100
-_Position = TypeVar("_Position", int, str)
 
 
 class CloudflareWorkflowsTransport(BaseHook):
@@ -301,35 +300,21 @@ class CloudflareWorkflowsTransport(BaseHook):
         """Send ``request`` (with retries) and return the envelope's ``result``."""
         return self._send(request).result
 
-    def _paginate(
-        self,
-        request_at: Callable[[_Position], ApiRequest],
-        first: _Position,
-        following: Callable[[_Position, Envelope, int], _Position | None],
-    ) -> Iterator[dict[str, Any]]:
+    def _numbered_pages(self, request_for_page: Callable[[int], ApiRequest]) -> Iterator[dict[str, Any]]:
         """
-        Every item of a listing, page after page.
+        Every item of a page-numbered listing, page after page (pages of ``LISTING_PAGE_SIZE`` from 1;
+        ``total_pages``, or a short page, ends it).
 
-        :param request_at: the request for a position (a page number, or a cursor).
-        :param first: the first position.
-        :param following: the next position from the current one, its envelope and its item count;
-            None ends the listing.
+        :param request_for_page: the request for a page number.
         """
-        position: _Position | None = first
-        while position is not None:
-            envelope = self._send(request_at(position))
+        page = 1
+        while True:
+            envelope = self._send(request_for_page(page))
             items = list(envelope.result or [])
             yield from items
-            position = following(position, envelope, len(items))
-
-    def _numbered_pages(self, request_for_page: Callable[[int], ApiRequest]) -> Iterator[dict[str, Any]]:
-        """A page-numbered listing (pages of ``LISTING_PAGE_SIZE`` from 1, ``total_pages`` ends it)."""
-
-        def following(page: int, envelope: Envelope, received: int) -> int | None:
-            more = protocol.has_next_page(envelope.result_info, page, received, LISTING_PAGE_SIZE)
-            return page + 1 if more else None
-
-        return self._paginate(request_for_page, 1, following)
+            if not protocol.has_next_page(envelope.result_info, page, len(items), LISTING_PAGE_SIZE):
+                return
+            page += 1
 
     async def _aclient(self) -> httpx.AsyncClient:
         if self._async_client is None:
@@ -455,20 +440,6 @@ class CloudflareWorkflowsTransport(BaseHook):
     async def _acall(self, request: ApiRequest) -> Any:
         """Async :meth:`_call`."""
         return (await self._asend(request)).result
-
-    async def _apages(
-        self,
-        request_at: Callable[[_Position], Awaitable[ApiRequest]],
-        first: _Position,
-        following: Callable[[_Position, Envelope, int], _Position | None],
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Async :meth:`_paginate` page by page (the caller paces them); ``request_at`` is awaited."""
-        position: _Position | None = first
-        while position is not None:
-            envelope = await self._asend(await request_at(position))
-            items = list(envelope.result or [])
-            yield items
-            position = following(position, envelope, len(items))
 
     def _account(self, account_id: str | None) -> str:
         return self.settings.resolve_account_id(account_id)

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Se
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 
@@ -43,9 +43,6 @@ from airflow_provider_cfworkflows.validation import (
     validate_instance_id,
     validate_status_action,
 )
-
-if TYPE_CHECKING:
-    from airflow_provider_cfworkflows.protocol import ApiRequest
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 
@@ -159,22 +156,23 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
         :param per_page: page size, 1-100.
         """
         account = self._account(account_id)
-
-        def request_at(cursor: str) -> ApiRequest:
-            return protocol.list_instances_request(
+        cursor = None  # the first page
+        while True:
+            request = protocol.list_instances_request(
                 account,
                 workflow_name,
-                cursor=cursor or None,  # "" is the first page
+                cursor=cursor,
                 direction=direction,
                 status=status,
                 date_start=date_start,
                 date_end=date_end,
                 per_page=per_page,
             )
-
-        yield from self._paginate(
-            request_at, "", lambda _cursor, envelope, _received: protocol.next_cursor(envelope.result_info)
-        )
+            envelope = self._send(request)
+            yield from envelope.result or []
+            cursor = protocol.next_cursor(envelope.result_info)
+            if cursor is None:
+                return
 
     def get_instance(
         self,
@@ -538,24 +536,24 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
         :meth:`alist_instances` page by page: each page is one request, sent when the caller asks for
         it (so a caller can take a turn per page; ``aclose()`` it when stopping early). Same parameters.
         """
-
-        async def request_at(cursor: str) -> ApiRequest:
-            settings = await self.aget_settings()
-            return protocol.list_instances_request(
-                settings.resolve_account_id(account_id),
+        account = (await self.aget_settings()).resolve_account_id(account_id)
+        cursor = None  # the first page
+        while True:
+            request = protocol.list_instances_request(
+                account,
                 workflow_name,
-                cursor=cursor or None,  # "" is the first page
+                cursor=cursor,
                 direction=direction,
                 status=status,
                 date_start=date_start,
                 date_end=date_end,
                 per_page=per_page,
             )
-
-        async for page in self._apages(
-            request_at, "", lambda _cursor, envelope, _received: protocol.next_cursor(envelope.result_info)
-        ):
-            yield page
+            envelope = await self._asend(request)
+            yield list(envelope.result or [])
+            cursor = protocol.next_cursor(envelope.result_info)
+            if cursor is None:
+                return
 
     async def aget_instance(
         self,
