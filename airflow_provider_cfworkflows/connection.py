@@ -344,12 +344,8 @@ def settings_from_connection(
     :param timeout: overrides the ``timeout`` extra when given.
     :param max_retries: overrides the ``max_retries`` extra when given.
     """
-    overrides: dict[str, Any] = {}
-    if timeout is not None:
-        overrides["timeout"] = timeout
-    if max_retries is not None:
-        overrides["max_retries"] = max_retries
-    merged = {**extras, **overrides}
+    overrides = {"timeout": timeout, "max_retries": max_retries}
+    merged = {**extras, **{name: value for name, value in overrides.items() if value is not None}}
     allow_http = _flag(extras, "allow_http")
     return ConnectionSettings(
         base_url=normalize_base_url(host, port, allow_http=allow_http),

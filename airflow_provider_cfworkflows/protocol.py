@@ -190,14 +190,22 @@ def _workflows_path(account_id: str, *segments: str) -> str:
     return "/".join(["", "accounts", encode_segment(account_id), "workflows", *map(encode_segment, segments)])
 
 
-def _instance_path(account_id: str, workflow_name: str, instance_id: str, *rest: str) -> str:
-    return _workflows_path(
-        account_id,
-        validate_workflow_name(workflow_name),
-        "instances",
-        validate_instance_id(instance_id),
-        *rest,
+def _workflow_request(
+    method: str, account_id: str, workflow: str, *segments: str, **fields: Any
+) -> ApiRequest:
+    """A request to ``.../workflows/{workflow}/{segments}``, naming its account and (validated) workflow."""
+    return ApiRequest(
+        method,
+        _workflows_path(account_id, workflow, *segments),
+        account_id=account_id,
+        workflow_name=workflow,
+        **fields,
     )
+
+
+def _instance_segments(workflow_name: str, instance_id: str) -> tuple[str, str, str]:
+    """The validated path of an instance below ``.../workflows/``: its workflow, ``instances``, its id."""
+    return validate_workflow_name(workflow_name), "instances", validate_instance_id(instance_id)
 
 
 def _query(**values: Any) -> tuple[tuple[str, str], ...]:
@@ -264,10 +272,7 @@ def list_workflows_request(
 
 def get_workflow_request(account_id: str, workflow_name: str) -> ApiRequest:
     """``GET /accounts/{account_id}/workflows/{workflow_name}``."""
-    workflow = validate_workflow_name(workflow_name)
-    return ApiRequest(
-        "GET", _workflows_path(account_id, workflow), account_id=account_id, workflow_name=workflow
-    )
+    return _workflow_request("GET", account_id, validate_workflow_name(workflow_name))
 
 
 def list_instances_request(
@@ -295,10 +300,12 @@ def list_instances_request(
     if direction is not None and direction not in ("asc", "desc"):
         raise CloudflareWorkflowsConfigurationError(f"direction must be 'asc' or 'desc', got {direction!r}.")
     workflow = validate_workflow_name(workflow_name)
-    return ApiRequest(
+    return _workflow_request(
         "GET",
-        _workflows_path(account_id, workflow, "instances"),
-        _query(
+        account_id,
+        workflow,
+        "instances",
+        query=_query(
             per_page=validate_per_page(per_page),
             cursor=cursor or None,
             direction=direction if cursor else None,
@@ -306,8 +313,6 @@ def list_instances_request(
             date_start=format_date_filter(date_start, "date_start") if date_start is not None else None,
             date_end=format_date_filter(date_end, "date_end") if date_end is not None else None,
         ),
-        account_id=account_id,
-        workflow_name=workflow,
     )
 
 
@@ -317,13 +322,8 @@ def get_instance_request(
     """``GET .../instances/{instance_id}`` (``simple=true`` omits the steps)."""
     if order is not None and order not in ("asc", "desc"):
         raise CloudflareWorkflowsConfigurationError(f"order must be 'asc' or 'desc', got {order!r}.")
-    return ApiRequest(
-        "GET",
-        _instance_path(account_id, workflow_name, instance_id),
-        _query(simple=simple, order=order),
-        account_id=account_id,
-        workflow_name=workflow_name,
-    )
+    instance = _instance_segments(workflow_name, instance_id)
+    return _workflow_request("GET", account_id, *instance, query=_query(simple=simple, order=order))
 
 
 def _new_instance_item(
@@ -375,15 +375,14 @@ def create_instance_request(
     """
     encoding = _params_encoding(params_encoding)
     item = _new_instance_item(instance_id, params, instance_retention, encoding, location_hint)
-    workflow = validate_workflow_name(workflow_name)
-    return ApiRequest(
+    return _workflow_request(
         "POST",
-        _workflows_path(account_id, workflow, "instances"),
+        account_id,
+        validate_workflow_name(workflow_name),
+        "instances",
         body=encode_json(item, "create-instance body"),
         idempotent=instance_id is not None,
         params_encoding=encoding if "params" in item else None,
-        account_id=account_id,
-        workflow_name=workflow,
     )
 
 
@@ -415,16 +414,16 @@ def create_instances_batch_request(
         )
         for item in instances
     ]
-    workflow = validate_workflow_name(workflow_name)
-    return ApiRequest(
+    return _workflow_request(
         "POST",
-        _workflows_path(account_id, workflow, "instances", "batch"),
+        account_id,
+        validate_workflow_name(workflow_name),
+        "instances",
+        "batch",
         body=encode_json(items, "batch body"),
         # Existing ids are skipped by the batch call, so a batch of explicit ids is safe to repeat.
         idempotent=all("instance_id" in item for item in items),
         params_encoding=encoding if any("params" in item for item in items) else None,
-        account_id=account_id,
-        workflow_name=workflow,
     )
 
 
@@ -441,13 +440,8 @@ def delete_instances_request(account_id: str, workflow_name: str, instance_ids: 
         )
     ids = [validate_instance_id(instance_id) for instance_id in instance_ids]
     workflow = validate_workflow_name(workflow_name)
-    return ApiRequest(
-        "POST",
-        _workflows_path(account_id, workflow, "instances", "batch", "delete"),
-        body=encode_json({"instances": ids}, "batch delete body"),
-        account_id=account_id,
-        workflow_name=workflow,
-    )
+    body = encode_json({"instances": ids}, "batch delete body")
+    return _workflow_request("POST", account_id, workflow, "instances", "batch", "delete", body=body)
 
 
 def change_instance_status_request(
@@ -470,13 +464,13 @@ def change_instance_status_request(
         if status_action is not StatusAction.RESTART:
             raise CloudflareWorkflowsConfigurationError("restart_from applies only to action='restart'.")
         body["from"] = dict(restart_from)
-    return ApiRequest(
+    return _workflow_request(
         "PATCH",
-        _instance_path(account_id, workflow_name, instance_id, "status"),
+        account_id,
+        *_instance_segments(workflow_name, instance_id),
+        "status",
         body=encode_json(body, "status body"),
         idempotent=status_action is not StatusAction.RESTART,
-        account_id=account_id,
-        workflow_name=workflow_name,
     )
 
 
@@ -484,13 +478,10 @@ def send_event_request(
     account_id: str, workflow_name: str, instance_id: str, event_type: str, payload: Any = None
 ) -> ApiRequest:
     """``POST .../instances/{instance_id}/events/{event_type}``; the body is the payload. Never retried."""
-    return ApiRequest(
-        "POST",
-        _instance_path(account_id, workflow_name, instance_id, "events", validate_event_type(event_type)),
-        body=validate_event_payload(payload),
-        idempotent=False,
-        account_id=account_id,
-        workflow_name=workflow_name,
+    event = validate_event_type(event_type)
+    instance = _instance_segments(workflow_name, instance_id)
+    return _workflow_request(
+        "POST", account_id, *instance, "events", event, body=validate_event_payload(payload), idempotent=False
     )
 
 
@@ -499,24 +490,15 @@ def list_versions_request(
 ) -> ApiRequest:
     """``GET .../{workflow_name}/versions``."""
     workflow = validate_workflow_name(workflow_name)
-    return ApiRequest(
-        "GET",
-        _workflows_path(account_id, workflow, "versions"),
-        _query(page=page, per_page=validate_per_page(per_page)),
-        account_id=account_id,
-        workflow_name=workflow,
-    )
+    query = _query(page=page, per_page=validate_per_page(per_page))
+    return _workflow_request("GET", account_id, workflow, "versions", query=query)
 
 
 def get_version_graph_request(account_id: str, workflow_name: str, version_id: str) -> ApiRequest:
     """``GET .../{workflow_name}/versions/{version_id}/graph``: the steps the version's code declares."""
     workflow = validate_workflow_name(workflow_name)
-    version = validate_version_id(version_id)
-    return ApiRequest(
-        "GET",
-        _workflows_path(account_id, workflow, "versions", version, "graph"),
-        account_id=account_id,
-        workflow_name=workflow,
+    return _workflow_request(
+        "GET", account_id, workflow, "versions", validate_version_id(version_id), "graph"
     )
 
 
@@ -535,13 +517,13 @@ def step_output_request(
     the transport hands over, so a cut-short body can be told from a complete one.
     """
     kind, attempt = validate_step_attempt(step_type, attempt)
-    return ApiRequest(
+    return _workflow_request(
         "GET",
-        _instance_path(account_id, workflow_name, instance_id, "step"),
-        _query(name=validate_step_name(step_name), type=kind.value, attempt=attempt),
+        account_id,
+        *_instance_segments(workflow_name, instance_id),
+        "step",
+        query=_query(name=validate_step_name(step_name), type=kind.value, attempt=attempt),
         extra_headers=(("Accept-Encoding", "identity"),),
-        account_id=account_id,
-        workflow_name=workflow_name,
     )
 
 
@@ -553,11 +535,7 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)  # requests' and httpx's headers find any case at once
     if value is not None:
         return value
-    lowered = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lowered:
-            return value
-    return None
+    return next((value for key, value in headers.items() if key.lower() == name.lower()), None)
 
 
 def content_type_of(headers: Mapping[str, str]) -> str:
@@ -636,14 +614,14 @@ def _error_details(payload: Any) -> tuple[CloudflareErrorDetail, ...]:
     return tuple(details)
 
 
-def check_json_body_size(request: ApiRequest, size: int, *, http_status: int | None = None) -> None:
+def check_json_body_size(request: ApiRequest, size: int | None, *, http_status: int | None = None) -> None:
     """
     Refuse a JSON answer larger than ``MAX_JSON_BODY_BYTES``.
 
-    Call it with the declared ``Content-Length`` before reading, and with the running total while
-    reading (a body without ``Content-Length`` can be endless).
+    Call it with the declared ``Content-Length`` (None when there is none) before reading, and with
+    the running total while reading (a body without ``Content-Length`` can be endless).
     """
-    if size > MAX_JSON_BODY_BYTES:
+    if size is not None and size > MAX_JSON_BODY_BYTES:
         raise CloudflareWorkflowsResponseTooLargeError(
             f"Cloudflare's JSON answer is larger than {MAX_JSON_BODY_BYTES // (1024 * 1024)} MiB; no API "
             "answer is that large, so it was not read further",
@@ -669,7 +647,6 @@ _STATUS_ERRORS: dict[int, tuple[type[CloudflareWorkflowsError], str]] = {
     ),
     404: (CloudflareWorkflowsNotFoundError, "Not found"),
     409: (CloudflareWorkflowsConflictError, "Conflict with the instance's current state"),
-    429: (CloudflareWorkflowsRateLimitError, "Rate limited by Cloudflare"),
 }
 
 
@@ -698,6 +675,16 @@ def _params_hint(
     )
 
 
+def _response_context(request: ApiRequest, status_code: int, headers: Mapping[str, str]) -> dict[str, Any]:
+    """What an error about a response says of it: its status, Cloudflare's ray id, the request."""
+    return {
+        "http_status": status_code,
+        "cf_ray": header(headers, "cf-ray"),
+        "method": request.method,
+        "path": request.path,
+    }
+
+
 def error_for_response(
     request: ApiRequest, status_code: int, headers: Mapping[str, str], body: bytes
 ) -> CloudflareWorkflowsError:
@@ -707,13 +694,7 @@ def error_for_response(
     except RecursionError:  # its status says enough
         payload = None
     errors = _error_details(payload)
-    context: dict[str, Any] = {
-        "http_status": status_code,
-        "errors": errors,
-        "cf_ray": header(headers, "cf-ray"),
-        "method": request.method,
-        "path": request.path,
-    }
+    context = {**_response_context(request, status_code, headers), "errors": errors}
     auth_hint = _auth_hint(status_code, errors)
     if auth_hint is not None:
         return CloudflareWorkflowsAuthError(auth_hint, **context)
@@ -745,12 +726,7 @@ def parse_envelope(
     """
     if not 200 <= status_code < 300:
         raise error_for_response(request, status_code, headers, body)
-    context: dict[str, Any] = {
-        "http_status": status_code,
-        "cf_ray": header(headers, "cf-ray"),
-        "method": request.method,
-        "path": request.path,
-    }
+    context = _response_context(request, status_code, headers)
     try:
         payload = _decode_json(body)
     except RecursionError:
@@ -950,14 +926,10 @@ def workflow_not_found_error(
         close = difflib.get_close_matches(name or "", workflow_names, n=1)
         if close:
             listing += f"; did you mean {bounded(close[0], MAX_NAME_CHARS)!r}?"
-    return CloudflareWorkflowsUnknownWorkflowError(
+    return error.restated(
         f"Workflow {name!r} was not found in account {request.account_id}: {listing} "
         "(check workflow_name, and account_id or the connection's login)",
-        http_status=error.http_status,
-        errors=error.errors,
-        cf_ray=error.cf_ray,
-        method=error.method,
-        path=error.path,
+        CloudflareWorkflowsUnknownWorkflowError,
     )
 
 

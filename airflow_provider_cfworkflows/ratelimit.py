@@ -161,11 +161,8 @@ def _structured_items(value: str | None) -> list[tuple[str, dict[str, str]]]:
             name = name[1:-1]
         if not name or '"' in name:
             continue
-        parsed = {}
-        for param in params:
-            key, _, number = param.partition("=")
-            parsed[key.strip().lower()] = number.strip()
-        items.append((name, parsed))
+        pairs = (param.partition("=") for param in params)
+        items.append((name, {key.strip().lower(): number.strip() for key, _, number in pairs}))
     return items
 
 

@@ -1,7 +1,7 @@
 """The wire under :class:`~airflow_provider_cfworkflows.hooks.workflows.CloudflareWorkflowsHook`.
 
 The connection's settings, the retry policy, the rate limiter, the sync (``requests``) and async
-(``httpx``) send paths, the bounded reads of JSON answers, pagination, and the mapping of transport
+(``httpx``) send paths, the bounded reads of JSON answers, numbered pages, and the mapping of transport
 failures to typed errors. The hook's API verbs build requests with :mod:`.protocol` and send them here.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlsplit
 
 import httpx
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 JSON_READ_SIZE = 64 * 1024
 # Page size of the page-numbered listings (workflows, versions): the API's maximum.
 LISTING_PAGE_SIZE = 100
-_Position = TypeVar("_Position", int, str)
 
 
 class CloudflareWorkflowsTransport(BaseHook):
@@ -101,7 +100,8 @@ class CloudflareWorkflowsTransport(BaseHook):
     # --- connection and transports --------------------------------------------------------------
 
     def _settings_from(self, conn: Connection, extras: Mapping[str, Any]) -> ConnectionSettings:
-        return settings_from_connection(
+        """The connection's validated settings; logs, once per hook, that ``allow_http`` sends unencrypted."""
+        settings = settings_from_connection(
             login=conn.login,
             password=conn.password,
             host=conn.host,
@@ -110,6 +110,10 @@ class CloudflareWorkflowsTransport(BaseHook):
             timeout=self._timeout_override,
             max_retries=self._max_retries_override,
         )
+        warning = insecure_http_warning(settings)
+        if warning is not None:
+            self.log.warning(warning)
+        return settings
 
     @cached_property
     def settings(self) -> ConnectionSettings:
@@ -118,7 +122,6 @@ class CloudflareWorkflowsTransport(BaseHook):
         settings = self._settings_from(conn, conn.extra_dejson)
         for secret in settings.credentials.secrets:
             mask_secret(secret)
-        self._warn_if_insecure(settings)
         return settings
 
     async def aget_settings(self) -> ConnectionSettings:
@@ -128,15 +131,8 @@ class CloudflareWorkflowsTransport(BaseHook):
             settings = self._settings_from(conn, await conn.aextra_dejson())
             for secret in settings.credentials.secrets:
                 await amask_secret(secret)
-            self._warn_if_insecure(settings)
             self._async_settings = settings
         return self._async_settings
-
-    def _warn_if_insecure(self, settings: ConnectionSettings) -> None:
-        """Log, once per hook, that ``allow_http`` sends requests unencrypted to a remote host."""
-        warning = insecure_http_warning(settings)
-        if warning is not None:
-            self.log.warning(warning)
 
     @cached_property
     def session(self) -> requests.Session:
@@ -232,8 +228,7 @@ class CloudflareWorkflowsTransport(BaseHook):
         body = bytearray()
         try:
             declared = protocol.parse_content_length(response.headers)
-            if declared is not None:
-                protocol.check_json_body_size(request, declared, http_status=response.status_code)
+            protocol.check_json_body_size(request, declared, http_status=response.status_code)
             while True:
                 clock.check(request, len(body), http_status=response.status_code)
                 _set_read_timeout(response, clock.socket_timeout())
@@ -305,35 +300,21 @@ class CloudflareWorkflowsTransport(BaseHook):
         """Send ``request`` (with retries) and return the envelope's ``result``."""
         return self._send(request).result
 
-    def _paginate(
-        self,
-        request_at: Callable[[_Position], ApiRequest],
-        first: _Position,
-        following: Callable[[_Position, Envelope, int], _Position | None],
-    ) -> Iterator[dict[str, Any]]:
+    def _numbered_pages(self, request_for_page: Callable[[int], ApiRequest]) -> Iterator[dict[str, Any]]:
         """
-        Every item of a listing, page after page.
+        Every item of a page-numbered listing, page after page (pages of ``LISTING_PAGE_SIZE`` from 1;
+        ``total_pages``, or a short page, ends it).
 
-        :param request_at: the request for a position (a page number, or a cursor).
-        :param first: the first position.
-        :param following: the next position from the current one, its envelope and its item count;
-            None ends the listing.
+        :param request_for_page: the request for a page number.
         """
-        position: _Position | None = first
-        while position is not None:
-            envelope = self._send(request_at(position))
+        page = 1
+        while True:
+            envelope = self._send(request_for_page(page))
             items = list(envelope.result or [])
             yield from items
-            position = following(position, envelope, len(items))
-
-    def _numbered_pages(self, request_for_page: Callable[[int], ApiRequest]) -> Iterator[dict[str, Any]]:
-        """A page-numbered listing (pages of ``LISTING_PAGE_SIZE`` from 1, ``total_pages`` ends it)."""
-
-        def following(page: int, envelope: Envelope, received: int) -> int | None:
-            more = protocol.has_next_page(envelope.result_info, page, received, LISTING_PAGE_SIZE)
-            return page + 1 if more else None
-
-        return self._paginate(request_for_page, 1, following)
+            if not protocol.has_next_page(envelope.result_info, page, len(items), LISTING_PAGE_SIZE):
+                return
+            page += 1
 
     async def _aclient(self) -> httpx.AsyncClient:
         if self._async_client is None:
@@ -390,8 +371,7 @@ class CloudflareWorkflowsTransport(BaseHook):
         body = bytearray()
         try:
             declared = protocol.parse_content_length(response.headers)
-            if declared is not None:
-                protocol.check_json_body_size(request, declared, http_status=response.status_code)
+            protocol.check_json_body_size(request, declared, http_status=response.status_code)
             async with asyncio.timeout(clock.seconds_left()):
                 async for chunk in response.aiter_bytes():
                     body += chunk
@@ -460,31 +440,6 @@ class CloudflareWorkflowsTransport(BaseHook):
     async def _acall(self, request: ApiRequest) -> Any:
         """Async :meth:`_call`."""
         return (await self._asend(request)).result
-
-    async def _apaginate(
-        self,
-        request_at: Callable[[_Position], Awaitable[ApiRequest]],
-        first: _Position,
-        following: Callable[[_Position, Envelope, int], _Position | None],
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Async :meth:`_paginate` (``request_at`` is awaited: it may need the async settings)."""
-        async for items in self._apages(request_at, first, following):
-            for item in items:
-                yield item
-
-    async def _apages(
-        self,
-        request_at: Callable[[_Position], Awaitable[ApiRequest]],
-        first: _Position,
-        following: Callable[[_Position, Envelope, int], _Position | None],
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        """The pages of :meth:`_apaginate`, one request each (a caller can pace them page by page)."""
-        position: _Position | None = first
-        while position is not None:
-            envelope = await self._asend(await request_at(position))
-            items = list(envelope.result or [])
-            yield items
-            position = following(position, envelope, len(items))
 
     def _account(self, account_id: str | None) -> str:
         return self.settings.resolve_account_id(account_id)

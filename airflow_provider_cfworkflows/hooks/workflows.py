@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 
@@ -32,7 +33,6 @@ from airflow_provider_cfworkflows.instance_details import (
     step_name_candidates,
 )
 from airflow_provider_cfworkflows.models import (
-    OCTET_STREAM_CONTENT_TYPE,
     StepOutput,
     StepOutputStream,
 )
@@ -43,9 +43,6 @@ from airflow_provider_cfworkflows.validation import (
     validate_instance_id,
     validate_status_action,
 )
-
-if TYPE_CHECKING:
-    from airflow_provider_cfworkflows.protocol import ApiRequest
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 
@@ -159,22 +156,23 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
         :param per_page: page size, 1-100.
         """
         account = self._account(account_id)
-
-        def request_at(cursor: str) -> ApiRequest:
-            return protocol.list_instances_request(
+        cursor = None  # the first page
+        while True:
+            request = protocol.list_instances_request(
                 account,
                 workflow_name,
-                cursor=cursor or None,  # "" is the first page
+                cursor=cursor,
                 direction=direction,
                 status=status,
                 date_start=date_start,
                 date_end=date_end,
                 per_page=per_page,
             )
-
-        yield from self._paginate(
-            request_at, "", lambda _cursor, envelope, _received: protocol.next_cursor(envelope.result_info)
-        )
+            envelope = self._send(request)
+            yield from envelope.result or []
+            cursor = protocol.next_cursor(envelope.result_info)
+            if cursor is None:
+                return
 
     def get_instance(
         self,
@@ -390,7 +388,7 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
             ) as (_, stream):
                 if not stream.step.is_stream:
                     return stream.step
-                data = b"".join(stream.chunks)
+                return replace(stream.step, output=b"".join(stream.chunks))
         except CloudflareWorkflowStepNotFoundError as not_found:
             details = self.get_instance(workflow_name, instance_id, account_id=account_id)
             _, message = explain_missing_step(
@@ -402,9 +400,6 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
                 attempt=attempt,
             )
             raise not_found.restated(message) from None
-        return StepOutput(
-            status=stream.step.status, error=None, output=data, content_type=OCTET_STREAM_CONTENT_TYPE
-        )
 
     @contextmanager
     def find_step_output(
@@ -480,42 +475,25 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
         request = protocol.step_output_request(
             self._account(account_id), workflow_name, instance_id, step_name, step_type, attempt
         )
-        opened = self._open_step_output(request)
-        if isinstance(opened, StepOutput):
-            yield StepOutputStream(step=opened, content_length=None)
+        answer = self._send(request, accept_stream=True)
+        if not isinstance(answer, requests.Response):
+            yield StepOutputStream(step=protocol.parse_step_output(answer.result), content_length=None)
             return
         try:
-            content_length = protocol.parse_content_length(opened.headers)
+            content_length = protocol.parse_content_length(answer.headers)
             yield StepOutputStream(
                 step=protocol.stream_step_status(),
                 content_length=content_length,
-                chunks=self._iter_body(request, opened, content_length, chunk_size, stall_timeout),
+                chunks=ResponseBodyReader(
+                    response=answer,
+                    request=request,
+                    content_length=content_length,
+                    chunk_size=chunk_size,
+                    stall_timeout=self.settings.timeout if stall_timeout is None else stall_timeout,
+                ),
             )
         finally:
-            opened.close()
-
-    def _open_step_output(self, request: ApiRequest) -> requests.Response | StepOutput:
-        """Open ``/step``: an unread octet-stream response, or the parsed JSON answer."""
-        answer = self._send(request, accept_stream=True)
-        if isinstance(answer, requests.Response):
-            return answer
-        return protocol.parse_step_output(answer.result)
-
-    def _iter_body(
-        self,
-        request: ApiRequest,
-        response: requests.Response,
-        content_length: int | None,
-        chunk_size: int,
-        stall_timeout: float | None = None,
-    ) -> ResponseBodyReader:
-        return ResponseBodyReader(
-            response=response,
-            request=request,
-            content_length=content_length,
-            chunk_size=chunk_size,
-            stall_timeout=self.settings.timeout if stall_timeout is None else stall_timeout,
-        )
+            answer.close()
 
     # --- async twins (used by triggers) ---------------------------------------------------------
 
@@ -558,24 +536,24 @@ class CloudflareWorkflowsHook(CloudflareWorkflowsTransport):
         :meth:`alist_instances` page by page: each page is one request, sent when the caller asks for
         it (so a caller can take a turn per page; ``aclose()`` it when stopping early). Same parameters.
         """
-
-        async def request_at(cursor: str) -> ApiRequest:
-            settings = await self.aget_settings()
-            return protocol.list_instances_request(
-                settings.resolve_account_id(account_id),
+        account = (await self.aget_settings()).resolve_account_id(account_id)
+        cursor = None  # the first page
+        while True:
+            request = protocol.list_instances_request(
+                account,
                 workflow_name,
-                cursor=cursor or None,  # "" is the first page
+                cursor=cursor,
                 direction=direction,
                 status=status,
                 date_start=date_start,
                 date_end=date_end,
                 per_page=per_page,
             )
-
-        async for page in self._apages(
-            request_at, "", lambda _cursor, envelope, _received: protocol.next_cursor(envelope.result_info)
-        ):
-            yield page
+            envelope = await self._asend(request)
+            yield list(envelope.result or [])
+            cursor = protocol.next_cursor(envelope.result_info)
+            if cursor is None:
+                return
 
     async def aget_instance(
         self,
