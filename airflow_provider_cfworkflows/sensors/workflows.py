@@ -51,16 +51,17 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
     templated-argument checks.
     """
 
+    # The defaults are the instance sensor's, whose arguments these are (the step sensor adds its own).
     def __init__(
         self,
         *,
         workflow_name: str,
         instance_id: str,
-        account_id: str | None,
-        cloudflare_conn_id: str,
-        success_states: Sequence[str],
-        failure_states: Sequence[str],
-        deferrable: bool,
+        account_id: str | None = None,
+        cloudflare_conn_id: str = DEFAULT_CONN_ID,
+        success_states: Sequence[str] = DEFAULT_INSTANCE_SUCCESS_STATES,
+        failure_states: Sequence[str] = DEFAULT_INSTANCE_FAILURE_STATES,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         # Airflow takes 0 and True, and fails on infinity with a bare OverflowError.
@@ -292,29 +293,6 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
     """
 
     template_fields: Sequence[str] = ("workflow_name", "instance_id", "account_id", "cloudflare_conn_id")
-
-    def __init__(
-        self,
-        *,
-        workflow_name: str,
-        instance_id: str,
-        account_id: str | None = None,
-        cloudflare_conn_id: str = DEFAULT_CONN_ID,
-        success_states: Sequence[str] = DEFAULT_INSTANCE_SUCCESS_STATES,
-        failure_states: Sequence[str] = DEFAULT_INSTANCE_FAILURE_STATES,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            workflow_name=workflow_name,
-            instance_id=instance_id,
-            account_id=account_id,
-            cloudflare_conn_id=cloudflare_conn_id,
-            success_states=success_states,
-            failure_states=failure_states,
-            deferrable=deferrable,
-            **kwargs,
-        )
 
     @cached_property
     def _wait(self) -> InstanceWait:
