@@ -371,13 +371,10 @@ class InstanceChangeTracker:
     # --- looking --------------------------------------------------------------------------------
 
     async def _list(self, **filters: Any) -> list[ListedInstance]:
-        items = []
-        async for item in self.hook.alist_instances(
+        items = self.hook.alist_instances(
             self.workflow_name, per_page=LIST_PAGE_SIZE, account_id=self.account_id, **filters
-        ):
-            if (instance := ListedInstance.from_item(item)) is not None:
-                items.append(instance)
-        return items
+        )
+        return [instance async for item in items if (instance := ListedInstance.from_item(item)) is not None]
 
     async def _list_open(self) -> tuple[dict[str, ListedInstance], dict[str, ListedInstance]]:
         """``(open, terminal)`` instances of the open-status listings, by the status each item shows."""
@@ -434,9 +431,8 @@ class InstanceChangeTracker:
         found: dict[str, ListedInstance] = {}
         for status in self.statuses:
             date_start = start if self.date_filter_usable else None
-            for instance in await self._list(status=status, date_start=date_start):
-                if instance.is_terminal:
-                    found[instance.id] = instance
+            listed = await self._list(status=status, date_start=date_start)
+            found.update((instance.id, instance) for instance in listed if instance.is_terminal)
         return found
 
     async def _list_new(
