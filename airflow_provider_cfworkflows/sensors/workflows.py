@@ -121,9 +121,13 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         return self._resumed_summary(self._wait.resume(event))
 
     def execute(self, context: Context) -> Any:
-        self._deadline = self._started_at(context) + self.timeout
+        rescheduled = self.reschedule and context.get("task_reschedule_count", 0) > 0
+        # The wait started as BaseSensorOperator.execute counts its timeout: in reschedule mode at the
+        # first poke of the first try, otherwise now.
+        first = context["ti"].get_first_reschedule_date(context) if rescheduled else None
+        self._deadline = (time.time() if first is None else first.timestamp()) + self.timeout
         # In reschedule mode an earlier poke of this try got an answer (else the task had failed).
-        self._answered_before = self.reschedule and context.get("task_reschedule_count", 0) > 0
+        self._answered_before = rescheduled
         self._validate_templated()
         self.persist_instance_link(context, self.workflow_name, self.instance_id)
         if not self.deferrable:
@@ -132,22 +136,8 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         done, xcom_value = self._first_poke(context)
         if done:
             return xcom_value
-        self._wait.defer(self, end_time=self._end_time(), poll_interval=self.poke_interval)
-
-    def _started_at(self, context: Context) -> float:
-        """
-        When the wait started (``time.time()``), as ``BaseSensorOperator.execute`` counts its timeout:
-        in reschedule mode the start of the first poke of the first try, otherwise now.
-        """
-        if self.reschedule and context.get("task_reschedule_count", 0) > 0:
-            first = context["ti"].get_first_reschedule_date(context)
-            if first is not None:
-                return first.timestamp()
-        return time.time()
-
-    def _end_time(self) -> float:
-        """The wait's deadline, the same for the first poke and the trigger."""
-        return self._deadline if self._deadline is not None else time.time() + self.timeout
+        # The trigger gets the first poke's deadline.
+        self._wait.defer(self, end_time=self._deadline, poll_interval=self.poke_interval)
 
     def _first_poke(self, context: Context) -> tuple[bool, Any]:
         """One poke, ending the task as ``BaseSensorOperator.execute`` would (soft/never/silent fail)."""
