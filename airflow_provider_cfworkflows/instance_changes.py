@@ -350,16 +350,15 @@ class InstanceChangeTracker:
             return None
         pending = [p.instance for p in self._pending.values()]
         watermark = min([self._memory.watermark, *(p.ended_on for p in pending if p.ended_on is not None)])
-        threshold = max(self._memory.started, watermark - LIST_MARGIN)
+        memory = replace(self._memory, watermark=watermark)
         reported = {
             instance_id: ended
-            for instance_id, ended in self._memory.reported.items()
-            if (moment := parse_time(ended)) is None or moment > threshold
+            for instance_id, ended in memory.reported.items()
+            if (moment := parse_time(ended)) is None or moment > memory.threshold
         }
-        oldest_open = self._memory.oldest_open
         if self._open is not None:  # this tracker has looked: its own view replaces the remembered one
-            oldest_open = oldest_creation([*self._open.values(), *pending])
-        return replace(self._memory, watermark=watermark, oldest_open=oldest_open, reported=reported)
+            memory = replace(memory, oldest_open=oldest_creation([*self._open.values(), *pending]))
+        return replace(memory, reported=reported)
 
     def acknowledge(self, finished: FinishedInstance) -> None:
         """``finished`` was reported (or is to be dropped): never return it again."""

@@ -148,6 +148,8 @@ class _TaskWait(Generic[_Event]):
         """
         with calls_end_by(self.deadline):
             check = self._look()
+            if (check is None or check.verdict is Verdict.PENDING) and deadline_passed():
+                raise self.timeout_error()
             if check is None:
                 return None
             if check.verdict is Verdict.PENDING:
@@ -160,14 +162,6 @@ class _TaskWait(Generic[_Event]):
 
     def _look(self) -> Check | None:
         """Run one check: its result, or None when Cloudflare did not answer usably this time."""
-        result = self._attempt()
-        if result is not None:
-            self.last_seen = result
-        if (result is None or result.verdict is Verdict.PENDING) and deadline_passed():
-            raise self.timeout_error()
-        return result
-
-    def _attempt(self) -> Check | None:
         try:
             result = self._check()
         except CloudflareWorkflowsError as error:
@@ -184,8 +178,7 @@ class _TaskWait(Generic[_Event]):
                 "Cloudflare did not answer usably this time; looking again later: %s", brief_error(error)
             )
             return None
-        self.answered = True
-        self.last_error = None
+        self.answered, self.last_error, self.last_seen = True, None, result
         return result
 
     def _unreachable(self, error: CloudflareWorkflowsConnectionError) -> CloudflareWorkflowsConnectionError:
