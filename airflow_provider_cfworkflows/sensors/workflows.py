@@ -105,6 +105,10 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         """The XCom of a successful poke."""
         raise NotImplementedError
 
+    def _xcom(self, **fields: Any) -> dict[str, Any]:
+        """A summary: the Workflow and instance, then ``fields``."""
+        return {"workflow_name": self.workflow_name, "instance_id": self.instance_id, **fields}
+
     def _resumed_summary(self, event: Any) -> dict[str, Any]:
         """The XCom after a successful deferral."""
         raise NotImplementedError
@@ -245,14 +249,7 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
     def _step_summary(
         self, step_name: str, status: str | None, error: dict[str, str] | None
     ) -> dict[str, Any]:
-        return {
-            "workflow_name": self.workflow_name,
-            "instance_id": self.instance_id,
-            "step_name": step_name,
-            "step_type": self.step_type,
-            "status": status,
-            "error": error,
-        }
+        return self._xcom(step_name=step_name, step_type=self.step_type, status=status, error=error)
 
     def _summary(self, check: Check) -> dict[str, Any]:
         error = check.error.to_dict() if check.error else None
@@ -291,13 +288,7 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
     def _instance_summary(
         self, status: str | None, error: dict[str, str] | None, output: Any
     ) -> dict[str, Any]:
-        return {
-            "workflow_name": self.workflow_name,
-            "instance_id": self.instance_id,
-            "status": status,
-            "error": error,
-            **summary_output(output),
-        }
+        return self._xcom(status=status, error=error, **summary_output(output))
 
     def _summary(self, check: Check) -> dict[str, Any]:
         error = check.error.to_dict() if check.error else None
