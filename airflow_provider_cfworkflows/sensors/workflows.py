@@ -105,13 +105,13 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         """The XCom of a successful poke."""
         raise NotImplementedError
 
-    def _xcom(self, **fields: Any) -> dict[str, Any]:
-        """A summary: the Workflow and instance, then ``fields``."""
-        return {"workflow_name": self.workflow_name, "instance_id": self.instance_id, **fields}
-
     def _resumed_summary(self, event: Any) -> dict[str, Any]:
         """The XCom after a successful deferral."""
         raise NotImplementedError
+
+    def _xcom(self, **fields: Any) -> dict[str, Any]:
+        """The start of either summary: the Workflow and the instance, then ``fields``."""
+        return {"workflow_name": self.workflow_name, "instance_id": self.instance_id, **fields}
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         check = self._wait.poke()
