@@ -253,24 +253,21 @@ def evaluate_instance(
     error = RemoteError.from_api(details.get("error"))
     if status is None:
         return Check(Verdict.PENDING, None, "The instance details have no status; still waiting.")
+
+    def decided(verdict: Verdict, message: str, output: Any = None) -> Check:
+        return Check(verdict, status, message, error, output=output)
+
     if status in success_states:
-        return Check(
-            Verdict.SUCCESS, status, f"The instance is {status}.", error, output=details.get("output")
-        )
+        return decided(Verdict.SUCCESS, f"The instance is {status}.", details.get("output"))
     if status in failure_states:
-        return Check(
-            Verdict.FAILURE,
-            status,
-            f"The instance is {status}: {end_sentence(error or 'no error given')}",
-            error,
+        return decided(
+            Verdict.FAILURE, f"The instance is {status}: {end_sentence(error or 'no error given')}"
         )
     if status in TERMINAL_INSTANCE_STATUSES:
-        return Check(
+        return decided(
             Verdict.FAILURE,
-            status,
             f"The instance is {status}, which is neither a success state {list(success_states)} nor a "
             "failure state; it will not change any more.",
-            error,
         )
     if not is_known_status(status):
         return Check(
@@ -278,7 +275,7 @@ def evaluate_instance(
             status,
             f"The instance has a status this provider does not know ({status!r}); still waiting.",
         )
-    return Check(Verdict.PENDING, status, f"The instance is {status}; still waiting.", error)
+    return decided(Verdict.PENDING, f"The instance is {status}; still waiting.")
 
 
 def summary_output(output: Any) -> dict[str, Any]:

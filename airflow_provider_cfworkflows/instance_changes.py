@@ -350,16 +350,15 @@ class InstanceChangeTracker:
             return None
         pending = [p.instance for p in self._pending.values()]
         watermark = min([self._memory.watermark, *(p.ended_on for p in pending if p.ended_on is not None)])
-        threshold = max(self._memory.started, watermark - LIST_MARGIN)
+        memory = replace(self._memory, watermark=watermark)
         reported = {
             instance_id: ended
-            for instance_id, ended in self._memory.reported.items()
-            if (moment := parse_time(ended)) is None or moment > threshold
+            for instance_id, ended in memory.reported.items()
+            if (moment := parse_time(ended)) is None or moment > memory.threshold
         }
-        oldest_open = self._memory.oldest_open
         if self._open is not None:  # this tracker has looked: its own view replaces the remembered one
-            oldest_open = oldest_creation([*self._open.values(), *pending])
-        return replace(self._memory, watermark=watermark, oldest_open=oldest_open, reported=reported)
+            memory = replace(memory, oldest_open=oldest_creation([*self._open.values(), *pending]))
+        return replace(memory, reported=reported)
 
     def acknowledge(self, finished: FinishedInstance) -> None:
         """``finished`` was reported (or is to be dropped): never return it again."""
@@ -371,13 +370,10 @@ class InstanceChangeTracker:
     # --- looking --------------------------------------------------------------------------------
 
     async def _list(self, **filters: Any) -> list[ListedInstance]:
-        items = []
-        async for item in self.hook.alist_instances(
+        items = self.hook.alist_instances(
             self.workflow_name, per_page=LIST_PAGE_SIZE, account_id=self.account_id, **filters
-        ):
-            if (instance := ListedInstance.from_item(item)) is not None:
-                items.append(instance)
-        return items
+        )
+        return [instance async for item in items if (instance := ListedInstance.from_item(item)) is not None]
 
     async def _list_open(self) -> tuple[dict[str, ListedInstance], dict[str, ListedInstance]]:
         """``(open, terminal)`` instances of the open-status listings, by the status each item shows."""
@@ -434,9 +430,8 @@ class InstanceChangeTracker:
         found: dict[str, ListedInstance] = {}
         for status in self.statuses:
             date_start = start if self.date_filter_usable else None
-            for instance in await self._list(status=status, date_start=date_start):
-                if instance.is_terminal:
-                    found[instance.id] = instance
+            listed = await self._list(status=status, date_start=date_start)
+            found.update((instance.id, instance) for instance in listed if instance.is_terminal)
         return found
 
     async def _list_new(

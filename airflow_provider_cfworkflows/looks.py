@@ -65,9 +65,8 @@ def run_step_check(
         instance_label=instance_label,
         known_name=known_name,
     )
-    query = _advance(plan, None)
-    while not isinstance(query, Check):
-        answer: Any
+    answer: Any = None
+    while not isinstance(query := _advance(plan, answer), Check):
         if isinstance(query, StepQuery):
             try:
                 with hook.find_step_output(
@@ -80,7 +79,6 @@ def run_step_check(
             answer = get_instance_details(
                 hook, workflow_name, instance_id, simple=False, account_id=account_id
             )
-        query = _advance(plan, answer)
     return query
 
 
@@ -112,9 +110,9 @@ async def arun_step_check(
         instance_label=instance_label,
         known_name=known_name,
     )
-    query = _advance(plan, None)
-    while not isinstance(query, Check):
-        answer: Any = details
+    answer: Any = None
+    while not isinstance(query := _advance(plan, answer), Check):
+        answer = details
         if isinstance(query, StepQuery):
             try:
                 answer = await hook.afind_step_status(
@@ -122,7 +120,6 @@ async def arun_step_check(
                 )
             except CloudflareWorkflowStepNotFoundError:
                 answer = None  # not started yet, or no such step: the plan decides with the instance
-        query = _advance(plan, answer)
     return query
 
 

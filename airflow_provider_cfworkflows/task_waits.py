@@ -80,17 +80,7 @@ class _TaskWait(Generic[_Event]):
     :class:`~airflow_provider_cfworkflows.exceptions.CloudflareWorkflowsConnectionError` naming the host
     and the cause, which fails the task at once (task ``retries`` still apply: the API may be down).
 
-    :param hook: the task's hook.
-    :param log: the task's logger.
-    :param workflow_name: the Workflow.
-    :param instance_id: the instance.
-    :param account_id: the account (None: the connection's login).
-    :param cloudflare_conn_id: the connection the trigger uses when the task defers.
-    :param success_states: statuses that end the wait successfully.
-    :param failure_states: statuses that fail it.
-    :param deadline: when the wait times out (``time.time()`` seconds): every look's API calls end by
-        then (:func:`~airflow_provider_cfworkflows.deadlines.calls_end_by`). None: :meth:`wait` sets it.
-    :param answered: whether the API already answered in this task (an earlier poke, or a create call).
+    The arguments are those :class:`InstanceWait` documents (its own two aside).
     """
 
     def __init__(
@@ -139,8 +129,11 @@ class _TaskWait(Generic[_Event]):
         """Log the remote failure readably, then fail the task without retry."""
         raise NotImplementedError
 
-    def _trigger(self, *, end_time: float, poll_interval: float) -> BaseTrigger:
-        raise NotImplementedError
+    # The trigger a deferral hands the wait to, and its arguments beyond those all waits have.
+    _trigger_type: Callable[..., BaseTrigger]
+
+    def _trigger_arguments(self) -> dict[str, Any]:
+        return {}
 
     def _event_from(self, event: Any) -> _Event:
         raise NotImplementedError
@@ -155,6 +148,8 @@ class _TaskWait(Generic[_Event]):
         """
         with calls_end_by(self.deadline):
             check = self._look()
+            if (check is None or check.verdict is Verdict.PENDING) and deadline_passed():
+                raise self.timeout_error()
             if check is None:
                 return None
             if check.verdict is Verdict.PENDING:
@@ -167,14 +162,6 @@ class _TaskWait(Generic[_Event]):
 
     def _look(self) -> Check | None:
         """Run one check: its result, or None when Cloudflare did not answer usably this time."""
-        result = self._attempt()
-        if result is not None:
-            self.last_seen = result
-        if (result is None or result.verdict is Verdict.PENDING) and deadline_passed():
-            raise self.timeout_error()
-        return result
-
-    def _attempt(self) -> Check | None:
         try:
             result = self._check()
         except CloudflareWorkflowsError as error:
@@ -191,8 +178,7 @@ class _TaskWait(Generic[_Event]):
                 "Cloudflare did not answer usably this time; looking again later: %s", brief_error(error)
             )
             return None
-        self.answered = True
-        self.last_error = None
+        self.answered, self.last_error, self.last_seen = True, None, result
         return result
 
     def _unreachable(self, error: CloudflareWorkflowsConnectionError) -> CloudflareWorkflowsConnectionError:
@@ -240,8 +226,19 @@ class _TaskWait(Generic[_Event]):
         The deferral's own timeout is ``end_time`` plus :data:`DEFERRAL_GRACE_SECONDS`.
         """
         remaining = max(end_time - time.time(), 0.0)
+        trigger = self._trigger_type(
+            workflow_name=self.workflow_name,
+            instance_id=self.instance_id,
+            success_states=list(self.success_states),
+            failure_states=list(self.failure_states),
+            end_time=end_time,
+            poll_interval=poll_interval,
+            account_id=self.account_id,
+            cloudflare_conn_id=self.cloudflare_conn_id,
+            **self._trigger_arguments(),
+        )
         task.defer(
-            trigger=self._trigger(end_time=end_time, poll_interval=poll_interval),
+            trigger=trigger,
             method_name="execute_complete",
             timeout=timedelta(seconds=remaining + DEFERRAL_GRACE_SECONDS),
         )
@@ -338,19 +335,10 @@ class StepWait(_TaskWait[StepWaitEvent]):
             self._known_name = resumed.step_name  # the exact name the trigger found
         return resumed
 
-    def _trigger(self, *, end_time: float, poll_interval: float) -> BaseTrigger:
-        return CloudflareWorkflowStepTrigger(
-            workflow_name=self.workflow_name,
-            instance_id=self.instance_id,
-            step_name=self.step_name,
-            step_type=self.step_type,
-            success_states=list(self.success_states),
-            failure_states=list(self.failure_states),
-            end_time=end_time,
-            poll_interval=poll_interval,
-            account_id=self.account_id,
-            cloudflare_conn_id=self.cloudflare_conn_id,
-        )
+    _trigger_type = CloudflareWorkflowStepTrigger
+
+    def _trigger_arguments(self) -> dict[str, Any]:
+        return {"step_name": self.step_name, "step_type": self.step_type}
 
 
 class InstanceWait(_TaskWait[InstanceWaitEvent]):
@@ -365,7 +353,8 @@ class InstanceWait(_TaskWait[InstanceWaitEvent]):
     :param cloudflare_conn_id: the connection the trigger uses when the task defers.
     :param success_states: instance statuses that end the wait successfully.
     :param failure_states: instance statuses that fail it.
-    :param deadline: when the wait times out (``time.time()`` seconds); None: :meth:`wait` sets it.
+    :param deadline: when the wait times out (``time.time()`` seconds): every look's API calls end by
+        then (:func:`~airflow_provider_cfworkflows.deadlines.calls_end_by`). None: :meth:`wait` sets it.
     :param answered: whether the API already answered in this task: True (default) for the
         create-and-wait operator, whose create call got an answer; the instance sensor passes False
         for its first look. Until the API has answered, a look that gets no response at all fails the
@@ -429,15 +418,7 @@ class InstanceWait(_TaskWait[InstanceWaitEvent]):
         self._resumed_status = resumed.instance_status
         return resumed
 
-    def _trigger(self, *, end_time: float, poll_interval: float) -> BaseTrigger:
-        return CloudflareWorkflowInstanceTrigger(
-            workflow_name=self.workflow_name,
-            instance_id=self.instance_id,
-            success_states=list(self.success_states),
-            failure_states=list(self.failure_states),
-            end_time=end_time,
-            poll_interval=poll_interval,
-            account_id=self.account_id,
-            cloudflare_conn_id=self.cloudflare_conn_id,
-            terminate_on_kill=self.terminate_on_kill,
-        )
+    _trigger_type = CloudflareWorkflowInstanceTrigger
+
+    def _trigger_arguments(self) -> dict[str, Any]:
+        return {"terminate_on_kill": self.terminate_on_kill}

@@ -51,16 +51,17 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
     templated-argument checks.
     """
 
+    # The defaults are the instance sensor's, whose arguments these are (the step sensor adds its own).
     def __init__(
         self,
         *,
         workflow_name: str,
         instance_id: str,
-        account_id: str | None,
-        cloudflare_conn_id: str,
-        success_states: Sequence[str],
-        failure_states: Sequence[str],
-        deferrable: bool,
+        account_id: str | None = None,
+        cloudflare_conn_id: str = DEFAULT_CONN_ID,
+        success_states: Sequence[str] = DEFAULT_INSTANCE_SUCCESS_STATES,
+        failure_states: Sequence[str] = DEFAULT_INSTANCE_FAILURE_STATES,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         # Airflow takes 0 and True, and fails on infinity with a bare OverflowError.
@@ -108,6 +109,10 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         """The XCom after a successful deferral."""
         raise NotImplementedError
 
+    def _xcom(self, **fields: Any) -> dict[str, Any]:
+        """The start of either summary: the Workflow and the instance, then ``fields``."""
+        return {"workflow_name": self.workflow_name, "instance_id": self.instance_id, **fields}
+
     def poke(self, context: Context) -> PokeReturnValue | bool:
         check = self._wait.poke()
         if check is None:
@@ -120,9 +125,13 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         return self._resumed_summary(self._wait.resume(event))
 
     def execute(self, context: Context) -> Any:
-        self._deadline = self._started_at(context) + self.timeout
+        rescheduled = self.reschedule and context.get("task_reschedule_count", 0) > 0
+        # The wait started as BaseSensorOperator.execute counts its timeout: in reschedule mode at the
+        # first poke of the first try, otherwise now.
+        first = context["ti"].get_first_reschedule_date(context) if rescheduled else None
+        self._deadline = (time.time() if first is None else first.timestamp()) + self.timeout
         # In reschedule mode an earlier poke of this try got an answer (else the task had failed).
-        self._answered_before = self.reschedule and context.get("task_reschedule_count", 0) > 0
+        self._answered_before = rescheduled
         self._validate_templated()
         self.persist_instance_link(context, self.workflow_name, self.instance_id)
         if not self.deferrable:
@@ -131,22 +140,8 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         done, xcom_value = self._first_poke(context)
         if done:
             return xcom_value
-        self._wait.defer(self, end_time=self._end_time(), poll_interval=self.poke_interval)
-
-    def _started_at(self, context: Context) -> float:
-        """
-        When the wait started (``time.time()``), as ``BaseSensorOperator.execute`` counts its timeout:
-        in reschedule mode the start of the first poke of the first try, otherwise now.
-        """
-        if self.reschedule and context.get("task_reschedule_count", 0) > 0:
-            first = context["ti"].get_first_reschedule_date(context)
-            if first is not None:
-                return first.timestamp()
-        return time.time()
-
-    def _end_time(self) -> float:
-        """The wait's deadline, the same for the first poke and the trigger."""
-        return self._deadline if self._deadline is not None else time.time() + self.timeout
+        # The trigger gets the first poke's deadline.
+        self._wait.defer(self, end_time=self._deadline, poll_interval=self.poke_interval)
 
     def _first_poke(self, context: Context) -> tuple[bool, Any]:
         """One poke, ending the task as ``BaseSensorOperator.execute`` would (soft/never/silent fail)."""
@@ -254,14 +249,7 @@ class CloudflareWorkflowStepSensor(_CloudflareWorkflowsSensor):
     def _step_summary(
         self, step_name: str, status: str | None, error: dict[str, str] | None
     ) -> dict[str, Any]:
-        return {
-            "workflow_name": self.workflow_name,
-            "instance_id": self.instance_id,
-            "step_name": step_name,
-            "step_type": self.step_type,
-            "status": status,
-            "error": error,
-        }
+        return self._xcom(step_name=step_name, step_type=self.step_type, status=status, error=error)
 
     def _summary(self, check: Check) -> dict[str, Any]:
         error = check.error.to_dict() if check.error else None
@@ -293,29 +281,6 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
 
     template_fields: Sequence[str] = ("workflow_name", "instance_id", "account_id", "cloudflare_conn_id")
 
-    def __init__(
-        self,
-        *,
-        workflow_name: str,
-        instance_id: str,
-        account_id: str | None = None,
-        cloudflare_conn_id: str = DEFAULT_CONN_ID,
-        success_states: Sequence[str] = DEFAULT_INSTANCE_SUCCESS_STATES,
-        failure_states: Sequence[str] = DEFAULT_INSTANCE_FAILURE_STATES,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            workflow_name=workflow_name,
-            instance_id=instance_id,
-            account_id=account_id,
-            cloudflare_conn_id=cloudflare_conn_id,
-            success_states=success_states,
-            failure_states=failure_states,
-            deferrable=deferrable,
-            **kwargs,
-        )
-
     @cached_property
     def _wait(self) -> InstanceWait:
         return InstanceWait(**self._wait_arguments())
@@ -323,13 +288,7 @@ class CloudflareWorkflowInstanceSensor(_CloudflareWorkflowsSensor):
     def _instance_summary(
         self, status: str | None, error: dict[str, str] | None, output: Any
     ) -> dict[str, Any]:
-        return {
-            "workflow_name": self.workflow_name,
-            "instance_id": self.instance_id,
-            "status": status,
-            "error": error,
-            **summary_output(output),
-        }
+        return self._xcom(status=status, error=error, **summary_output(output))
 
     def _summary(self, check: Check) -> dict[str, Any]:
         error = check.error.to_dict() if check.error else None

@@ -207,9 +207,6 @@ class WorkflowLister:
 
     # --- rounds ------------------------------------------------------------------------------------
 
-    def _interval(self) -> float:
-        return min((watcher.interval for watcher in self.watchers.values()), default=60.0)
-
     def _deadline(self) -> float:
         """The latest deadline among the watchers' subscribers: nobody needs a listing after it."""
         return max(
@@ -228,7 +225,7 @@ class WorkflowLister:
                 self._active = True
                 for watcher in list(self.watchers.values()):
                     watcher.attach(self)
-                interval = self._interval()
+                interval = min(watcher.interval for watcher in self.watchers.values())
                 try:
                     listing = await self._list_round(interval)
                 except (CloudflareWorkflowsError, AirflowException) as error:

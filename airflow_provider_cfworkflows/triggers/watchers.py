@@ -125,6 +125,7 @@ def error_delay(
     return delay
 
 
+@dataclass(kw_only=True, eq=False)
 class Subscription:
     """
     One trigger's place at a watcher.
@@ -137,22 +138,13 @@ class Subscription:
         answer); None when any look may end it (the listing then never answers for the trigger).
     """
 
-    def __init__(
-        self,
-        *,
-        watcher: InstanceWatcher,
-        poll_interval: float,
-        full: bool,
-        deadline: float,
-        awaited: frozenset[str] | None = None,
-    ) -> None:
-        self.watcher = watcher
-        self.poll_interval = poll_interval
-        self.full = full
-        self.deadline = deadline
-        self.awaited = awaited
-        self._seen = 0
-        self._news = asyncio.Event()
+    watcher: InstanceWatcher
+    poll_interval: float
+    full: bool
+    deadline: float
+    awaited: frozenset[str] | None = None
+    _seen: int = field(default=0, init=False)
+    _news: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     @property
     def hook(self) -> CloudflareWorkflowsHook:
@@ -256,9 +248,6 @@ class InstanceWatcher:
 
     # --- the task ------------------------------------------------------------------------------------
 
-    def _interval(self) -> float:
-        return min((s.poll_interval for s in self.subscribers), default=MAX_ERROR_BACKOFF_SECONDS)
-
     @property
     def needs_steps(self) -> bool:
         """Whether a subscriber needs the step log (a step wait)."""
@@ -267,17 +256,17 @@ class InstanceWatcher:
     @property
     def interval(self) -> float:
         """The shortest poll interval among the subscribers."""
-        return self._interval()
+        return min((s.poll_interval for s in self.subscribers), default=MAX_ERROR_BACKOFF_SECONDS)
 
     def _next_look_at(self) -> float:
         """``time.monotonic()`` of the next look."""
         if self._look_now or (self.latest is None and (self.lister is None or self.needs_steps)):
             due = self._wanted_at
         elif self.lister is not None:  # the listing tells when to look; the safety net looks anyway
-            due = self._direct_at + SAFETY_NET_INTERVALS * self._interval()
+            due = self._direct_at + SAFETY_NET_INTERVALS * self.interval
         else:
             assert self.latest is not None  # for mypy: the first branch takes a watcher without looks
-            due = max(self.latest.taken_at, self._vouched_at) + self._interval()
+            due = max(self.latest.taken_at, self._vouched_at) + self.interval
         return max(due, self._retry_at)
 
     def _wanted(self) -> bool:
@@ -300,7 +289,7 @@ class InstanceWatcher:
                 async with self._shared.turns.turn(
                     last_look_at=-math.inf if self.latest is None else self.latest.taken_at,
                     due_at=self._next_look_at(),
-                    interval=self._interval() * (SAFETY_NET_INTERVALS if rank is Rank.SAFETY_NET else 1),
+                    interval=self.interval * (SAFETY_NET_INTERVALS if rank is Rank.SAFETY_NET else 1),
                     watchers=self._shared.users,
                     rank=rank,
                     ticket=self._ticket,
@@ -335,7 +324,7 @@ class InstanceWatcher:
         return False
 
     async def _look(self) -> Look:
-        full = any(subscription.full for subscription in self.subscribers)
+        full = self.needs_steps
         # Bounded by the latest deadline among the subscribers: nobody needs an answer after it.
         deadline = max(subscription.deadline for subscription in self.subscribers)
         key = self.key

@@ -1,7 +1,7 @@
 """Triggers that wait for a Cloudflare Workflow step or instance in the triggerer.
 
 They only make GET calls, so a triggerer restart that replays them is harmless. All the triggers of a
-triggerer that wait on one instance share one look per interval (:mod:`.instance_watch`). Transient API
+triggerer that wait on one instance share one look per interval (:mod:`.watchers`). Transient API
 errors (429, 5xx, timeouts, dropped connections) never fail the task: the hook retries a few times, and
 when it gives up the shared watcher keeps looking with backoff and jitter until the trigger's deadline.
 Each trigger yields exactly one small event (status and ids, never the output); the task resumes on a
