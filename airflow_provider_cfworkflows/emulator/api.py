@@ -32,7 +32,7 @@ from typing import Any
 from . import engine, errors, shapes
 from .clock import iso
 from .errors import ApiError
-from .scenario import ID_PATTERN, ApiOptions, StreamSpec
+from .scenario import ID_PATTERN, ApiOptions, StreamSpec, is_number
 from .state import EmulatorState, WorkflowRecord
 
 # Instance ids users may choose (ID_PATTERN); cron-made ids are longer and looser.
@@ -163,7 +163,7 @@ def decode_cursor(cursor: str) -> tuple[int, int | None]:
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         seq, total = data["after"], data.get("total")
-        if isinstance(seq, int) and not isinstance(seq, bool) and (total is None or type(total) is int):
+        if is_number(seq, int) and (total is None or type(total) is int):
             return seq, total
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
         pass
@@ -205,7 +205,7 @@ def parse_new_instance(item: Any, where: str, params_encoding: str = "lenient") 
         if not isinstance(retention, Mapping) or set(retention) - {"error_retention", "success_retention"}:
             raise _bad_request(f"{where}.instance_retention must be {{error_retention?, success_retention?}}")
         for key, value in retention.items():
-            if isinstance(value, bool) or not isinstance(value, int | float | str):
+            if not (is_number(value) or isinstance(value, str)):
                 raise _bad_request(
                     f"{where}.instance_retention.{key} must be milliseconds or a duration string"
                 )
@@ -614,7 +614,7 @@ class WorkflowsApi:
             raise _bad_request(
                 "body.from.name must be the step's base name (1-256 characters, no counter suffix)"
             )
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        if not is_number(count, int) or count < 1:
             raise _bad_request("body.from.count must be a whole number >= 1")
         if kind is not None and kind not in RESTART_FROM_TYPES:
             raise _bad_request(f"body.from.type must be one of {', '.join(RESTART_FROM_TYPES)}")

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 import yaml
@@ -166,25 +167,20 @@ class Scenario:
 # --- field checks ------------------------------------------------------------------------------
 
 
+def is_number(value: Any, kinds: type | UnionType = int | float) -> bool:
+    """Whether ``value`` is one of ``kinds`` (a JSON number), and not a ``bool`` (which is an ``int``)."""
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
 def _number(value: Any, where: str, *, minimum: float = 0.0, maximum: float = math.inf) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or math.isnan(value)
-        or not minimum <= value <= maximum
-    ):
+    if not is_number(value) or math.isnan(value) or not minimum <= value <= maximum:
         limits = f">= {minimum:g}" if maximum == math.inf else f"from {minimum:g} to {maximum:g}"
         raise ScenarioError(f"{where} must be a number {limits}, got {value!r}")
     return float(value)
 
 
 def _integer(value: Any, where: str, *, minimum: int = 0, maximum: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
+    if not is_number(value, int) or value < minimum or (maximum is not None and value > maximum):
         limits = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
         raise ScenarioError(f"{where} must be a whole number {limits}, got {value!r}")
     return value
@@ -201,6 +197,15 @@ def _text(value: Any, where: str, *, max_length: int | None = None) -> str:
 def _mapping(value: Any, where: str, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ScenarioError(f"{where} must be a mapping ({what}), got {value!r}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    """A list; None (or left out) is an empty one."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ScenarioError(f"{where} must be a list, got {value!r}")
     return value
 
 
@@ -327,11 +332,7 @@ def parse_workflow(data: Any, where: str = "workflow") -> WorkflowSpec:
     data = _mapping(data, where, "a workflow")
     _check_keys(data, {"name", "class_name", "script_name", "queue_delay", "output", "steps"}, where)
     name = _text(data.get("name"), f"{where}.name", max_length=MAX_WORKFLOW_NAME)
-    steps = data.get("steps", [])
-    if steps is None:
-        steps = []
-    if not isinstance(steps, list):
-        raise ScenarioError(f"{where}.steps must be a list, got {steps!r}")
+    steps = _list(data.get("steps"), f"{where}.steps")
     _json_size(data.get("output"), f"{where}.output")
     return WorkflowSpec(
         name=name,
@@ -355,11 +356,7 @@ def parse_scenario(data: Any) -> Scenario:
         {"account_id", "api_token", "email", "api_key", "time_scale", "api", "rate_limit", "workflows"},
         "scenario",
     )
-    workflows = data.get("workflows", [])
-    if workflows is None:
-        workflows = []
-    if not isinstance(workflows, list):
-        raise ScenarioError(f"scenario.workflows must be a list, got {workflows!r}")
+    workflows = _list(data.get("workflows"), "scenario.workflows")
     parsed = tuple(parse_workflow(item, f"workflows[{i}]") for i, item in enumerate(workflows))
     names = [workflow.name for workflow in parsed]
     duplicates = sorted({name for name in names if names.count(name) > 1})
