@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -350,11 +351,8 @@ class WorkflowsApi:
     # workflows and versions
 
     def workflow_result(self, record: WorkflowRecord, now: float) -> dict[str, Any]:
-        counts: dict[str, int] = {}
-        for instance in self.state.instances.get(record.name, {}).values():
-            status = engine.simulate(instance, now).status
-            counts[status] = counts.get(status, 0) + 1
-        return shapes.workflow(record, counts)
+        instances = self.state.instances.get(record.name, {}).values()
+        return shapes.workflow(record, dict(Counter(engine.simulate(i, now).status for i in instances)))
 
     def list_workflows(self, query: Mapping[str, str]) -> Reply:
         page = _int_param(query, "page", 1, 1, 10**9)
@@ -534,11 +532,8 @@ class WorkflowsApi:
                     "event_type": step.spec.event_type,
                 }
             )
-        if attempt_number is not None:
-            attempt = step.attempts[attempt_number - 1]
-            success, error = attempt.success, attempt.error
-        else:
-            success, error = step.success, step.error
+        run = step if attempt_number is None else step.attempts[attempt_number - 1]
+        success, error = run.success, run.error
         if success is None:
             # Still running. Without `attempt`, a non-null error = retrying after a failed attempt: while
             # waiting for the retry and during the next attempt (inferred for the latter).
@@ -571,9 +566,7 @@ class WorkflowsApi:
         if not isinstance(body, Mapping) or body.get("status") not in STATUS_ACTIONS:
             raise _bad_request(f"body.status must be one of {', '.join(STATUS_ACTIONS)}")
         action = str(body["status"])
-        rollback = body.get("rollback", False)
-        if rollback is None:
-            rollback = False
+        rollback = False if body.get("rollback") is None else body["rollback"]
         if not isinstance(rollback, bool):
             raise _bad_request("body.rollback must be true or false")
         restart_from = body.get("from")
