@@ -311,8 +311,7 @@ def validate_instance_retention(value: Any) -> dict[str, int | float | str] | No
         raise _config_error(
             f"instance_retention must be a dict {shape}, got {type(value).__name__} {value!r}."
         )
-    unknown = sorted(str(key) for key in value if key not in RETENTION_KEYS)
-    if unknown:
+    if unknown := sorted(str(key) for key in value if key not in RETENTION_KEYS):
         raise _config_error(f"instance_retention has unknown keys {unknown}: it must be a dict {shape}.")
     for key, duration in value.items():
         if not _is_retention_duration(duration):

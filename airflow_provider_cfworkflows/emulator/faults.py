@@ -158,8 +158,7 @@ class Fault:
         if not isinstance(data, Mapping):
             raise ValueError("a fault must be a JSON object with at least 'kind'")
         allowed = {f.name for f in fields(cls) if f.init}
-        unknown = set(data) - allowed
-        if unknown:
+        if unknown := set(data) - allowed:
             raise ValueError(f"unknown fault field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
         if "kind" not in data:
             raise ValueError(f"a fault needs 'kind', one of {list(KINDS)}")

@@ -228,8 +228,7 @@ def _gzip(chunks: Iterable[bytes], size: int | None) -> tuple[Iterable[bytes], i
 def _gzip_stream(chunks: Iterable[bytes]) -> Iterator[bytes]:
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
     for chunk in chunks:
-        encoded = compressor.compress(chunk)
-        if encoded:
+        if encoded := compressor.compress(chunk):
             yield encoded
     yield compressor.flush()
 

@@ -210,8 +210,7 @@ def _list(value: Any, where: str) -> list[Any]:
 
 
 def _check_keys(data: Mapping[str, Any], allowed: frozenset[str] | set[str], where: str) -> None:
-    unknown = set(data) - set(allowed)
-    if unknown:
+    if unknown := set(data) - set(allowed):
         raise ScenarioError(f"{where} has unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
 
 
@@ -359,8 +358,7 @@ def parse_scenario(data: Any) -> Scenario:
     workflows = _list(data.get("workflows"), "scenario.workflows")
     parsed = tuple(parse_workflow(item, f"workflows[{i}]") for i, item in enumerate(workflows))
     names = [workflow.name for workflow in parsed]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
         raise ScenarioError(f"workflows[].name must be unique; repeated: {duplicates}")
     account_id = data.get("account_id", DEFAULT_ACCOUNT_ID)
     if not isinstance(account_id, str) or not re.fullmatch(r"[0-9a-f]{32}", account_id):
@@ -382,13 +380,8 @@ def parse_api_options(data: Any, where: str = "api", base: ApiOptions = ApiOptio
     data = _mapping(data, where, "of API options")
     _check_keys(data, {f.name for f in dataclasses.fields(ApiOptions)}, where)
     changes: dict[str, Any] = {}
-    if "already_exists_status" in data:
-        status = data["already_exists_status"]
-        if status not in ALREADY_EXISTS_STATUSES or isinstance(status, bool):
-            allowed = list(ALREADY_EXISTS_STATUSES)
-            raise ScenarioError(f"{where}.already_exists_status must be one of {allowed}, got {status!r}")
-        changes["already_exists_status"] = status
     for key, choices in (
+        ("already_exists_status", ALREADY_EXISTS_STATUSES),  # never a bool: True and False are 1 and 0
         ("params_encoding", PARAMS_ENCODINGS),
         ("output_encoding", OUTPUT_ENCODINGS),
         ("list_date_field", LIST_DATE_FIELDS),
