@@ -183,8 +183,7 @@ def event_type_warnings(
             f"waits for: {known}): the answer would be kept by the instance and never used. Check "
             "event_type."
         )
-    received = received_event_count(details, event_type)
-    if received:
+    if received := received_event_count(details, event_type):
         warnings.append(
             f"{received} step.waitForEvent step(s) of the instance for {event_type!r} already received an "
             "event: the answer goes to the next one for that type, if the Workflow waits again."

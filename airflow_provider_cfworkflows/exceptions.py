@@ -179,7 +179,9 @@ class CloudflareWorkflowsServerError(CloudflareWorkflowsError):
 
     @property
     def is_transient(self) -> bool:
-        return _transient_status(self.http_status)
+        # No status or a 2xx (a bad body, ``success: false``), or a retryable status.
+        status = self.http_status
+        return status is None or status < 300 or status in RETRYABLE_STATUS_CODES
 
     @property
     def may_have_taken_effect(self) -> bool:
@@ -190,9 +192,7 @@ class CloudflareWorkflowsServerError(CloudflareWorkflowsError):
 class CloudflareWorkflowsResponseError(CloudflareWorkflowsError):
     """The response could not be understood (malformed JSON, no envelope, unexpected shape)."""
 
-    @property
-    def is_transient(self) -> bool:
-        return _transient_status(self.http_status)
+    is_transient = CloudflareWorkflowsServerError.is_transient  # the status decides, as for a server fault
 
     @property
     def may_have_taken_effect(self) -> bool:
@@ -240,11 +240,6 @@ class CloudflareWorkflowsConnectionError(CloudflareWorkflowsError):
     @property
     def may_have_taken_effect(self) -> bool:
         return self.request_sent
-
-
-def _transient_status(http_status: int | None) -> bool:
-    """No status or a 2xx (a bad body, ``success: false``), or a retryable status."""
-    return http_status is None or http_status < 300 or http_status in RETRYABLE_STATUS_CODES
 
 
 def is_transient_error(error: BaseException) -> bool:

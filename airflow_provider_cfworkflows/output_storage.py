@@ -150,7 +150,7 @@ def remove_stale_temporaries(target: ObjectStoragePath, owner_tag: str) -> list[
     pattern = re.compile(re.escape(f"{target.path}.{owner_tag}.") + _UUID_HEX + re.escape(PARTIAL_SUFFIX))
     removed: list[str] = []
     for path in _siblings(target, f"{target.name}.{owner_tag}."):
-        if pattern.fullmatch(_strip_protocol(fs, path)):
+        if pattern.fullmatch(str(fs._strip_protocol(path))):
             _remove_quietly(fs, path)
             removed.append(path)
     if target.protocol in S3_PROTOCOLS:
@@ -187,10 +187,6 @@ def _abort_stale_uploads(fs: Any, path: str, owner_tag: str, pattern: re.Pattern
         if not page.get("IsTruncated"):
             return aborted
         markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
-
-
-def _strip_protocol(fs: AbstractFileSystem, path: str) -> str:
-    return str(fs._strip_protocol(path))
 
 
 def _check_owner_tag(owner_tag: str) -> str:

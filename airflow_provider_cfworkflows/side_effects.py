@@ -293,12 +293,6 @@ class Restart(Effect):
         queued = details.get("queued")
         return before is not None and isinstance(queued, str) and queued != before.get("queued")
 
-    def may_have_happened(self) -> str:
-        return (
-            f"The restart of instance {self.instance_id!r} of workflow {self.workflow_name!r} may have "
-            "happened"
-        )
-
     def not_twice(self) -> str:
         return "so the instance is not restarted twice"
 
@@ -394,22 +388,19 @@ class SideEffects:
         """
         ti = context["ti"]
         durable = getattr(task, "durable", True)
-        store = context.get("task_state_store") if durable else None
-        if not durable:
-            why = "durable=False"
-        else:
-            why = (
-                "no task state store in the task's context (Airflow before 3.3, or the task runs "
-                "outside Airflow's task runner)"
-            )
         return cls(
             hook=task.hook,
             log=task.log,
-            store=store,
+            store=context.get("task_state_store") if durable else None,
             try_number=int(ti.try_number),
             max_tries=int(ti.max_tries),
             retries=int(task.retries or 0),
-            why_no_store=why,
+            why_no_store=(
+                "no task state store in the task's context (Airflow before 3.3, or the task runs "
+                "outside Airflow's task runner)"
+                if durable
+                else "durable=False"
+            ),
         )
 
     # --- the task's tries ---------------------------------------------------------------------------

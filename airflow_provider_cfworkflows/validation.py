@@ -12,7 +12,8 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 from airflow_provider_cfworkflows.exceptions import CloudflareWorkflowsConfigurationError
 from airflow_provider_cfworkflows.statuses import InstanceStatus, StatusAction, StepType
@@ -48,6 +49,7 @@ DOT_SEGMENTS = frozenset({".", ".."})
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _STEP_COUNTER = re.compile(rf"(?P<base>.+)-[0-9]{{1,{MAX_STEP_COUNTER_DIGITS}}}", re.DOTALL)
 _ASCII_DIGITS = re.compile(r"[0-9]+")
+_Member = TypeVar("_Member", bound=Enum)
 RETENTION_KEYS = ("error_retention", "success_retention")
 # WorkflowRetentionDuration = `${number} ${"second"|"minute"|"hour"|"day"|"week"|"month"|"year"}${"s"|""}`
 # | number (milliseconds), from @cloudflare/workers-types; the REST reference says "duration in
@@ -161,10 +163,7 @@ def validate_step_name(value: Any) -> str:
 
 def validate_step_type(value: Any) -> StepType:
     """``"step"`` or ``"waitForEvent"``."""
-    try:
-        return StepType(value)
-    except ValueError:
-        raise _config_error(f"step_type must be one of {_choices(StepType)}, got {value!r}.") from None
+    return _member(StepType, value, "step_type")
 
 
 def validate_attempt(value: Any) -> int | None:
@@ -250,18 +249,12 @@ def validate_event_payload(value: Any) -> bytes:
 
 def validate_instance_status(value: Any) -> InstanceStatus:
     """One of the nine instance statuses."""
-    try:
-        return InstanceStatus(value)
-    except ValueError:
-        raise _config_error(f"status must be one of {_choices(InstanceStatus)}, got {value!r}.") from None
+    return _member(InstanceStatus, value, "status")
 
 
 def validate_status_action(value: Any) -> StatusAction:
     """``pause``, ``resume``, ``terminate`` or ``restart``."""
-    try:
-        return StatusAction(value)
-    except ValueError:
-        raise _config_error(f"action must be one of {_choices(StatusAction)}, got {value!r}.") from None
+    return _member(StatusAction, value, "action")
 
 
 def validate_states(value: Any, what: str) -> tuple[str, ...]:
@@ -318,8 +311,7 @@ def validate_instance_retention(value: Any) -> dict[str, int | float | str] | No
         raise _config_error(
             f"instance_retention must be a dict {shape}, got {type(value).__name__} {value!r}."
         )
-    unknown = sorted(str(key) for key in value if key not in RETENTION_KEYS)
-    if unknown:
+    if unknown := sorted(str(key) for key in value if key not in RETENTION_KEYS):
         raise _config_error(f"instance_retention has unknown keys {unknown}: it must be a dict {shape}.")
     for key, duration in value.items():
         if not _is_retention_duration(duration):
@@ -340,5 +332,10 @@ def _is_retention_duration(value: Any) -> bool:
     )
 
 
-def _choices(enum: Iterable[Any]) -> str:
-    return ", ".join(repr(str(member)) for member in enum)
+def _member(enum: type[_Member], value: Any, what: str) -> _Member:
+    """The member of ``enum`` that ``value`` names, or an error listing the members."""
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(repr(str(member)) for member in enum)
+        raise _config_error(f"{what} must be one of {choices}, got {value!r}.") from None

@@ -151,20 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gzip", action="store_true", help="gzip-encode answers when the request accepts gzip"
     )
-    parser.add_argument(
-        "--pause-delay",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="emulated seconds a paused instance is `waitingForPause` first (default 0)",
-    )
-    parser.add_argument(
-        "--rollback-duration",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="emulated seconds a terminate with rollback is `rollingBack` first (default 0)",
-    )
+    for flag, what in (
+        ("--pause-delay", "a paused instance is `waitingForPause`"),
+        ("--rollback-duration", "a terminate with rollback is `rollingBack`"),
+    ):
+        help_text = f"emulated seconds {what} first (default 0)"
+        parser.add_argument(flag, type=float, default=None, metavar="SECONDS", help=help_text)
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--access-log", action="store_true", help="log every request (off by default)")

@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from typing import Any
 from . import engine, errors, shapes
 from .clock import iso
 from .errors import ApiError
-from .scenario import ID_PATTERN, ApiOptions, StreamSpec
+from .scenario import ID_PATTERN, ApiOptions, StreamSpec, is_number
 from .state import EmulatorState, WorkflowRecord
 
 # Instance ids users may choose (ID_PATTERN); cron-made ids are longer and looser.
@@ -163,7 +164,7 @@ def decode_cursor(cursor: str) -> tuple[int, int | None]:
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         seq, total = data["after"], data.get("total")
-        if isinstance(seq, int) and not isinstance(seq, bool) and (total is None or type(total) is int):
+        if is_number(seq, int) and (total is None or type(total) is int):
             return seq, total
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
         pass
@@ -205,7 +206,7 @@ def parse_new_instance(item: Any, where: str, params_encoding: str = "lenient") 
         if not isinstance(retention, Mapping) or set(retention) - {"error_retention", "success_retention"}:
             raise _bad_request(f"{where}.instance_retention must be {{error_retention?, success_retention?}}")
         for key, value in retention.items():
-            if isinstance(value, bool) or not isinstance(value, int | float | str):
+            if not (is_number(value) or isinstance(value, str)):
                 raise _bad_request(
                     f"{where}.instance_retention.{key} must be milliseconds or a duration string"
                 )
@@ -350,11 +351,8 @@ class WorkflowsApi:
     # workflows and versions
 
     def workflow_result(self, record: WorkflowRecord, now: float) -> dict[str, Any]:
-        counts: dict[str, int] = {}
-        for instance in self.state.instances.get(record.name, {}).values():
-            status = engine.simulate(instance, now).status
-            counts[status] = counts.get(status, 0) + 1
-        return shapes.workflow(record, counts)
+        instances = self.state.instances.get(record.name, {}).values()
+        return shapes.workflow(record, dict(Counter(engine.simulate(i, now).status for i in instances)))
 
     def list_workflows(self, query: Mapping[str, str]) -> Reply:
         page = _int_param(query, "page", 1, 1, 10**9)
@@ -534,11 +532,8 @@ class WorkflowsApi:
                     "event_type": step.spec.event_type,
                 }
             )
-        if attempt_number is not None:
-            attempt = step.attempts[attempt_number - 1]
-            success, error = attempt.success, attempt.error
-        else:
-            success, error = step.success, step.error
+        run = step if attempt_number is None else step.attempts[attempt_number - 1]
+        success, error = run.success, run.error
         if success is None:
             # Still running. Without `attempt`, a non-null error = retrying after a failed attempt: while
             # waiting for the retry and during the next attempt (inferred for the latter).
@@ -571,9 +566,7 @@ class WorkflowsApi:
         if not isinstance(body, Mapping) or body.get("status") not in STATUS_ACTIONS:
             raise _bad_request(f"body.status must be one of {', '.join(STATUS_ACTIONS)}")
         action = str(body["status"])
-        rollback = body.get("rollback", False)
-        if rollback is None:
-            rollback = False
+        rollback = False if body.get("rollback") is None else body["rollback"]
         if not isinstance(rollback, bool):
             raise _bad_request("body.rollback must be true or false")
         restart_from = body.get("from")
@@ -614,7 +607,7 @@ class WorkflowsApi:
             raise _bad_request(
                 "body.from.name must be the step's base name (1-256 characters, no counter suffix)"
             )
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        if not is_number(count, int) or count < 1:
             raise _bad_request("body.from.count must be a whole number >= 1")
         if kind is not None and kind not in RESTART_FROM_TYPES:
             raise _bad_request(f"body.from.type must be one of {', '.join(RESTART_FROM_TYPES)}")

@@ -50,7 +50,7 @@ from .auth import token_label
 from .clock import iso
 from .errors import ApiError
 from .faults import Fault
-from .scenario import ScenarioError, parse_api_options, parse_rate_limit, parse_workflow
+from .scenario import ScenarioError, is_number, parse_api_options, parse_rate_limit, parse_workflow
 from .state import EmulatorState
 from .streams import stream_digest
 
@@ -85,9 +85,7 @@ async def handle(
             return 200, await _stream_digest(state, segments[1], segments[3], query.get("step"))
         with state.lock:
             return 200, _dispatch(state, method, segments, query, body)
-    except ControlError as error:
-        return error.status, {"error": error.message}
-    except ApiError as error:
+    except (ControlError, ApiError) as error:
         return error.status, {"error": error.message}
     except (ScenarioError, ValueError, TypeError) as error:
         return 400, {"error": str(error)}
@@ -212,7 +210,7 @@ def request_stats(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_number(value) or not math.isfinite(value):
         raise ControlError(400, f"{name} must be a finite number, got {value!r}")
     return float(value)
 

@@ -52,6 +52,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .scenario import is_number
+
 KINDS = (
     "rate_limit",
     "server_error",
@@ -116,38 +118,22 @@ class Fault:
             if not isinstance(self.method, str) or self.method.upper() not in METHODS:
                 raise ValueError(f"fault method must be one of {list(METHODS)} or null, got {self.method!r}")
             self.method = self.method.upper()
-        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+        if not is_number(self.count, int) or self.count < 1:
             raise ValueError(f"fault count must be a whole number >= 1, got {self.count!r}")
-        if isinstance(self.retry_after, int | float) and not isinstance(self.retry_after, bool):
+        if is_number(self.retry_after):
             self.retry_after = str(self.retry_after)
         if not isinstance(self.retry_after, str) or not self.retry_after:
             raise ValueError(f"fault retry_after must be seconds or an HTTP date, got {self.retry_after!r}")
         html_ok = self.kind == "html" and self.status == 200
-        if (
-            isinstance(self.status, bool)
-            or not isinstance(self.status, int)
-            or not (400 <= self.status <= 599 or html_ok)
-        ):
+        if not is_number(self.status, int) or not (400 <= self.status <= 599 or html_ok):
             raise ValueError(
                 f"fault status must be an HTTP error status (400-599; html also 200), got {self.status!r}"
             )
-        if self.after_bytes is not None and (
-            isinstance(self.after_bytes, bool)
-            or not isinstance(self.after_bytes, int)
-            or self.after_bytes < 0
-        ):
+        if self.after_bytes is not None and (not is_number(self.after_bytes, int) or self.after_bytes < 0):
             raise ValueError(f"fault after_bytes must be a whole number >= 0, got {self.after_bytes!r}")
-        if (
-            isinstance(self.seconds, bool)
-            or not isinstance(self.seconds, int | float)
-            or not 0 <= self.seconds <= MAX_DELAY_SECONDS
-        ):
+        if not is_number(self.seconds) or not 0 <= self.seconds <= MAX_DELAY_SECONDS:
             raise ValueError(f"fault seconds must be from 0 to {MAX_DELAY_SECONDS:g}, got {self.seconds!r}")
-        if (
-            isinstance(self.interval, bool)
-            or not isinstance(self.interval, int | float)
-            or not 0 < self.interval <= MAX_DELAY_SECONDS
-        ):
+        if not is_number(self.interval) or not 0 < self.interval <= MAX_DELAY_SECONDS:
             raise ValueError(
                 f"fault interval must be more than 0 and at most {MAX_DELAY_SECONDS:g}, got {self.interval!r}"
             )
@@ -157,8 +143,7 @@ class Fault:
             and all(
                 isinstance(link, Mapping)
                 and set(link) == {"code", "message"}
-                and isinstance(link["code"], int)
-                and not isinstance(link["code"], bool)
+                and is_number(link["code"], int)
                 and isinstance(link["message"], str)
                 for link in self.error_chain
             )
@@ -173,8 +158,7 @@ class Fault:
         if not isinstance(data, Mapping):
             raise ValueError("a fault must be a JSON object with at least 'kind'")
         allowed = {f.name for f in fields(cls) if f.init}
-        unknown = set(data) - allowed
-        if unknown:
+        if unknown := set(data) - allowed:
             raise ValueError(f"unknown fault field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
         if "kind" not in data:
             raise ValueError(f"a fault needs 'kind', one of {list(KINDS)}")

@@ -177,10 +177,7 @@ class WireResponse(Response):
         if transport is None:
             raise RuntimeError("header_drip needs the connection's transport (run the emulator's app)")
         body = b"".join(self.chunks)
-        try:
-            reason = HTTPStatus(self.status_code).phrase
-        except ValueError:
-            reason = "Error"
+        reason = _reason(self.status_code)
         framing = (b"content-length", b"transfer-encoding", b"connection")
         head = f"HTTP/1.1 {self.status_code} {reason}\r\n".encode("latin-1") + b"".join(
             name + b": " + value + b"\r\n" for name, value in self.raw_headers if name.lower() not in framing
@@ -231,8 +228,7 @@ def _gzip(chunks: Iterable[bytes], size: int | None) -> tuple[Iterable[bytes], i
 def _gzip_stream(chunks: Iterable[bytes]) -> Iterator[bytes]:
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
     for chunk in chunks:
-        encoded = compressor.compress(chunk)
-        if encoded:
+        if encoded := compressor.compress(chunk):
             yield encoded
     yield compressor.flush()
 
@@ -246,12 +242,16 @@ def json_response(
 
 def html_error_page(status: int) -> WireResponse:
     """An HTML error page with ``status`` (5xx, or 200 as some proxies and captive portals send)."""
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Error"
-    page = HTML_ERROR_PAGE.format(status=status, reason=reason).encode()
+    page = HTML_ERROR_PAGE.format(status=status, reason=_reason(status)).encode()
     return WireResponse([page], len(page), status=status, media_type=HTML_TYPE)
+
+
+def _reason(status: int) -> str:
+    """The reason phrase of an HTTP status ("Error" for a status without one)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def endless_json() -> Iterator[bytes]:

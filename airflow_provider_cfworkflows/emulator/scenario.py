@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 import yaml
@@ -166,25 +167,20 @@ class Scenario:
 # --- field checks ------------------------------------------------------------------------------
 
 
+def is_number(value: Any, kinds: type | UnionType = int | float) -> bool:
+    """Whether ``value`` is one of ``kinds`` (a JSON number), and not a ``bool`` (which is an ``int``)."""
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
 def _number(value: Any, where: str, *, minimum: float = 0.0, maximum: float = math.inf) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or math.isnan(value)
-        or not minimum <= value <= maximum
-    ):
+    if not is_number(value) or math.isnan(value) or not minimum <= value <= maximum:
         limits = f">= {minimum:g}" if maximum == math.inf else f"from {minimum:g} to {maximum:g}"
         raise ScenarioError(f"{where} must be a number {limits}, got {value!r}")
     return float(value)
 
 
 def _integer(value: Any, where: str, *, minimum: int = 0, maximum: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
+    if not is_number(value, int) or value < minimum or (maximum is not None and value > maximum):
         limits = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
         raise ScenarioError(f"{where} must be a whole number {limits}, got {value!r}")
     return value
@@ -204,9 +200,17 @@ def _mapping(value: Any, where: str, what: str) -> Mapping[str, Any]:
     return value
 
 
+def _list(value: Any, where: str) -> list[Any]:
+    """A list; None (or left out) is an empty one."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ScenarioError(f"{where} must be a list, got {value!r}")
+    return value
+
+
 def _check_keys(data: Mapping[str, Any], allowed: frozenset[str] | set[str], where: str) -> None:
-    unknown = set(data) - set(allowed)
-    if unknown:
+    if unknown := set(data) - set(allowed):
         raise ScenarioError(f"{where} has unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
 
 
@@ -327,11 +331,7 @@ def parse_workflow(data: Any, where: str = "workflow") -> WorkflowSpec:
     data = _mapping(data, where, "a workflow")
     _check_keys(data, {"name", "class_name", "script_name", "queue_delay", "output", "steps"}, where)
     name = _text(data.get("name"), f"{where}.name", max_length=MAX_WORKFLOW_NAME)
-    steps = data.get("steps", [])
-    if steps is None:
-        steps = []
-    if not isinstance(steps, list):
-        raise ScenarioError(f"{where}.steps must be a list, got {steps!r}")
+    steps = _list(data.get("steps"), f"{where}.steps")
     _json_size(data.get("output"), f"{where}.output")
     return WorkflowSpec(
         name=name,
@@ -355,15 +355,10 @@ def parse_scenario(data: Any) -> Scenario:
         {"account_id", "api_token", "email", "api_key", "time_scale", "api", "rate_limit", "workflows"},
         "scenario",
     )
-    workflows = data.get("workflows", [])
-    if workflows is None:
-        workflows = []
-    if not isinstance(workflows, list):
-        raise ScenarioError(f"scenario.workflows must be a list, got {workflows!r}")
+    workflows = _list(data.get("workflows"), "scenario.workflows")
     parsed = tuple(parse_workflow(item, f"workflows[{i}]") for i, item in enumerate(workflows))
     names = [workflow.name for workflow in parsed]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
         raise ScenarioError(f"workflows[].name must be unique; repeated: {duplicates}")
     account_id = data.get("account_id", DEFAULT_ACCOUNT_ID)
     if not isinstance(account_id, str) or not re.fullmatch(r"[0-9a-f]{32}", account_id):
@@ -385,13 +380,8 @@ def parse_api_options(data: Any, where: str = "api", base: ApiOptions = ApiOptio
     data = _mapping(data, where, "of API options")
     _check_keys(data, {f.name for f in dataclasses.fields(ApiOptions)}, where)
     changes: dict[str, Any] = {}
-    if "already_exists_status" in data:
-        status = data["already_exists_status"]
-        if status not in ALREADY_EXISTS_STATUSES or isinstance(status, bool):
-            allowed = list(ALREADY_EXISTS_STATUSES)
-            raise ScenarioError(f"{where}.already_exists_status must be one of {allowed}, got {status!r}")
-        changes["already_exists_status"] = status
     for key, choices in (
+        ("already_exists_status", ALREADY_EXISTS_STATUSES),  # never a bool: True and False are 1 and 0
         ("params_encoding", PARAMS_ENCODINGS),
         ("output_encoding", OUTPUT_ENCODINGS),
         ("list_date_field", LIST_DATE_FIELDS),

@@ -12,6 +12,7 @@ from typing import Any
 
 from . import engine
 from .clock import iso
+from .scenario import StepSpec
 from .state import WorkflowRecord
 from .streams import stream_head
 
@@ -88,6 +89,17 @@ def stream_preview(size: int, seed: int, text: bool) -> str:
     return shown + TRUNCATED_MARKER if cut_by_bytes or _js_length(decoded) > PREVIEW_LIMIT else shown
 
 
+def _do_config(spec: StepSpec) -> dict[str, Any]:
+    """A ``step.do``'s config: its retries (the delay in milliseconds, like production) and timeout."""
+    retries = spec.retries
+    retries_config = {
+        "limit": retries.limit,
+        "delay": round(retries.delay * 1000),
+        "backoff": retries.backoff,
+    }
+    return {"retries": retries_config, "timeout": STEP_TIMEOUT_CONFIG}
+
+
 def _error(error: Any) -> dict[str, str] | None:
     return None if error is None else {"name": str(error["name"]), "message": str(error["message"])}
 
@@ -96,14 +108,7 @@ def step_entry(step: engine.StepRun) -> dict[str, Any]:
     """One entry of the details' ``steps`` array."""
     spec = step.spec
     if spec.kind == "do":
-        config: dict[str, Any] = {
-            "retries": {
-                "limit": spec.retries.limit,
-                "delay": round(spec.retries.delay * 1000),  # milliseconds, like production
-                "backoff": spec.retries.backoff,
-            },
-            "timeout": STEP_TIMEOUT_CONFIG,
-        }
+        config = _do_config(spec)
         if spec.sensitive:
             config["sensitive"] = "output"
         return {
@@ -258,17 +263,7 @@ def graph_node(step: Any) -> dict[str, Any]:
     if step.kind == "waitForEvent":
         options = {"event_type": step.event_type, "timeout": round(step.timeout * 1000)}
         return {"type": "step_wait_for_event", "name": step.name, "options": options}
-    retries = {
-        "limit": step.retries.limit,
-        "delay": round(step.retries.delay * 1000),
-        "backoff": step.retries.backoff,
-    }
-    return {
-        "type": "step_do",
-        "name": step.name,
-        "config": {"retries": retries, "timeout": STEP_TIMEOUT_CONFIG},
-        "nodes": [],
-    }
+    return {"type": "step_do", "name": step.name, "config": _do_config(step), "nodes": []}
 
 
 def version_graph(record: WorkflowRecord) -> dict[str, Any]:

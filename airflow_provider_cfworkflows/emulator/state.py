@@ -83,8 +83,7 @@ class EmulatorState:
             now = self.clock.now()
             record = self.workflows.get(spec.name)
             if record is None:
-                record = WorkflowRecord(spec, created_at=now, modified_at=now)
-                self.workflows[spec.name] = record
+                record = self.workflows[spec.name] = WorkflowRecord(spec, created_at=now, modified_at=now)
             else:
                 record.spec, record.modified_at = spec, now
             self.instances.setdefault(spec.name, {})

@@ -220,11 +220,8 @@ class CloudflareWorkflowApprovalOperator(
             raise CloudflareWorkflowInstanceEndedError(
                 f"Instance {self.instance_id!r} of workflow {self.workflow_name!r} is {status}: it can no "
                 f"longer receive the event {self.event_type!r}, so {consequence}. "
-                f"{self._dashboard_url()}"
+                + instance_dashboard_url(self.resolve_account_id(), self.workflow_name, self.instance_id)
             )
-
-    def _dashboard_url(self) -> str:
-        return instance_dashboard_url(self.resolve_account_id(), self.workflow_name, self.instance_id)
 
     # --- the answer ---------------------------------------------------------------------------------
 

@@ -68,17 +68,12 @@ class _OwnInstance:
     account_id: str
 
 
-def _map_index(ti: Any) -> int:
-    return ti.map_index if ti.map_index is not None else -1
-
-
 def _derived_id(context: Context, retries: int, *, item: int | None = None) -> str:
     """The id derived from the task instance and its current series of tries (a clear starts a new one)."""
     ti = context["ti"]
     series = first_try_of_series(ti.try_number, ti.max_tries, retries)
-    return derive_instance_id(
-        ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), item=item, first_try_number=series
-    )
+    map_index = ti.map_index if ti.map_index is not None else -1
+    return derive_instance_id(ti.dag_id, ti.run_id, ti.task_id, map_index, item=item, first_try_number=series)
 
 
 class CloudflareWorkflowCreateInstanceOperator(CloudflareWorkflowsDurableOperator):
@@ -433,8 +428,7 @@ class CloudflareWorkflowCreateInstancesOperator(CloudflareWorkflowsBaseOperator)
                 raise CloudflareWorkflowsConfigurationError(
                     f"instances[{position}] must be a dict with optional {_ITEM_KEYS_TEXT}, got {item!r}."
                 )
-            unknown = set(item) - set(BATCH_ITEM_KEYS)
-            if unknown:
+            if unknown := set(item) - set(BATCH_ITEM_KEYS):
                 raise CloudflareWorkflowsConfigurationError(
                     f"instances[{position}] has unknown keys {sorted(unknown)}; allowed: {_ITEM_KEYS_TEXT}."
                 )

@@ -244,14 +244,13 @@ class CloudflareWorkflowStepOutputOperator(CloudflareWorkflowsBaseOperator):
         ti = context["ti"]
         map_index = ti.map_index if ti.map_index is not None else -1
         owner_tag = owner_tag_for(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=map_index)
-        if target is None:
-            return owner_tag
-        try:
-            remove_stale_temporaries(target, owner_tag)  # it logs what it removed
-        except Exception as error:
-            self.log.warning(
-                "Could not look for temporaries left by earlier tries next to %s: %s", target, error
-            )
+        if target is not None:
+            try:
+                remove_stale_temporaries(target, owner_tag)  # it logs what it removed
+            except Exception as error:
+                self.log.warning(
+                    "Could not look for temporaries left by earlier tries next to %s: %s", target, error
+                )
         return owner_tag
 
     def _write_stream(
