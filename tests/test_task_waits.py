@@ -293,6 +293,30 @@ def test_sensor_seconds_are_finite_and_positive(name, value):
         )
 
 
+@pytest.mark.parametrize("level", ["dag", "task"])
+def test_sensor_seconds_from_default_args_are_checked_too(level):
+    from airflow.sdk import DAG
+
+    defaults = {"poke_interval": 0, "timeout": float("inf")}
+    task_defaults = {"default_args": defaults} if level == "task" else {}
+    with DAG(dag_id=f"seconds_{level}", schedule=None, default_args=defaults if level == "dag" else {}):
+        for sensor, extra in (
+            (CloudflareWorkflowInstanceSensor, {}),
+            (CloudflareWorkflowStepSensor, {"step_name": "s"}),
+        ):
+            with pytest.raises(CloudflareWorkflowsConfigurationError, match=r"^poke_interval must be"):
+                sensor(task_id="wait", workflow_name=WORKFLOW, instance_id=INSTANCE, **extra, **task_defaults)
+            with pytest.raises(CloudflareWorkflowsConfigurationError, match=r"^timeout must be"):
+                sensor(
+                    task_id="wait",
+                    workflow_name=WORKFLOW,
+                    instance_id=INSTANCE,
+                    poke_interval=5,  # an argument beats default_args, so only the timeout is wrong
+                    **extra,
+                    **task_defaults,
+                )
+
+
 def test_sensor_seconds_may_be_timedeltas():
     sensor = CloudflareWorkflowInstanceSensor(
         task_id="wait",

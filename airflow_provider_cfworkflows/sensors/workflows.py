@@ -64,10 +64,14 @@ class _CloudflareWorkflowsSensor(CloudflareWorkflowsBaseSensor):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
-        # Airflow takes 0 and True, and fails on infinity with a bare OverflowError.
+        # Airflow takes 0 and True, and fails on infinity with a bare OverflowError. Values from
+        # default_args (the task's and the DAG's, merged by Airflow's metaclass) reach
+        # BaseSensorOperator without passing here by name: they are in kwargs["default_args"].
+        default_args = kwargs.get("default_args") or {}
         for seconds in ("poke_interval", "timeout"):
-            if kwargs.get(seconds) is not None:
-                validate_positive_seconds(kwargs[seconds], seconds)
+            value = kwargs.get(seconds, default_args.get(seconds))
+            if value is not None:
+                validate_positive_seconds(value, seconds)
         super().__init__(account_id=account_id, cloudflare_conn_id=cloudflare_conn_id, **kwargs)
         self.workflow_name = workflow_name
         self.instance_id = instance_id
