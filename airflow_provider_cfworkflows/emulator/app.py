@@ -238,7 +238,7 @@ def _parse_body(raw_body: bytes) -> tuple[Any, bool]:
         return None, True
     try:
         return json.loads(raw_body), True
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nested too deeply for Python: a 400, not a 500
         return None, False
 
 

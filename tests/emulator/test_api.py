@@ -181,6 +181,15 @@ def test_other_create_validation(client, make_workflow):
     assert error(malformed, 400) == (6007, "Malformed JSON in request body")
 
 
+def test_a_body_nested_too_deeply_to_read_is_refused_not_a_crash(client, emu, make_workflow):
+    name = make_workflow([])
+    deep = b"[" * 100_000 + b"]" * 100_000  # valid JSON, deeper than Python's recursion limit
+    refused = client.post(f"/{name}/instances", content=deep, headers={"content-type": "application/json"})
+    assert error(refused, 400) == (6007, "Malformed JSON in request body")
+    control = httpx.put(f"{emu.url}/__emulator/workflows/{name}", content=deep, timeout=10)
+    assert (control.status_code, control.json()) == (400, {"error": "the body is not valid JSON"})
+
+
 def test_batch_create_skips_existing_ids(client, make_workflow):
     name = make_workflow([{"name": "a", "duration": 1}])
     result(client.post(f"/{name}/instances", json={"instance_id": "b2"}))
