@@ -187,8 +187,34 @@ async def _watchdog(gaps: list[tuple[float, float]], stop: asyncio.Event) -> Non
         gaps.append((before, time.monotonic()))
 
 
+async def _heap_census(after: float, census: dict[str, Any]) -> None:
+    """
+    ``after`` seconds from now, what the collector tracks (frozen objects aside): how many objects, per
+    watcher alive then, and the most common types. Counting walks the heap: it stalls the loop too.
+    """
+    from airflow_provider_cfworkflows.triggers import watchers
+
+    await asyncio.sleep(after)
+    alive = len(watchers.watchers())
+    tracked = Counter(type(thing).__name__ for thing in gc.get_objects())
+    total = sum(tracked.values())
+    census.update(
+        after_seconds=after,
+        watchers=alive,
+        tracked_objects=total,
+        frozen_objects=gc.get_freeze_count(),
+        tracked_per_watcher=round(total / max(alive, 1), 1),
+        most_common={name: count for name, count in tracked.most_common(12)},
+    )
+
+
 async def _run_triggers(
-    triggers: list[Any], duration: float | None, warmup: float, steady: dict[str, float]
+    triggers: list[Any],
+    duration: float | None,
+    warmup: float,
+    steady: dict[str, float],
+    census: dict[str, Any] | None = None,
+    census_after: float = 0.0,
 ) -> tuple[list[tuple[float, dict[str, Any]]], list[tuple[float, float]], float]:
     """
     Start the triggers as Airflow's triggerer does (one task each, yielding to the loop between two:
@@ -196,6 +222,7 @@ async def _run_triggers(
     ``duration`` seconds after a ``warmup`` (then cancel them; ``steady`` gets the times and the loop's
     CPU seconds of the part after the warm-up). Returns the events, the watchdog's sleeps (start, end)
     and the CPU seconds of the loop's thread (without the threads that drain the emulator's output).
+    With ``census``, :func:`_heap_census` fills it ``census_after`` seconds after the triggers started.
     """
     loop_cpu = time.thread_time()
 
@@ -213,6 +240,8 @@ async def _run_triggers(
     for trigger in triggers:
         tasks.append(asyncio.create_task(first_event(trigger)))
         await asyncio.sleep(0)
+    if census is not None:
+        census_task = asyncio.create_task(_heap_census(census_after, census))
     if duration is None:
         results = await asyncio.gather(*tasks)
     else:
@@ -224,6 +253,8 @@ async def _run_triggers(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         results = [task.result() for task in tasks if not task.cancelled()]
+    if census is not None:
+        census_task.cancel()  # a run shorter than census_after has no census
     assert watchers.watchers() == {}, "a watcher outlived its triggers"
     deadline = time.monotonic() + 10
     while watchers.shared_hooks() and time.monotonic() < deadline:
@@ -511,8 +542,11 @@ def run_layout(
     steady: dict[str, float] = {}
     if args.gc_freeze:
         gc.freeze()  # what a deployment may do once the triggerer has started (see docs/benchmarks.md)
+    census: dict[str, Any] | None = {} if args.heap_census is not None else None
     with GarbageCollections() as collections, LoopSteps(collections) as steps:
-        results, gaps, loop_cpu = asyncio.run(_run_triggers(triggers, args.duration, args.warmup, steady))
+        results, gaps, loop_cpu = asyncio.run(
+            _run_triggers(triggers, args.duration, args.warmup, steady, census, args.heap_census or 0.0)
+        )
     if args.gc_freeze:
         gc.unfreeze()
     longest_gap = max((end - start for start, end in gaps), default=0.0)
@@ -568,6 +602,8 @@ def run_layout(
         "full_gc_pauses": len(full),
         "longest_full_gc_pause_seconds": round(max(full, default=0.0), 3),
     }
+    if census:
+        result["heap_census"] = census
     if steady:
         in_steady = sum(1 for moment in times if steady["started"] <= moment <= steady["ended"])
         result.update(
@@ -696,6 +732,13 @@ if __name__ == "__main__":
         "--gc-freeze",
         action="store_true",
         help="gc.freeze() before the triggers start (the collector then skips the start-up heap)",
+    )
+    parser.add_argument(
+        "--heap-census",
+        type=float,
+        metavar="SECONDS",
+        help="that many real seconds after the triggers start, count what the garbage collector tracks "
+        "(per watcher alive, by type); the count itself stalls the loop, so measure stalls without it",
     )
     parser.add_argument(
         "--one-workflow",
