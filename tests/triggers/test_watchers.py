@@ -1,6 +1,7 @@
 """Coalesced polling against the real emulator on 127.0.0.1: triggers of one event loop that wait on one
 instance share one look per interval, a look at a step that has not finished costs one request (sync
-poke and trigger alike), and a cancelled or finished trigger leaves the registry empty."""
+poke and trigger alike), a cancelled or finished trigger leaves the registry empty, and between looks
+a watcher is no task of its own."""
 
 from __future__ import annotations
 
@@ -286,3 +287,29 @@ async def test_when_the_budget_binds_the_instances_are_looked_at_in_turn(cloudfl
         behind = sum(1 for other, count in counts.items() if other != instance and count < counts[instance])
         assert behind <= MAX_LOOKS_IN_FLIGHT, (instance, counts)
         counts[instance] += 1
+
+
+async def test_between_looks_a_watcher_is_no_task_and_a_trigger_waits_on_one_future(cloudflare_conn):
+    emulator = cloudflare_conn
+    workflow = put_workflow(emulator, [{"name": "slow", "duration": 600}])
+    instances = [create_instance(emulator, workflow) for _ in range(5)]
+    triggers = [
+        asyncio.create_task(first_event(step_trigger(workflow, instance_id, "slow", poll_interval=60)))
+        for instance_id in instances
+        for _ in range(2)
+    ]
+    await until(
+        lambda: len(watchers.watchers()) == 5 and all(w.looks >= 1 for w in watchers.watchers().values())
+    )
+
+    def looks_in_flight():
+        return [task for task in asyncio.all_tasks() if task.get_name().startswith("cloudflare-workflows-")]
+
+    await until(lambda: not looks_in_flight())
+    # Until the next look (a minute away) the only tasks are the triggers' own and this test's: the five
+    # watchers wait in the connection's alarms, the triggers for their subscription's future.
+    assert asyncio.all_tasks() == {*triggers, asyncio.current_task()}
+    for task in triggers:
+        task.cancel()
+    await asyncio.gather(*triggers, return_exceptions=True)
+    assert watchers.watchers() == {}
