@@ -2,9 +2,9 @@
 
 Every trigger that waits on the same (connection, account, workflow, instance) subscribes to one
 :class:`InstanceWatcher`, which reads the instance details once per interval (the shortest among its
-subscribers) and hands each look, or the error it got, to all of them. A trigger
-decides on each look with the pure checks of :mod:`~airflow_provider_cfworkflows.checks` and makes its
-own call only where the details cannot answer (``/step`` for an entry they cannot read).
+subscribers) and hands each look, or the error it got, to all of them. A trigger decides on each look
+with the pure checks of :mod:`~airflow_provider_cfworkflows.checks` and makes its own call only where
+the details cannot answer (``/step`` for an entry they cannot read).
 
 Requests per interval, per instance: one, however many triggers watch it (full details when any of
 them waits for a step, ``simple=true`` when all wait for the instance). So 1,000 step waits over 100
@@ -357,32 +357,39 @@ class InstanceWatcher:
         self._look_now = False
         # A fresh context: the look must not inherit the deadline (or log context) of whichever trigger
         # or look led to this turn; it serves all the subscribers.
-        self._looking = asyncio.get_running_loop().create_task(
+        looking = self._looking = asyncio.get_running_loop().create_task(
             self._look_in_turn(),
             name=f"cloudflare-workflows-look:{self.key.workflow_name}/{self.key.instance_id}",
             context=contextvars.Context(),
         )
+        # A done callback, not a finally: a task cancelled before it started never runs its coroutine.
+        looking.add_done_callback(self._look_ended)
         return True
 
     # --- a look --------------------------------------------------------------------------------------
 
     async def _look_in_turn(self) -> None:
-        try:
-            reference = None if self.lister is None else self.lister.reference(self)
-            look = await self._look()
-        finally:
-            self._looking = None
-            self._shared.turns.release()
-            if self.stopped:
-                self._hooks.release(self._shared)
-        if self.stopped:
-            return
+        reference = None if self.lister is None else self.lister.reference(self)
+        look = await self._look()
         self._publish(look)
         if look.details is not None:
             self._direct_at, self._reference = look.taken_at, reference
             if self.lister is not None:
                 self.lister.looked(self, look.details)
-        self._schedule()
+
+    def _look_ended(self, looking: asyncio.Task[None]) -> None:
+        """The look's task ended (or was cancelled, perhaps before it started): the turn goes on."""
+        self._looking = None
+        self._shared.turns.release()
+        if not looking.cancelled() and (error := looking.exception()) is not None:
+            key = self.key
+            log.error(
+                "Looking at instance %r of %r failed", key.instance_id, key.workflow_name, exc_info=error
+            )
+        if self.stopped:
+            self._hooks.release(self._shared)
+        else:
+            self._schedule()
 
     async def _look(self) -> Look:
         full = self.needs_steps

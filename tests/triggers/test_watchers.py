@@ -313,3 +313,23 @@ async def test_between_looks_a_watcher_is_no_task_and_a_trigger_waits_on_one_fut
         task.cancel()
     await asyncio.gather(*triggers, return_exceptions=True)
     assert watchers.watchers() == {}
+
+
+async def test_a_look_cancelled_before_it_started_gives_its_turn_and_its_hook_back(cloudflare_conn):
+    emulator = cloudflare_conn
+    workflow = put_workflow(emulator, [{"name": "slow", "duration": 600}])
+    instances = [create_instance(emulator, workflow) for _ in range(MAX_LOOKS_IN_FLIGHT + 1)]
+    kept = asyncio.create_task(first_event(step_trigger(workflow, instances[0], "slow", poll_interval=60)))
+    await until(lambda: [watcher.looks for watcher in watchers.watchers().values()] == [1])
+    for instance_id in instances[1:]:  # as many as there are turns
+        key = watchers.WatchKey("cloudflare_default", None, workflow, instance_id)
+        with watchers.watch(key, poll_interval=INTERVAL, full=True, deadline=time.time() + 30):
+            pass  # given a turn at once, and gone before its look could start
+    started = time.time()
+    event = await first_event(step_trigger(workflow, instances[1], "slow", seconds=INTERVAL * 4))
+    assert event["status"] == "timeout"
+    looked = [entry for entry in api_requests(emulator, started) if instances[1] in entry["raw_path"]]
+    assert len(looked) >= 2  # the turns came back: it looked, once per interval
+    kept.cancel()
+    await asyncio.gather(kept, return_exceptions=True)
+    await until(lambda: watchers.shared_hooks() == {})
