@@ -9,8 +9,8 @@ The words the code uses, one meaning each:
   (:mod:`.looks` makes the calls, for both transports).
 - **check**: the decision a look leads to (success, failure, or not yet), pure code
   (:mod:`.checks`).
-- **watcher**: the one task of a triggerer that looks at an instance for all the triggers waiting on
-  it (:mod:`.triggers.watchers`).
+- **watcher**: what looks at an instance, in a triggerer, for all the triggers waiting on it
+  (:mod:`.triggers.watchers`).
 - **instance details**: the answer of ``GET .../instances/{id}``, with its step log
   (:mod:`.instance_details` reads them).
 

@@ -66,6 +66,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -187,16 +188,29 @@ async def _watchdog(gaps: list[tuple[float, float]], stop: asyncio.Event) -> Non
         gaps.append((before, time.monotonic()))
 
 
+def _kind(thing: object) -> str:
+    """A tracked object's type, with what it runs or holds where the type alone says little."""
+    kind = type(thing).__name__
+    if isinstance(thing, types.CoroutineType | types.MethodType | types.BuiltinMethodType):
+        return f"{kind} {thing.__qualname__}"
+    if isinstance(thing, asyncio.TimerHandle):
+        return f"{kind} {getattr(thing._callback, '__qualname__', 'cancelled')}"
+    if type(thing) is tuple:
+        return f"{kind} ({', '.join(type(item).__name__ for item in thing[:4])})"
+    return kind
+
+
 async def _heap_census(after: float, census: dict[str, Any]) -> None:
     """
     ``after`` seconds from now, what the collector tracks (frozen objects aside): how many objects, per
-    watcher alive then, and the most common types. Counting walks the heap: it stalls the loop too.
+    watcher alive then, and the most common kinds (see :func:`_kind`). Counting walks the heap: it stalls
+    the loop too.
     """
     from airflow_provider_cfworkflows.triggers import watchers
 
     await asyncio.sleep(after)
     alive = len(watchers.watchers())
-    tracked = Counter(type(thing).__name__ for thing in gc.get_objects())
+    tracked = Counter(_kind(thing) for thing in gc.get_objects())
     total = sum(tracked.values())
     census.update(
         after_seconds=after,
@@ -204,7 +218,7 @@ async def _heap_census(after: float, census: dict[str, Any]) -> None:
         tracked_objects=total,
         frozen_objects=gc.get_freeze_count(),
         tracked_per_watcher=round(total / max(alive, 1), 1),
-        most_common={name: count for name, count in tracked.most_common(12)},
+        most_common={name: count for name, count in tracked.most_common(25)},
     )
 
 

@@ -277,13 +277,9 @@ class WorkflowLister:
                                 if not self._worth(pages + 1):
                                     self._dearer(pages + 1)
                                     return None
-                                async with shared.turns.turn(
-                                    last_look_at=started_at,
-                                    due_at=time.monotonic(),
-                                    interval=interval,
-                                    watchers=shared.users,
-                                    rank=Rank.LISTING,
-                                ):
+                                async with shared.turns.turn(last_look_at=started_at, rank=Rank.LISTING):
+                                    now = time.monotonic()
+                                    shared.turns.note_turn(now, now, interval, shared.users)
                                     page = await anext(listing, None)
                                 if page is None:
                                     break
@@ -297,7 +293,7 @@ class WorkflowLister:
             self._hooks.retire(shared)
             raise
         finally:
-            await self._hooks.release(shared)
+            self._hooks.release(shared)
         return ListingRound(started_at, started_wall, instances, pages)
 
     def _worth(self, pages: int) -> bool:

@@ -11,11 +11,16 @@ not in the HTTP client's connection pool (whose queue costs time per waiting req
 
 Turns have a rank before that order (:class:`Rank`): the pages of a Workflow's listing
 (:mod:`.listers`) go first, since each answers for up to 100 watchers; then the looks watchers need;
-last the looks only the safety net asks for, which take what the budget leaves. A watcher waiting with
-a low rank is moved up when it needs its look after all (:meth:`LookTurns.hurry`). While a listing is
+last the looks only the safety net asks for, which take what the budget leaves. A waiting watcher is
+moved up by queueing it again with a better rank (its older entry is then skipped). While a listing is
 under way (:meth:`LookTurns.listing`) the other looks wait: a look already holding a turn would take the
 rate limiter's next slot before each page (it hands slots out in the order they are asked for), and
 every page delayed delays the news of up to 100 instances.
+
+A waiting watcher costs an entry in a heap, not a task: the queue calls :meth:`TurnTaker.take_turn`
+when its turn comes, and :class:`Alarms` wakes watchers when their next look is due with one loop timer
+for all the watchers of a connection. Ten thousand idle watchers are then ten thousand small objects,
+which keeps the pauses of Python's garbage collector short (``docs/benchmarks.md``).
 
 The interval the budget allows is logged once when it stretches the watchers' interval (and again when
 it changes by half or more, and when it no longer does), not on each look.
@@ -24,15 +29,17 @@ it changes by half or more, and when it no longer does), not on each look.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from enum import IntEnum
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +66,32 @@ class Rank(IntEnum):
     SAFETY_NET = 3  # a look only the safety net asks for: a listing vouches for the instance meanwhile
 
 
-class TurnTicket:
-    """A watcher's place in the queue while it waits, so that :meth:`LookTurns.hurry` can move it up."""
+class TurnTaker(Protocol):
+    """What waits in :class:`LookTurns`: a watcher, or the future of :meth:`LookTurns.turn`."""
+
+    # The order of its live entry in the queue (set by the queue; None: not waiting). Older entries of
+    # the same taker, left in the heap when it was queued again, are skipped.
+    turn_order: int | None
+
+    def take_turn(self) -> bool:
+        """
+        Its turn came: True if it takes it (it then calls :meth:`LookTurns.release` once, when its look is
+        done), False if it no longer needs it (the turn goes to the next one).
+        """
+
+
+class _Waiter:
+    """A turn awaited by a task (:meth:`LookTurns.turn`)."""
 
     def __init__(self) -> None:
-        self.future: asyncio.Future[None] | None = None
-        self.last_look_at = -math.inf
+        self.turn_order: int | None = None
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def take_turn(self) -> bool:
+        if self.future.done():  # cancelled meanwhile
+            return False
+        self.future.set_result(None)
+        return True
 
 
 class LookTurns:
@@ -78,9 +105,8 @@ class LookTurns:
     def __init__(self, *, label: str, concurrency: int = MAX_LOOKS_IN_FLIGHT) -> None:
         self.label = label
         self._free = concurrency
-        # (rank, last look), arrival, the waiter; a waiter moved up has a second entry (the first one is
-        # dropped when it comes up, its future being done by then).
-        self._waiting: list[tuple[tuple[int, float], int, asyncio.Future[None]]] = []
+        # (rank, last look, arrival, the taker): arrival is the taker's turn_order while the entry is live.
+        self._waiting: list[tuple[int, float, int, TurnTaker]] = []
         self._order = itertools.count()
         self._granted: deque[float] = deque(maxlen=RATE_SAMPLE)
         self._logged_interval: float | None = None  # the stretched interval last logged, None: not stretched
@@ -90,49 +116,47 @@ class LookTurns:
 
     @property
     def waiting(self) -> int:
-        """Turns queued (cancelled waiters and moved-up ones may still be counted until they come up)."""
+        """Entries queued (those of cancelled or re-queued takers may be counted until they come up)."""
         return len(self._waiting)
 
-    @asynccontextmanager
-    async def turn(
-        self,
-        *,
-        last_look_at: float,
-        due_at: float,
-        interval: float,
-        watchers: int,
-        rank: Rank = Rank.LOOK,
-        ticket: TurnTicket | None = None,
-        wanted: Callable[[], bool] | None = None,
-        vouched: bool = False,
-    ) -> AsyncIterator[None]:
+    def enqueue(self, taker: TurnTaker, *, rank: Rank, last_look_at: float) -> None:
         """
-        Wait for this watcher's turn, hold it for the block (one look), then pass it on.
+        Queue ``taker`` for a turn (again, with a better rank: moved up, keeping its age).
 
-        :param last_look_at: ``time.monotonic()`` of the watcher's last look (``-inf``: none yet).
-        :param due_at: when its look was due (``time.monotonic()``).
-        :param interval: its seconds between looks.
-        :param watchers: how many watchers share this queue (for the log).
         :param rank: see :class:`Rank`.
-        :param ticket: lets :meth:`hurry` move this wait up.
-        :param wanted: whether the look is still wanted when its turn comes; a turn not wanted (a listing
-            made it needless meanwhile) is not counted as a look.
-        :param vouched: a listing vouches for the watcher (:mod:`.listers`): the listing, not the budget,
-            says when it looks, so a late look does not mean the budget stretches the interval.
+        :param last_look_at: ``time.monotonic()`` of its last look (``-inf``: none yet).
         """
-        await self._acquire((rank, last_look_at), ticket)
+        order = next(self._order)
+        taker.turn_order = order
+        heapq.heappush(self._waiting, (rank, last_look_at, order, taker))
+        self._grant()
+
+    def release(self) -> None:
+        """A look is done: its turn goes to the next one."""
+        self._free += 1
+        self._grant()
+
+    @asynccontextmanager
+    async def turn(self, *, last_look_at: float, rank: Rank = Rank.LOOK) -> AsyncIterator[None]:
+        """
+        Wait for a turn in a task, hold it for the block (one look or page), then pass it on.
+
+        :param last_look_at: ``time.monotonic()`` of the last look (``-inf``: none yet).
+        :param rank: see :class:`Rank`.
+        """
+        waiter = _Waiter()
+        self.enqueue(waiter, rank=rank, last_look_at=last_look_at)
         try:
-            if wanted is None or wanted():
-                self._note_turn(time.monotonic(), due_at, interval, watchers, vouched=vouched)
+            await waiter.future
+        except asyncio.CancelledError:
+            waiter.turn_order = None
+            if waiter.future.done() and not waiter.future.cancelled():  # handed the turn as it was cancelled
+                self.release()
+            raise
+        try:
             yield
         finally:
-            self._release()
-
-    def hurry(self, ticket: TurnTicket, rank: Rank = Rank.LOOK) -> None:
-        """Move the wait of ``ticket`` (if it is waiting) up to ``rank``."""
-        future = ticket.future
-        if future is not None and not future.done():
-            heapq.heappush(self._waiting, ((rank, ticket.last_look_at), next(self._order), future))
+            self.release()
 
     @asynccontextmanager
     async def listing(self) -> AsyncIterator[None]:
@@ -144,48 +168,37 @@ class LookTurns:
             self._listings -= 1
             self._grant()
 
-    async def _acquire(self, priority: tuple[int, float], ticket: TurnTicket | None) -> None:
-        if self._free > 0 and not self._waiting and not (self._listings and priority[0] != Rank.LISTING):
-            self._free -= 1
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (priority, next(self._order), future))
-        if ticket is not None:
-            ticket.future, ticket.last_look_at = future, priority[1]
-        try:
-            self._grant()
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():  # handed the turn as it was cancelled: pass it on
-                self._release()
-            raise
-        finally:
-            if ticket is not None:
-                ticket.future = None
-
-    def _release(self) -> None:
-        self._free += 1
-        self._grant()
-
     def _grant(self) -> None:
-        """Hand the free turns to the first waiters (none but listing pages while a listing is under way)."""
+        """Hand the free turns to the first takers (none but listing pages while a listing is under way)."""
         waiting = self._waiting
         while self._free > 0 and waiting:
-            (rank, _last_look_at), _order, future = waiting[0]
-            if future.done():  # a cancelled waiter, or one moved up that already had its turn
+            rank, _last_look_at, order, taker = waiting[0]
+            if taker.turn_order != order:  # cancelled, or queued again with a better rank
                 heapq.heappop(waiting)
-            elif self._listings and rank != Rank.LISTING:
+                continue
+            if self._listings and rank != Rank.LISTING:
                 return
-            else:
-                heapq.heappop(waiting)
-                self._free -= 1
-                future.set_result(None)
+            heapq.heappop(waiting)
+            taker.turn_order = None
+            self._free -= 1
+            if not taker.take_turn():
+                self._free += 1
 
     # --- the stretched interval, in the log ------------------------------------------------------------
 
-    def _note_turn(
+    def note_turn(
         self, now: float, due_at: float, interval: float, watchers: int, *, vouched: bool = False
     ) -> None:
+        """
+        A turn was taken at ``now`` (``time.monotonic()``): the log says when the budget stretches the
+        interval.
+
+        :param due_at: when its look was due (``time.monotonic()``).
+        :param interval: its seconds between looks.
+        :param watchers: how many watchers share this queue.
+        :param vouched: a listing vouches for the watcher (:mod:`.listers`): the listing, not the budget,
+            says when it looks, so a late look does not mean the budget stretches the interval.
+        """
         self._granted.append(now)
         if vouched:
             return
@@ -222,3 +235,74 @@ class LookTurns:
             return interval
         rate = (len(granted) - 1) / (granted[-1] - granted[0])
         return max(interval, watchers / rate)
+
+
+class Alarmed(Protocol):
+    """What :class:`Alarms` wakes: a watcher."""
+
+    # The order of its live alarm (set by the alarms; None: none set). Older alarms are skipped.
+    alarm_order: int | None
+
+    def on_alarm(self) -> None:
+        """The time it asked for has come."""
+
+
+class Alarms:
+    """
+    Wakes watchers at the times they ask for, with one heap and one loop timer for all of them (a task
+    and a timer per watcher would cost a few dozen objects each, see the module docstring).
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Alarmed]] = []
+        self._order = itertools.count()
+        self._live = 0  # alarms set and not yet rung or cancelled
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        # The callbacks run in a context of their own: not in that of the trigger that set the first alarm.
+        self._context = contextvars.Context()
+
+    def set(self, alarmed: Alarmed, at: float) -> None:
+        """Wake ``alarmed`` at ``at`` (``time.monotonic()``), instead of when it asked before."""
+        if alarmed.alarm_order is None:
+            self._live += 1
+        order = alarmed.alarm_order = next(self._order)
+        heapq.heappush(self._heap, (at, order, alarmed))
+        if len(self._heap) > 2 * self._live + 64:  # the skipped alarms outnumber the live ones: drop them
+            self._heap = [entry for entry in self._heap if entry[2].alarm_order == entry[1]]
+            heapq.heapify(self._heap)
+        if at < self._timer_at:
+            self._arm(at)
+
+    def cancel(self, alarmed: Alarmed) -> None:
+        """Do not wake ``alarmed`` (its entry is skipped when it comes up)."""
+        if alarmed.alarm_order is not None:
+            alarmed.alarm_order = None
+            self._live -= 1
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().call_later(
+            max(0.0, at - time.monotonic()), self._ring, context=self._context
+        )
+
+    def _ring(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        heap = self._heap
+        now = time.monotonic()
+        while heap:
+            at, order, alarmed = heap[0]
+            if alarmed.alarm_order != order:
+                heapq.heappop(heap)
+            elif at <= now:
+                heapq.heappop(heap)
+                self.cancel(alarmed)
+                try:
+                    alarmed.on_alarm()  # may set alarms: the heap is read afresh
+                except Exception:  # one watcher's bug must not leave the others asleep
+                    log.exception("Waking %r failed", alarmed)
+            else:
+                self._arm(at)
+                return

@@ -1,16 +1,19 @@
 """Watchers: shared looks at Workflow instances for all the triggers of one triggerer event loop.
 
 Every trigger that waits on the same (connection, account, workflow, instance) subscribes to one
-:class:`InstanceWatcher`: a single asyncio task that reads the instance details once per interval (the
-shortest among its subscribers) and hands each look, or the error it got, to all of them. A trigger
-decides on each look with the pure checks of :mod:`~airflow_provider_cfworkflows.checks` and makes its
-own call only where the details cannot answer (``/step`` for an entry they cannot read).
+:class:`InstanceWatcher`, which reads the instance details once per interval (the shortest among its
+subscribers) and hands each look, or the error it got, to all of them. A trigger decides on each look
+with the pure checks of :mod:`~airflow_provider_cfworkflows.checks` and makes its own call only where
+the details cannot answer (``/step`` for an entry they cannot read).
 
 Requests per interval, per instance: one, however many triggers watch it (full details when any of
 them waits for a step, ``simple=true`` when all wait for the instance). So 1,000 step waits over 100
 instances at 60 s cost 100 requests a minute, inside Cloudflare's 240 a minute (1,200 per 5 minutes,
 shared with the dashboard). Beyond what the budget pays for, the watchers of a connection take their
-looks in turn (:mod:`.turns`): the one whose last look is oldest goes next, a few at a time.
+looks in turn (:mod:`.turns`): the one whose last look is oldest goes next, a few at a time. A watcher
+is no task of its own: the connection's :class:`.turns.Alarms` wake it when a look is due, its queue
+gives it a turn, and only a look in flight runs as a task (a task, its timer and events per watcher
+would make each idle watcher a few dozen objects for the garbage collector to walk).
 
 Many watched instances of one Workflow (:data:`.listers.LISTING_MIN_WATCHERS` or more) are listed
 instead, page by page (:mod:`.listers`): a watcher then makes its own look only when the listing shows
@@ -36,9 +39,8 @@ import math
 import random
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, NamedTuple
 
 from airflow_provider_cfworkflows.deadlines import calls_end_by
@@ -56,7 +58,7 @@ from airflow_provider_cfworkflows.triggers.listers import (
     ListingRound,
     WorkflowLister,
 )
-from airflow_provider_cfworkflows.triggers.turns import LookTurns, Rank, TurnTicket
+from airflow_provider_cfworkflows.triggers.turns import Alarms, LookTurns, Rank
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,9 @@ def error_delay(
 @dataclass(kw_only=True, eq=False)
 class Subscription:
     """
-    One trigger's place at a watcher.
+    One trigger's place at a watcher; leaving the ``with`` block of :func:`watch`, by any way,
+    unsubscribes (the last subscriber to leave stops the watcher and removes it). Its wait for a look
+    ends by its deadline, with an alarm of the connection's :class:`.turns.Alarms` (not a timer each).
 
     :param watcher: the watcher.
     :param poll_interval: the trigger's seconds between looks.
@@ -144,7 +148,23 @@ class Subscription:
     deadline: float
     awaited: frozenset[str] | None = None
     _seen: int = field(default=0, init=False)
-    _news: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _waiter: asyncio.Future[None] | None = field(default=None, init=False)
+    _ends_at: float = field(default=0.0, init=False)  # the deadline, as time.monotonic()
+    alarm_order: int | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._ends_at = time.monotonic() + self.deadline - time.time()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _leave(self)
 
     @property
     def hook(self) -> CloudflareWorkflowsHook:
@@ -163,13 +183,26 @@ class Subscription:
 
     def notify(self) -> None:
         """A new look (or error) is there."""
-        self._news.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    async def next_look(self) -> Look:
-        """The next look this subscriber has not seen (at once if there is one)."""
+    def on_alarm(self) -> None:
+        """The deadline came (:class:`.turns.Alarms`)."""
+        self.notify()
+
+    async def next_look(self) -> Look | None:
+        """The next look this subscriber has not seen (at once if there is one); None at the deadline."""
         while not self.wants(self.watcher.latest):
-            self._news.clear()
-            await self._news.wait()
+            if time.monotonic() >= self._ends_at:
+                return None
+            if self.alarm_order is None:
+                self.watcher.alarms.set(self, self._ends_at)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         look = self.watcher.latest
         assert look is not None  # for mypy: wants() said so
         self._seen = look.number
@@ -178,7 +211,7 @@ class Subscription:
 
 class InstanceWatcher:
     """
-    One asyncio task looking at one instance for all its subscribers (see the module docstring).
+    Looks at one instance for all its subscribers (see the module docstring).
 
     :param key: the instance, connection and account.
     :param hooks: the hooks of this event loop, one per connection.
@@ -189,29 +222,28 @@ class InstanceWatcher:
         self._hooks = hooks
         self._shared = hooks.acquire(key.cloudflare_conn_id)
         self.hook = self._shared.hook
+        self.alarms = self._shared.alarms
         self.subscribers: list[Subscription] = []
         self.latest: Look | None = None
         self.looks = 0
+        self.stopped = False
         self._failures = 0
         self._retry_at = 0.0
         self._look_now = False
         self._wanted_at = time.monotonic()  # when a look was first wanted (no look yet, or a stale one)
-        self._stopped = False
-        self._wake = asyncio.Event()
-        self._ticket = TurnTicket()
+        # Where it is between looks (see .turns): an alarm set for when the next look is due, or a place in
+        # the connection's queue (with the rank and due time it queued with), or a look in flight.
+        self.alarm_order: int | None = None
+        self.turn_order: int | None = None
+        self._queued_rank = Rank.LOOK
+        self._queued_due_at = 0.0
+        self._looking: asyncio.Task[None] | None = None
         # While a lister vouches for this instance (see .listers):
         self.lister: WorkflowLister | None = None
         self._direct_at = self._wanted_at  # the last look of its own (the safety net counts from it)
         self._vouched_at = -math.inf  # the start of the last listing that showed nothing new
         self._reference: tuple[Any, ...] | None = None  # how listings showed it before its last look
         self._first_seen: tuple[Any, ...] | None = None  # ... before its first look (a step wait)
-        # A fresh context: the watcher must not inherit the deadline (or log context) of the trigger
-        # that happened to start it; it serves all of them.
-        self.task = asyncio.get_running_loop().create_task(
-            self._run(),
-            name=f"cloudflare-workflows-watch:{key.workflow_name}/{key.instance_id}",
-            context=contextvars.Context(),
-        )
 
     # --- subscribers ---------------------------------------------------------------------------------
 
@@ -231,22 +263,29 @@ class InstanceWatcher:
             if not self._look_now:  # ...which comes now (unless a transient error holds the watcher back)
                 self._look_now, self._wanted_at = True, time.monotonic()
         self.subscribers.append(subscription)
-        self._wake.set()
+        self._schedule()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Remove a subscriber (the registry stops the watcher when none is left)."""
         if subscription in self.subscribers:
             self.subscribers.remove(subscription)
-        self._wake.set()
+        self.alarms.cancel(subscription)
+        self._schedule()
 
     def stop(self) -> None:
-        """Stop looking: cancel the task (it closes the hook as it ends)."""
-        self._stopped = True
-        self._wake.set()
-        self.task.cancel()
+        """Stop looking (a look in flight is cancelled); the hook is released once no look is in flight."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.alarms.cancel(self)
+        self.turn_order = None  # its place in the queue, if any, is skipped
+        if self._looking is None:
+            self._hooks.release(self._shared)
+        else:
+            self._looking.cancel()  # the look releases the hook as it ends
 
-    # --- the task ------------------------------------------------------------------------------------
+    # --- when to look --------------------------------------------------------------------------------
 
     @property
     def needs_steps(self) -> bool:
@@ -269,59 +308,88 @@ class InstanceWatcher:
             due = max(self.latest.taken_at, self._vouched_at) + self.interval
         return max(due, self._retry_at)
 
-    def _wanted(self) -> bool:
-        """Whether a look is wanted now: not when all subscribers left (the watcher is being stopped), nor
-        when a listing made it needless while it waited for its turn."""
-        return bool(self.subscribers) and self._next_look_at() <= time.monotonic()
-
     def _rank(self) -> Rank:
         """How urgent the next look is (see :class:`.turns.Rank`)."""
         if self._look_now or self.lister is None:
             return Rank.LOOK
         return Rank.FIRST_LOOK if self.latest is None else Rank.SAFETY_NET
 
-    async def _run(self) -> None:
-        try:
-            while await self._until_due():
-                # The look waits for its turn among the connection's watchers (by rank, then oldest last
-                # look first).
-                rank = self._rank()
-                async with self._shared.turns.turn(
-                    last_look_at=-math.inf if self.latest is None else self.latest.taken_at,
-                    due_at=self._next_look_at(),
-                    interval=self.interval * (SAFETY_NET_INTERVALS if rank is Rank.SAFETY_NET else 1),
-                    watchers=self._shared.users,
-                    rank=rank,
-                    ticket=self._ticket,
-                    wanted=self._wanted,
-                    vouched=self.lister is not None,
-                ):
-                    if not self._wanted():
-                        continue
-                    self._look_now = False
-                    reference = None if self.lister is None else self.lister.reference(self)
-                    look = await self._look()
-                self._publish(look)
-                if look.details is not None:
-                    self._direct_at, self._reference = look.taken_at, reference
-                    if self.lister is not None:
-                        self.lister.looked(self, look.details)
-        finally:
-            await self._hooks.release(self._shared)
+    def _schedule(self) -> None:
+        """
+        After anything that may move the next look: queue for a turn if it is due (again, if it now has a
+        better rank: moved up, keeping its age), else set the alarm for when it is. A watcher queued for a
+        look no longer due keeps its place: :meth:`take_turn` finds it not wanted.
+        """
+        if self.stopped or self._looking is not None:
+            return  # a look in flight schedules the next one as it ends
+        alarms = self.alarms
+        if not self.subscribers:
+            alarms.cancel(self)
+            return
+        due_at = self._next_look_at()
+        if due_at > time.monotonic():
+            if self.turn_order is None:
+                alarms.set(self, due_at)
+            return
+        alarms.cancel(self)
+        rank = self._rank()
+        if self.turn_order is None or rank < self._queued_rank:
+            self._queued_rank, self._queued_due_at = rank, due_at
+            last_look_at = -math.inf if self.latest is None else self.latest.taken_at
+            self._shared.turns.enqueue(self, rank=rank, last_look_at=last_look_at)
 
-    async def _until_due(self) -> bool:
-        """Wait until the next look is due (True) or the watcher is stopped (False)."""
-        while not self._stopped:
-            delay = self._next_look_at() - time.monotonic()
-            if self.subscribers and delay <= 0:
-                return True
-            self._wake.clear()
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that comes
-            # with the wake-up (the last subscriber leaving does both).
-            with suppress(TimeoutError):
-                async with asyncio.timeout(delay if self.subscribers else None):
-                    await self._wake.wait()
-        return False
+    def on_alarm(self) -> None:
+        """The next look may be due (:class:`.turns.Alarms`)."""
+        self._schedule()
+
+    def take_turn(self) -> bool:
+        """The queue's turn came (:class:`.turns.LookTurns`): look, if a look is still wanted."""
+        if self.stopped:
+            return False
+        if not (self.subscribers and self._next_look_at() <= time.monotonic()):
+            # All subscribers left (the watcher is being stopped), or a listing made the look needless
+            # while it waited for its turn.
+            self._schedule()
+            return False
+        interval = self.interval * (SAFETY_NET_INTERVALS if self._queued_rank is Rank.SAFETY_NET else 1)
+        shared, vouched = self._shared, self.lister is not None
+        shared.turns.note_turn(time.monotonic(), self._queued_due_at, interval, shared.users, vouched=vouched)
+        self._look_now = False
+        # A fresh context: the look must not inherit the deadline (or log context) of whichever trigger
+        # or look led to this turn; it serves all the subscribers.
+        looking = self._looking = asyncio.get_running_loop().create_task(
+            self._look_in_turn(),
+            name=f"cloudflare-workflows-look:{self.key.workflow_name}/{self.key.instance_id}",
+            context=contextvars.Context(),
+        )
+        # A done callback, not a finally: a task cancelled before it started never runs its coroutine.
+        looking.add_done_callback(self._look_ended)
+        return True
+
+    # --- a look --------------------------------------------------------------------------------------
+
+    async def _look_in_turn(self) -> None:
+        reference = None if self.lister is None else self.lister.reference(self)
+        look = await self._look()
+        self._publish(look)
+        if look.details is not None:
+            self._direct_at, self._reference = look.taken_at, reference
+            if self.lister is not None:
+                self.lister.looked(self, look.details)
+
+    def _look_ended(self, looking: asyncio.Task[None]) -> None:
+        """The look's task ended (or was cancelled, perhaps before it started): the turn goes on."""
+        self._looking = None
+        self._shared.turns.release()
+        if not looking.cancelled() and (error := looking.exception()) is not None:
+            key = self.key
+            log.error(
+                "Looking at instance %r of %r failed", key.instance_id, key.workflow_name, exc_info=error
+            )
+        if self.stopped:
+            self._hooks.release(self._shared)
+        else:
+            self._schedule()
 
     async def _look(self) -> Look:
         full = self.needs_steps
@@ -363,17 +431,14 @@ class InstanceWatcher:
         """Look as soon as a turn allows (ahead of looks only the safety net or a first look asks for)."""
         if not self._look_now:
             self._look_now, self._wanted_at = True, time.monotonic()
-        self._wake.set()
-        self._shared.turns.hurry(self._ticket)
+        self._schedule()
 
     def attach(self, lister: WorkflowLister | None) -> None:
         """Let ``lister`` vouch for this instance, or (None) look on its own again."""
         if lister is self.lister:
             return
         self.lister = lister
-        self._wake.set()
-        if lister is None:  # a look waiting at a low rank is an ordinary one now
-            self._shared.turns.hurry(self._ticket)
+        self._schedule()  # without a lister, a look waiting at a low rank is an ordinary one now
 
     def on_listing(self, listed: ListedInstance | None, listing: ListingRound) -> None:
         """
@@ -411,6 +476,7 @@ class _SharedHook:
     cloudflare_conn_id: str
     hook: CloudflareWorkflowsHook
     turns: LookTurns
+    alarms: Alarms = field(default_factory=Alarms)
     users: int = 0
 
 
@@ -419,6 +485,7 @@ class SharedHooks:
 
     def __init__(self) -> None:
         self.by_connection: dict[str, _SharedHook] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # hooks being closed (kept until done)
 
     def acquire(self, cloudflare_conn_id: str) -> _SharedHook:
         """The connection's hook (made if there is none), counted as used once more."""
@@ -435,12 +502,16 @@ class SharedHooks:
         if self.by_connection.get(shared.cloudflare_conn_id) is shared:
             del self.by_connection[shared.cloudflare_conn_id]
 
-    async def release(self, shared: _SharedHook) -> None:
-        """One user less; the last one closes the hook."""
+    def release(self, shared: _SharedHook) -> None:
+        """One user less; the last one closes the hook (in a task of its own)."""
         shared.users -= 1
         if shared.users == 0:
             self.retire(shared)
-            await shared.hook.aclose()
+            closing = asyncio.get_running_loop().create_task(
+                shared.hook.aclose(), name=f"cloudflare-workflows-close:{shared.cloudflare_conn_id}"
+            )
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
 
 @dataclass
@@ -473,7 +544,6 @@ def shared_hooks() -> dict[str, CloudflareWorkflowsHook]:
     return {conn_id: shared.hook for conn_id, shared in _registry().hooks.by_connection.items()}
 
 
-@contextmanager
 def watch(
     key: WatchKey,
     *,
@@ -481,9 +551,9 @@ def watch(
     full: bool,
     deadline: float,
     awaited: frozenset[str] | None = None,
-) -> Iterator[Subscription]:
+) -> Subscription:
     """
-    Subscribe to the watcher of ``key`` for the block (made if there is none); leaving the block, by
+    Subscribe to the watcher of ``key`` (made if there is none), for a ``with`` block: leaving it, by
     any way, unsubscribes, and the last subscriber to leave stops the watcher and removes it.
 
     :param poll_interval: the subscriber's seconds between looks.
@@ -494,7 +564,7 @@ def watch(
     registry = _registry()
     watcher = registry.watchers.get(key)
     lister_key = ListerKey(key.cloudflare_conn_id, key.account_id, key.workflow_name)
-    if watcher is None or watcher.task.done():
+    if watcher is None or watcher.stopped:
         watcher = registry.watchers[key] = InstanceWatcher(key, registry.hooks)
         lister = registry.listers.get(lister_key)
         if lister is None:
@@ -502,17 +572,21 @@ def watch(
                 lister_key, registry.hooks, untrusted=registry.untrusted
             )
         lister.add(watcher)
-    subscription = watcher.subscribe(
-        poll_interval=poll_interval, full=full, deadline=deadline, awaited=awaited
-    )
-    try:
-        yield subscription
-    finally:
-        watcher.unsubscribe(subscription)
-        if not watcher.subscribers:
-            if registry.watchers.get(key) is watcher:
-                del registry.watchers[key]
-            watcher.stop()
-            lister = registry.listers.get(lister_key)
-            if lister is not None and lister.remove(watcher) and registry.listers.get(lister_key) is lister:
-                del registry.listers[lister_key]
+    return watcher.subscribe(poll_interval=poll_interval, full=full, deadline=deadline, awaited=awaited)
+
+
+def _leave(subscription: Subscription) -> None:
+    """The end of :func:`watch`'s block."""
+    watcher = subscription.watcher
+    watcher.unsubscribe(subscription)
+    if watcher.subscribers:
+        return
+    registry = _registry()
+    key = watcher.key
+    if registry.watchers.get(key) is watcher:
+        del registry.watchers[key]
+    watcher.stop()
+    lister_key = ListerKey(key.cloudflare_conn_id, key.account_id, key.workflow_name)
+    lister = registry.listers.get(lister_key)
+    if lister is not None and lister.remove(watcher) and registry.listers.get(lister_key) is lister:
+        del registry.listers[lister_key]

@@ -237,44 +237,51 @@ class _CloudflareWorkflowsPollingTrigger(BaseTrigger):
         last: Check | None = None
         last_error: CloudflareWorkflowsError | None = None
         key = WatchKey(self.cloudflare_conn_id, self.account_id, self.workflow_name, self.instance_id)
-        try:
-            # Ends by end_time whatever the server does (the watcher's look and our own calls alike).
-            async with asyncio.timeout(self.end_time - time.time()) as scope:
-                with watch(
-                    key,
-                    poll_interval=self.poll_interval,
-                    full=self._needs_steps,
-                    deadline=self.end_time,
-                    awaited=self._awaited_statuses(),
-                ) as subscription:
-                    while True:
-                        look = await subscription.next_look()
-                        try:
-                            if look.error is not None:
-                                raise look.error
-                            assert look.details is not None  # for mypy: a look has one or the other
-                            with calls_end_by(self.end_time):
-                                check = await self._evaluate(subscription, look.details)
-                        except CloudflareWorkflowsError as error:
-                            if not error.is_transient:
-                                awaited = self._describe_awaited()
-                                message = f"Cloudflare API error while waiting for {awaited}: {error}"
-                                return self._event(EVENT_ERROR, last, message)
-                            self._log_transient(error, look)
-                            last_error = error
-                            continue
-                        except AirflowException as error:  # e.g. the connection does not exist
-                            message = f"Cannot poll Cloudflare for {self._describe_awaited()}: {error}"
-                            return self._event(EVENT_ERROR, last, message)
-                        last, last_error = check, None
-                        if check.verdict is not Verdict.PENDING:
-                            return self._event(check.verdict.value, check, check.message)
-                        progress.report(check)
-        except TimeoutError:
-            if not scope.expired():
-                raise
+        # Ends by end_time whatever the server does: the wait for a look ends by it, and so do our own calls.
+        with watch(
+            key,
+            poll_interval=self.poll_interval,
+            full=self._needs_steps,
+            deadline=self.end_time,
+            awaited=self._awaited_statuses(),
+        ) as subscription:
+            while (look := await subscription.next_look()) is not None:
+                try:
+                    check = await self._decide(subscription, look)
+                except CloudflareWorkflowsError as error:
+                    if not error.is_transient:
+                        awaited = self._describe_awaited()
+                        message = f"Cloudflare API error while waiting for {awaited}: {error}"
+                        return self._event(EVENT_ERROR, last, message)
+                    self._log_transient(error, look)
+                    last_error = error
+                    continue
+                except AirflowException as error:  # e.g. the connection does not exist
+                    message = f"Cannot poll Cloudflare for {self._describe_awaited()}: {error}"
+                    return self._event(EVENT_ERROR, last, message)
+                if check is None:
+                    break
+                last, last_error = check, None
+                if check.verdict is not Verdict.PENDING:
+                    return self._event(check.verdict.value, check, check.message)
+                progress.report(check)
         message = timeout_message(self._describe_awaited(), last, last_error)
         return self._event(EVENT_TIMEOUT, last, message)
+
+    async def _decide(self, subscription: Subscription, look: Look) -> Check | None:
+        """The check of one look (or its error, raised); None when the deadline came first."""
+        if look.error is not None:
+            raise look.error
+        assert look.details is not None  # for mypy: a look has one or the other
+        try:
+            # A scope only while deciding: a timer per waiting trigger would cost the garbage collector.
+            async with asyncio.timeout(self.end_time - time.time()) as scope:
+                with calls_end_by(self.end_time):
+                    return await self._evaluate(subscription, look.details)
+        except TimeoutError:
+            if scope.expired():
+                return None
+            raise
 
     def _log_transient(self, error: CloudflareWorkflowsError, look: Look) -> None:
         if look.error is error:

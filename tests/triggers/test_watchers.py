@@ -1,6 +1,7 @@
 """Coalesced polling against the real emulator on 127.0.0.1: triggers of one event loop that wait on one
 instance share one look per interval, a look at a step that has not finished costs one request (sync
-poke and trigger alike), and a cancelled or finished trigger leaves the registry empty."""
+poke and trigger alike), a cancelled or finished trigger leaves the registry empty, and between looks
+a watcher is no task of its own."""
 
 from __future__ import annotations
 
@@ -168,10 +169,9 @@ async def test_cancellation_leaves_the_registry_empty_and_stops_looking(cloudfla
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     assert watchers.watchers() == {}
-    await asyncio.wait([watcher.task for watcher in running], timeout=5)
-    assert all(watcher.task.done() for watcher in running)
-    assert watchers.shared_hooks() == {}
-    assert len(closed) == 1  # the shared hook closed its HTTP client
+    assert all(watcher.stopped for watcher in running)
+    # A look in flight is cancelled; the last one to end releases the hook, which closes its HTTP client.
+    await until(lambda: watchers.shared_hooks() == {} and len(closed) == 1)
     stopped = time.time()
     sent_before = len(api_requests(emulator, 0))
     # A new trigger on another instance looks (so time passes in the loop); the stopped watchers do not.
@@ -240,17 +240,18 @@ async def test_one_hook_per_connection_closed_after_its_last_user_and_retired_on
     first, second, other = hooks.acquire("a"), hooks.acquire("a"), hooks.acquire("b")
     assert first is second
     assert first is not other
-    await hooks.release(first)
+    hooks.release(first)
+    await asyncio.sleep(0)
     assert not first.hook.closed  # still used
     hooks.retire(second)  # e.g. an authentication error: the token may have been rotated
     fresh = hooks.acquire("a")
     assert fresh is not second  # new users get a new hook, which reads the connection again
-    await hooks.release(second)
-    assert second.hook.closed
-    await hooks.release(fresh)
-    await hooks.release(other)
+    hooks.release(second)
+    await until(lambda: second.hook.closed)
+    hooks.release(fresh)
+    hooks.release(other)
     assert hooks.by_connection == {}
-    assert all(shared.hook.closed for shared in (first, fresh, other))
+    await until(lambda: all(shared.hook.closed for shared in (first, fresh, other)))
 
 
 async def test_when_the_budget_binds_the_instances_are_looked_at_in_turn(cloudflare_conn):
@@ -286,3 +287,49 @@ async def test_when_the_budget_binds_the_instances_are_looked_at_in_turn(cloudfl
         behind = sum(1 for other, count in counts.items() if other != instance and count < counts[instance])
         assert behind <= MAX_LOOKS_IN_FLIGHT, (instance, counts)
         counts[instance] += 1
+
+
+async def test_between_looks_a_watcher_is_no_task_and_a_trigger_waits_on_one_future(cloudflare_conn):
+    emulator = cloudflare_conn
+    workflow = put_workflow(emulator, [{"name": "slow", "duration": 600}])
+    instances = [create_instance(emulator, workflow) for _ in range(5)]
+    triggers = [
+        asyncio.create_task(first_event(step_trigger(workflow, instance_id, "slow", poll_interval=60)))
+        for instance_id in instances
+        for _ in range(2)
+    ]
+    await until(
+        lambda: len(watchers.watchers()) == 5 and all(w.looks >= 1 for w in watchers.watchers().values())
+    )
+
+    def looks_in_flight():
+        return [task for task in asyncio.all_tasks() if task.get_name().startswith("cloudflare-workflows-")]
+
+    await until(lambda: not looks_in_flight())
+    # Until the next look (a minute away) the only tasks are the triggers' own and this test's: the five
+    # watchers wait in the connection's alarms, the triggers for their subscription's future.
+    assert asyncio.all_tasks() == {*triggers, asyncio.current_task()}
+    for task in triggers:
+        task.cancel()
+    await asyncio.gather(*triggers, return_exceptions=True)
+    assert watchers.watchers() == {}
+
+
+async def test_a_look_cancelled_before_it_started_gives_its_turn_and_its_hook_back(cloudflare_conn):
+    emulator = cloudflare_conn
+    workflow = put_workflow(emulator, [{"name": "slow", "duration": 600}])
+    instances = [create_instance(emulator, workflow) for _ in range(MAX_LOOKS_IN_FLIGHT + 1)]
+    kept = asyncio.create_task(first_event(step_trigger(workflow, instances[0], "slow", poll_interval=60)))
+    await until(lambda: [watcher.looks for watcher in watchers.watchers().values()] == [1])
+    for instance_id in instances[1:]:  # as many as there are turns
+        key = watchers.WatchKey("cloudflare_default", None, workflow, instance_id)
+        with watchers.watch(key, poll_interval=INTERVAL, full=True, deadline=time.time() + 30):
+            pass  # given a turn at once, and gone before its look could start
+    started = time.time()
+    event = await first_event(step_trigger(workflow, instances[1], "slow", seconds=INTERVAL * 4))
+    assert event["status"] == "timeout"
+    looked = [entry for entry in api_requests(emulator, started) if instances[1] in entry["raw_path"]]
+    assert len(looked) >= 2  # the turns came back: it looked, once per interval
+    kept.cancel()
+    await asyncio.gather(kept, return_exceptions=True)
+    await until(lambda: watchers.shared_hooks() == {})
