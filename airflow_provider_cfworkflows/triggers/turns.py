@@ -107,6 +107,7 @@ class LookTurns:
         self._free = concurrency
         # (rank, last look, arrival, the taker): arrival is the taker's turn_order while the entry is live.
         self._waiting: list[tuple[int, float, int, TurnTaker]] = []
+        self._compact_at = 64  # entries queued past which the skipped ones are dropped
         self._order = itertools.count()
         self._granted: deque[float] = deque(maxlen=RATE_SAMPLE)
         self._logged_interval: float | None = None  # the stretched interval last logged, None: not stretched
@@ -129,6 +130,10 @@ class LookTurns:
         order = next(self._order)
         taker.turn_order = order
         heapq.heappush(self._waiting, (rank, last_look_at, order, taker))
+        if len(self._waiting) > self._compact_at:  # re-queued takers left many entries behind
+            self._waiting = [entry for entry in self._waiting if entry[3].turn_order == entry[2]]
+            heapq.heapify(self._waiting)
+            self._compact_at = 2 * len(self._waiting) + 64
         self._grant()
 
     def release(self) -> None:

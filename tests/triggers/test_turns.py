@@ -142,6 +142,22 @@ async def test_ranks_go_first_a_waiter_moved_up_keeps_its_age_and_a_listing_hold
     assert turns.waiting == 0  # the moved-up waiter's first entry was dropped
 
 
+async def test_a_taker_queued_again_and_again_leaves_few_entries_behind():
+    turns = LookTurns(label="c", concurrency=0)  # no turn is free: everything queued stays queued
+    order: list[str] = []
+    takers = [Taker(turns, name, order) for name in ("a", "b")]
+    for _ in range(500):
+        for taker in takers:
+            turns.enqueue(taker, rank=Rank.SAFETY_NET, last_look_at=1.0)
+    assert turns.waiting <= 2 * len(takers) + 64 + 1
+    turns.release()
+    turns.release()
+    await settle(lambda: sorted(order) == ["a", "b"])
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert sorted(order) == ["a", "b"]  # once each: the skipped entries give no turn
+
+
 def test_the_stretched_interval_is_logged_once_then_on_a_change_then_when_it_ends(caplog):
     turns = LookTurns(label="cloudflare_default", concurrency=8)
     caplog.set_level(logging.INFO, logger="airflow_provider_cfworkflows.triggers.turns")
