@@ -36,10 +36,10 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from enum import IntEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,18 @@ RELOG_FACTOR = 1.5
 RELOG_SECONDS = 300.0
 # Turns remembered to measure the rate at which they are given.
 RATE_SAMPLE = 64
+# Entries of a heap that are skipped when they come up (their owner was queued again, or left) are
+# dropped once the heap holds twice as many entries as were live at the last drop, plus this many.
+COMPACT_SLACK = 64
+
+_Entry = TypeVar("_Entry", bound=tuple[object, ...])
+
+
+def _drop_skipped(heap: list[_Entry], live: Callable[[_Entry], bool]) -> int:
+    """Keep only the ``live`` entries of ``heap`` (in place); returns the size at which to drop again."""
+    heap[:] = [entry for entry in heap if live(entry)]
+    heapq.heapify(heap)
+    return 2 * len(heap) + COMPACT_SLACK
 
 
 class Rank(IntEnum):
@@ -107,7 +119,7 @@ class LookTurns:
         self._free = concurrency
         # (rank, last look, arrival, the taker): arrival is the taker's turn_order while the entry is live.
         self._waiting: list[tuple[int, float, int, TurnTaker]] = []
-        self._compact_at = 64  # entries queued past which the skipped ones are dropped
+        self._compact_at = COMPACT_SLACK  # see _drop_skipped
         self._order = itertools.count()
         self._granted: deque[float] = deque(maxlen=RATE_SAMPLE)
         self._logged_interval: float | None = None  # the stretched interval last logged, None: not stretched
@@ -130,10 +142,8 @@ class LookTurns:
         order = next(self._order)
         taker.turn_order = order
         heapq.heappush(self._waiting, (rank, last_look_at, order, taker))
-        if len(self._waiting) > self._compact_at:  # re-queued takers left many entries behind
-            self._waiting = [entry for entry in self._waiting if entry[3].turn_order == entry[2]]
-            heapq.heapify(self._waiting)
-            self._compact_at = 2 * len(self._waiting) + 64
+        if len(self._waiting) > self._compact_at:
+            self._compact_at = _drop_skipped(self._waiting, lambda entry: entry[3].turn_order == entry[2])
         self._grant()
 
     def release(self) -> None:
@@ -261,7 +271,7 @@ class Alarms:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Alarmed]] = []
         self._order = itertools.count()
-        self._live = 0  # alarms set and not yet rung or cancelled
+        self._compact_at = COMPACT_SLACK  # see _drop_skipped
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         # The callbacks run in a context of their own: not in that of the trigger that set the first alarm.
@@ -269,21 +279,16 @@ class Alarms:
 
     def set(self, alarmed: Alarmed, at: float) -> None:
         """Wake ``alarmed`` at ``at`` (``time.monotonic()``), instead of when it asked before."""
-        if alarmed.alarm_order is None:
-            self._live += 1
         order = alarmed.alarm_order = next(self._order)
         heapq.heappush(self._heap, (at, order, alarmed))
-        if len(self._heap) > 2 * self._live + 64:  # the skipped alarms outnumber the live ones: drop them
-            self._heap = [entry for entry in self._heap if entry[2].alarm_order == entry[1]]
-            heapq.heapify(self._heap)
+        if len(self._heap) > self._compact_at:
+            self._compact_at = _drop_skipped(self._heap, lambda entry: entry[2].alarm_order == entry[1])
         if at < self._timer_at:
             self._arm(at)
 
     def cancel(self, alarmed: Alarmed) -> None:
         """Do not wake ``alarmed`` (its entry is skipped when it comes up)."""
-        if alarmed.alarm_order is not None:
-            alarmed.alarm_order = None
-            self._live -= 1
+        alarmed.alarm_order = None
 
     def _arm(self, at: float) -> None:
         if self._timer is not None:

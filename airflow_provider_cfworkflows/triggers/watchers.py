@@ -563,7 +563,7 @@ def watch(
     """
     registry = _registry()
     watcher = registry.watchers.get(key)
-    lister_key = ListerKey(key.cloudflare_conn_id, key.account_id, key.workflow_name)
+    lister_key = _lister_key(key)
     if watcher is None or watcher.stopped:
         watcher = registry.watchers[key] = InstanceWatcher(key, registry.hooks)
         lister = registry.listers.get(lister_key)
@@ -573,6 +573,11 @@ def watch(
             )
         lister.add(watcher)
     return watcher.subscribe(poll_interval=poll_interval, full=full, deadline=deadline, awaited=awaited)
+
+
+def _lister_key(key: WatchKey) -> ListerKey:
+    """The listing that may vouch for the instance of ``key``: its Workflow's, same connection and account."""
+    return ListerKey(key.cloudflare_conn_id, key.account_id, key.workflow_name)
 
 
 def _leave(subscription: Subscription) -> None:
@@ -586,7 +591,7 @@ def _leave(subscription: Subscription) -> None:
     if registry.watchers.get(key) is watcher:
         del registry.watchers[key]
     watcher.stop()
-    lister_key = ListerKey(key.cloudflare_conn_id, key.account_id, key.workflow_name)
+    lister_key = _lister_key(key)
     lister = registry.listers.get(lister_key)
     if lister is not None and lister.remove(watcher) and registry.listers.get(lister_key) is lister:
         del registry.listers[lister_key]
